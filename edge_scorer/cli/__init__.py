@@ -1,0 +1,76 @@
+"""The ``edge-scorer`` command line: one subcommand per module in this package.
+
+Each subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Modules keep heavy imports inside ``run`` so that ``edge-scorer --help``
+and light commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .._log import get_logger, setup_cli_logging
+
+#: Subcommand name -> module (relative to this package).
+COMMANDS: dict[str, str] = {
+    "demo": ".demo",
+    "simulate": ".simulate",
+    "render": ".render",
+    "stats": ".stats",
+}
+
+log = get_logger("cli")
+
+
+class CliError(Exception):
+    """An error to report to the user as one clear line (exit code 2), without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every subcommand."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="edge-scorer",
+        description="Bedside/edge real-time sleep-stage scoring of polysomnography.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-scorer {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modname in COMMANDS.items():
+        mod = importlib.import_module(modname, __name__)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edge-scorer`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    setup_cli_logging(args.verbose)
+    try:
+        return int(args._module.run(args) or 0)
+    except CliError as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.warning("interrupted")
+        return 130
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        # Validation errors carry their own fix; show them without a traceback.
+        if args.verbose:
+            raise
+        log.error("%s: %s", type(exc).__name__, exc)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
