@@ -58,10 +58,24 @@ def _num(value: float, width: int = 8) -> str:
     """Format a number into at most ``width`` characters (EDF header rule)."""
     if float(value).is_integer() and len(str(int(value))) <= width:
         return str(int(value))
-    for digits in range(width, 0, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= width and "e" not in text:
+    for decimals in range(width, -1, -1):
+        text = f"{value:.{decimals}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        if len(text) <= width:
             return text
+    raise ValueError(f"cannot fit {value!r} into an {width}-character EDF header field")
+
+
+def _outward(value: float, up: bool, width: int = 8) -> float:
+    """Round ``value`` away from the data (down for a minimum, up for a maximum) to the most
+    precise decimal that fits an EDF header field."""
+    for decimals in range(width, -1, -1):
+        q = 10.0**-decimals
+        v = (math.ceil if up else math.floor)(value / q) * q
+        text = f"{v:.{decimals}f}"
+        if len(text) <= width:
+            return float(text)
     raise ValueError(f"cannot fit {value!r} into an {width}-character EDF header field")
 
 
@@ -145,7 +159,9 @@ def write_edf(
         else:
             lo, hi = (float(data.min()), float(data.max())) if data.size else (-1.0, 1.0)
             margin = max(1e-6, 0.01 * (hi - lo))
-            pmin, pmax = float(_num(lo - margin)), float(_num(hi + margin))
+            pmin, pmax = _outward(lo - margin, up=False), _outward(hi + margin, up=True)
+        # digitise with exactly the values the header will carry
+        pmin, pmax = float(_num(pmin)), float(_num(pmax))
         if pmax <= pmin:
             pmax = pmin + 1.0
         scale = (pmax - pmin) / 65535.0

@@ -121,7 +121,10 @@ class Hypnogram:
 
     @classmethod
     def read(cls, path: str | Path, **kwargs: Any) -> Hypnogram:
-        """Read any supported hypnogram file; see :func:`edge_scorer.hypnogram_io.read_hypnogram`."""
+        """Read any supported hypnogram file.
+
+        See :func:`edge_scorer.hypnogram_io.read_hypnogram`.
+        """
         from .hypnogram_io import read_hypnogram
 
         return read_hypnogram(path, **kwargs)

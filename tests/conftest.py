@@ -1,0 +1,34 @@
+"""Shared fixtures: the real Sleep-EDF material in ``../shared/data`` (never copied here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EDGE_SCORER_SHARED_DATA", REPO.parent / "shared" / "data"))
+SLEEP_EDF = SHARED_DATA / "sleep-edf"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real Sleep-EDF folder (``../shared/data/sleep-edf``), or skip when it is absent."""
+    if not (SLEEP_EDF / "hypnograms").is_dir():
+        pytest.skip(
+            f"real Sleep-EDF material not found at {SLEEP_EDF} (expected ../shared/data beside "
+            "the repo, or set EDGE_SCORER_SHARED_DATA)"
+        )
+    return SLEEP_EDF
+
+
+@pytest.fixture(scope="session")
+def psg_excerpt(shared_data: Path) -> Path:
+    """The real 5-minute Sleep-EDF PSG excerpt (SC4001E0, first 300 s)."""
+    path = shared_data / "psg_excerpt" / "SC4001E0-PSG_first300s.edf"
+    if not path.is_file():
+        pytest.skip(f"real PSG excerpt not found at {path}")
+    return path
