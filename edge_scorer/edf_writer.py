@@ -80,9 +80,9 @@ def _outward(value: float, up: bool, width: int = 8) -> float:
 
 
 def _tal(onset: float, duration: float | None, texts: Sequence[str]) -> bytes:
-    head = f"{onset:+.6g}".encode()
+    head = f"{onset:+.10g}".encode()
     if duration is not None:
-        head += b"\x15" + f"{duration:.6g}".encode()
+        head += b"\x15" + f"{duration:.10g}".encode()
     return head + b"\x14" + b"".join(t.encode("utf-8") + b"\x14" for t in texts) + b"\x00"
 
 

@@ -58,8 +58,9 @@ def parse_stage(label: str | int) -> Stage:
     """Map a stage label from any supported source to the canonical :class:`Stage`.
 
     Accepts canonical labels (``"N2"``), R&K labels (``"Sleep stage 4"`` -> N3), NSRR labels
-    (``"Stage 2 sleep|2"``, ``"REM sleep|5"``, ``"Wake|0"``), integers and ``"Movement time"`` /
-    ``"?"`` (-> UNSCORED).
+    (``"Stage 2 sleep|2"``, ``"REM sleep|5"``, ``"Wake|0"``), ``"Movement time"`` / ``"?"``
+    (-> UNSCORED), and integers as canonical codes (``4`` -> REM). Digit *strings* follow
+    R&K/NSRR numbering (``"4"`` -> N3, ``"5"`` -> REM), as they appear in those files.
 
     Raises
     ------
@@ -67,7 +68,14 @@ def parse_stage(label: str | int) -> Stage:
         If the label is not a known stage label.
     """
     if isinstance(label, (int, np.integer)):
-        label = str(int(label))
+        # integers are canonical codes (YASA's -2 "unscored" accepted too)
+        code = int(label)
+        if -2 <= code <= 4:
+            return Stage(max(code, -1))
+        raise ValueError(
+            f"unknown sleep-stage label {code} (integer): canonical codes are -1 (unscored), "
+            "0 (W), 1 (N1), 2 (N2), 3 (N3), 4 (REM); pass R&K/NSRR numbers as strings ('4' -> N3)"
+        )
     text = str(label).strip()
     key = text.upper()
     if key in _EXACT:
@@ -83,7 +91,7 @@ def parse_stage(label: str | int) -> Stage:
     if core in _EXACT:
         return _EXACT[core]
     raise ValueError(
-        f"unknown sleep-stage label {label!r}; expected one of W/N1/N2/N3/REM (or R&K "
+        f"unknown sleep-stage label {str(label)!r}; expected one of W/N1/N2/N3/REM (or R&K "
         "'Sleep stage 1-4/R/W/?', 'Movement time', NSRR 'Stage 2 sleep|2')"
     )
 
