@@ -150,6 +150,32 @@ class PsgRecording:
     def n_samples(self) -> int:
         return self.data.shape[1]
 
+    def native_rows(self) -> tuple[list[np.ndarray], list[float]]:
+        """Each row at the rate it was recorded (as a live device would stream it).
+
+        MNE brings lower-rate channels up to the file's highest rate with FFT interpolation;
+        where the rate ratio is an integer this takes the samples back at the original
+        instants, so a 1-Hz EMG envelope is conditioned exactly as a 1-Hz live stream is.
+        Rows with a non-integer ratio stay at ``sfreq``.
+
+        Returns
+        -------
+        rows : list of ndarray
+            One array per row.
+        sfreqs : list of float
+            The rate of each returned row.
+        """
+        rows, rates = [], []
+        for x, native in zip(self.data, self.native_sfreqs or [self.sfreq] * len(self.data)):
+            ratio = self.sfreq / native if native > 0 else 0.0
+            if ratio > 1 and abs(ratio - round(ratio)) < 1e-9:
+                rows.append(x[:: int(round(ratio))])
+                rates.append(float(native))
+            else:
+                rows.append(x)
+                rates.append(self.sfreq)
+        return rows, rates
+
 
 def _warn(messages: list[str], text: str) -> None:
     log.warning("%s", text)

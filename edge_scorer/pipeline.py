@@ -1,0 +1,119 @@
+"""The offline path: a PSG file (and its hypnogram) -> the model's epoch images and labels.
+
+It runs the same :class:`~edge_scorer.conditioning.Conditioner` and renderer as live scoring
+(the live engine feeds them chunk by chunk; here one chunk holds the whole night), so the images
+are the ones the engine shows the model. Training, ``edge-scorer render`` and the demo use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._log import get_logger
+from .conditioning import Conditioner, epochs_from_signal
+from .psg import PsgRecording, align_hypnogram, read_psg
+from .render import render_epochs
+from .spec import RenderSpec, load_spec
+
+log = get_logger("pipeline")
+
+
+@dataclass
+class RenderedNight:
+    """The epoch images of one night, with labels when a hypnogram was given.
+
+    Attributes
+    ----------
+    images : ndarray of uint8, shape (n_epochs, *spec.image_shape)
+    stages : ndarray of int8 or None
+        Stage of each epoch (hypnogram aligned to the signal's epoch grid), or None.
+    recording : PsgRecording
+        What was read.
+    spec : RenderSpec
+    n_invalid : ndarray of int64, shape (n_rows,)
+        Samples per row that came from non-finite input (drawn as gaps).
+    warnings : list of str
+        Everything found and handled on the way (units, flat channels, hypnogram length).
+    """
+
+    images: np.ndarray
+    stages: np.ndarray | None
+    recording: PsgRecording
+    spec: RenderSpec
+    n_invalid: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_epochs(self) -> int:
+        return len(self.images)
+
+
+def condition_recording(rec: PsgRecording, spec: RenderSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Condition a whole recording at its rows' native rates (flushed at the end).
+
+    Returns
+    -------
+    conditioned : ndarray, shape (n_rows, n_samples)
+        At ``spec.sfreq``.
+    n_invalid : ndarray, shape (n_rows,)
+        Non-finite input samples per row.
+    """
+    rows, rates = rec.native_rows()
+    cond = Conditioner(spec, rates)
+    conditioned = np.concatenate((cond.process(rows), cond.flush()), axis=1)
+    return conditioned, cond.n_invalid.copy()
+
+
+def render_recording(rec: PsgRecording, spec: RenderSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Condition and render every complete epoch of a recording.
+
+    Returns
+    -------
+    images : ndarray of uint8, shape (n_epochs, *spec.image_shape)
+    n_invalid : ndarray, shape (n_rows,)
+    """
+    conditioned, n_invalid = condition_recording(rec, spec)
+    return render_epochs(epochs_from_signal(conditioned, spec), spec), n_invalid
+
+
+def render_night(
+    psg: str | Path,
+    spec: RenderSpec | str = "sleep-edf",
+    hypnogram: str | Path | None = None,
+    channel_overrides: Mapping[str, str] | None = None,
+) -> RenderedNight:
+    """Read, condition and render a PSG file; align its hypnogram to the epochs.
+
+    Raises
+    ------
+    PsgReadError, ChannelMapError, FileNotFoundError
+        From :func:`~edge_scorer.psg.read_psg`.
+    ValueError
+        When the recording is shorter than one epoch or the hypnogram cannot be aligned.
+    """
+    spec = load_spec(spec) if isinstance(spec, str) else spec
+    rec = read_psg(psg, spec, channel_overrides)
+    warnings = list(rec.warnings)
+    images, n_invalid = render_recording(rec, spec)
+    if len(images) == 0:
+        raise ValueError(
+            f"{psg}: the recording ({rec.duration_s:.1f} s) is shorter than one "
+            f"{spec.epoch_s:g}-s epoch; nothing to score"
+        )
+    if n_invalid.any():
+        text = "non-finite samples drawn as gaps: " + ", ".join(
+            f"{name} {k}" for name, k in zip(spec.row_names, n_invalid.tolist()) if k)
+        log.warning("%s", text)
+        warnings.append(text)
+    stages = None
+    if hypnogram is not None:
+        from .hypnogram_io import read_hypnogram
+
+        hyp = read_hypnogram(hypnogram, epoch_s=spec.epoch_s)
+        stages = align_hypnogram(hyp, len(images) * spec.epoch_s, epoch_s=spec.epoch_s,
+                                 warnings=warnings).stages
+    return RenderedNight(images, stages, rec, spec, n_invalid, warnings)
