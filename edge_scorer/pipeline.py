@@ -51,6 +51,19 @@ class RenderedNight:
     def n_epochs(self) -> int:
         return len(self.images)
 
+    def label_with(self, hypnogram: str | Path) -> np.ndarray:
+        """Read a hypnogram file and lay it on the epochs (sets and returns ``stages``).
+
+        A hypnogram longer than the signal is cropped, a shorter one padded with UNSCORED;
+        both are recorded in ``warnings``.
+        """
+        from .hypnogram_io import read_hypnogram
+
+        hyp = read_hypnogram(hypnogram, epoch_s=self.spec.epoch_s)
+        self.stages = align_hypnogram(hyp, self.n_epochs * self.spec.epoch_s,
+                                      epoch_s=self.spec.epoch_s, warnings=self.warnings).stages
+        return self.stages
+
 
 def condition_recording(rec: PsgRecording, spec: RenderSpec) -> tuple[np.ndarray, np.ndarray]:
     """Condition a whole recording at its rows' native rates (flushed at the end).
@@ -109,11 +122,65 @@ def render_night(
             f"{name} {k}" for name, k in zip(spec.row_names, n_invalid.tolist()) if k)
         log.warning("%s", text)
         warnings.append(text)
-    stages = None
+    night = RenderedNight(images, None, rec, spec, n_invalid, warnings)
     if hypnogram is not None:
-        from .hypnogram_io import read_hypnogram
+        night.label_with(hypnogram)
+    return night
 
-        hyp = read_hypnogram(hypnogram, epoch_s=spec.epoch_s)
-        stages = align_hypnogram(hyp, len(images) * spec.epoch_s, epoch_s=spec.epoch_s,
-                                 warnings=warnings).stages
-    return RenderedNight(images, stages, rec, spec, n_invalid, warnings)
+
+def save_rendered(
+    night: RenderedNight,
+    out_dir: str | Path,
+    *,
+    hypnogram: str | Path | None = None,
+    sheet_epochs: int = 60,
+    png: bool = False,
+) -> Path:
+    """Write a rendered night: ``epochs.npy``, ``contact_sheet.png``, ``render.json``,
+    ``labels.csv`` (when labelled) and, with ``png``, ``png/epoch_NNNNN.png``.
+
+    The contact sheet shows every epoch of a short recording, or ``sheet_epochs`` spread over a
+    long night. Returns the output folder.
+    """
+    import csv
+    import json
+
+    from . import __version__
+    from .render import contact_sheet, save_png
+    from .stages import Stage
+
+    spec, rec, images, stages = night.spec, night.recording, night.images, night.stages
+    n = night.n_epochs
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "epochs.npy", images)
+    if n <= sheet_epochs:
+        picks = np.arange(n)
+    else:
+        picks = np.unique(np.linspace(0, n - 1, sheet_epochs).round().astype(int))
+    contact_sheet(images[picks], labels=None if stages is None else stages[picks].tolist(),
+                  indices=picks.tolist(), path=out / "contact_sheet.png")
+    if stages is not None:
+        with open(out / "labels.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["epoch", "onset_s", "stage"])
+            for i, code in enumerate(stages.tolist()):
+                writer.writerow([i, f"{i * spec.epoch_s:g}", Stage(code).label])
+    if png:
+        for i, img in enumerate(images):
+            save_png(img, out / "png" / f"epoch_{i:05d}.png")
+    meta = {
+        "edge_scorer_version": __version__,
+        "spec": spec.name, "spec_version": spec.version, "spec_hash": spec.hash,
+        "source": str(Path(rec.path).resolve()) if rec.path else None,
+        "source_labels": list(rec.source_labels), "row_names": list(spec.row_names),
+        "native_sfreqs": list(rec.native_sfreqs), "input_sfreq": rec.sfreq,
+        "sfreq": spec.sfreq, "epoch_s": spec.epoch_s, "n_epochs": n,
+        "duration_s": rec.duration_s, "image_shape": list(images.shape[1:]),
+        "start_time": rec.start_time.isoformat() if rec.start_time else None,
+        "hypnogram": str(Path(hypnogram).resolve()) if hypnogram else None,
+        "invalid_samples": dict(zip(spec.row_names, night.n_invalid.tolist(), strict=True)),
+        "warnings": night.warnings,
+    }
+    (out / "render.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out

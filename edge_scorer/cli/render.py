@@ -15,9 +15,6 @@ engine shows the model.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-from pathlib import Path
 
 from .._log import get_logger
 from . import CliError
@@ -48,15 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read, condition, render and write the outputs; print a one-line summary."""
-    import numpy as np
-
-    from .. import __version__
     from ..montage import parse_channel_overrides
-    from ..pipeline import render_night
-    from ..psg import align_hypnogram
-    from ..render import contact_sheet, save_png
+    from ..pipeline import render_night, save_rendered
     from ..spec import SpecError, load_spec
-    from ..stages import Stage
 
     try:
         spec = load_spec(args.spec)
@@ -68,48 +59,12 @@ def run(args: argparse.Namespace) -> int:
     # PSG errors (ValueError/OSError) carry their own fix; hypnogram errors name the file.
     night = render_night(args.psg, spec, None, overrides)
     if args.hypnogram:
-        from ..hypnogram_io import read_hypnogram
-
         try:
-            hyp = read_hypnogram(args.hypnogram, epoch_s=spec.epoch_s)
-            night.stages = align_hypnogram(hyp, night.n_epochs * spec.epoch_s,
-                                           epoch_s=spec.epoch_s, warnings=night.warnings).stages
+            night.label_with(args.hypnogram)
         except (ValueError, OSError) as exc:
             raise CliError(f"cannot use hypnogram {args.hypnogram}: {exc}") from exc
-    images, stages, rec, warnings = night.images, night.stages, night.recording, night.warnings
+    out = save_rendered(night, args.out, hypnogram=args.hypnogram,
+                        sheet_epochs=args.sheet_epochs, png=args.png)
     n = night.n_epochs
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "epochs.npy", images)
-    if n <= args.sheet_epochs:
-        picks = np.arange(n)
-    else:
-        picks = np.unique(np.linspace(0, n - 1, args.sheet_epochs).round().astype(int))
-    contact_sheet(images[picks], labels=None if stages is None else stages[picks].tolist(),
-                  indices=picks.tolist(), path=out / "contact_sheet.png")
-    if stages is not None:
-        with open(out / "labels.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["epoch", "onset_s", "stage"])
-            for i, code in enumerate(stages.tolist()):
-                writer.writerow([i, f"{i * spec.epoch_s:g}", Stage(code).label])
-    if args.png:
-        for i, img in enumerate(images):
-            save_png(img, out / "png" / f"epoch_{i:05d}.png")
-    meta = {
-        "edge_scorer_version": __version__,
-        "spec": spec.name, "spec_version": spec.version, "spec_hash": spec.hash,
-        "source": str(Path(args.psg).resolve()),
-        "source_labels": list(rec.source_labels), "row_names": list(spec.row_names),
-        "native_sfreqs": list(rec.native_sfreqs), "input_sfreq": rec.sfreq,
-        "sfreq": spec.sfreq, "epoch_s": spec.epoch_s, "n_epochs": n,
-        "duration_s": rec.duration_s, "image_shape": list(images.shape[1:]),
-        "start_time": rec.start_time.isoformat() if rec.start_time else None,
-        "hypnogram": str(Path(args.hypnogram).resolve()) if args.hypnogram else None,
-        "invalid_samples": dict(zip(spec.row_names, night.n_invalid.tolist(), strict=True)),
-        "warnings": warnings,
-    }
-    (out / "render.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"{n} epochs of {args.psg} rendered with spec {spec.name} ({spec.hash}) -> {out}")
     return 0
