@@ -1,0 +1,33 @@
+"""Dispatcher: ``python -m edge_scorer.bench NAME [args]`` -> ``edge_scorer.bench.NAME.main``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+
+def _available() -> list[str]:
+    from . import __path__ as pkg_path
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg_path) if not m.name.startswith("_"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark named by the first argument with the remaining arguments."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = _available()
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m edge_scorer.bench NAME [args]\nbenchmarks: " + ", ".join(names))
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in names:
+        print(f"unknown benchmark {name!r}; available: {', '.join(names)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"{__package__}.{name}")
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
