@@ -321,16 +321,6 @@ def test_cli_simulate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 # ------------------------------------------------------------------------------ realism
-def test_agreement_metrics() -> None:
-    from edge_scorer.bench.realism import agreement
-
-    t = np.array([0, 0, 1, 2, 2, 3, 4, -1])
-    perfect = agreement(t, np.where(t < 0, 0, t))
-    assert perfect["kappa"] == pytest.approx(1.0) and perfect["n_epochs"] == 7
-    half = agreement(np.array([0, 0, 2, 2]), np.array([0, 2, 2, 0]))
-    assert half["accuracy"] == 0.5 and half["kappa"] == pytest.approx(0.0)
-
-
 def test_bench_dispatcher_lists_realism(capsys: pytest.CaptureFixture[str]) -> None:
     from edge_scorer.bench.__main__ import main
 

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import metrics
 from .._log import get_logger
 from ..hypnogram import Hypnogram
-from ..stages import CLASS_NAMES, N_CLASSES
+from ..stages import CLASS_NAMES
 
 log = get_logger("bench.realism")
 
@@ -46,25 +47,11 @@ def default_hypnogram_dir() -> Path:
 
 
 def agreement(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """Cohen's kappa, accuracy, per-stage F1 and confusion (rows truth, columns prediction).
-
-    Epochs whose truth is unscored (``-1``) are left out.
-    """
-    truth, pred = np.asarray(truth), np.asarray(pred)
-    keep = truth >= 0
-    t, p = truth[keep], pred[keep]
-    cm = np.zeros((N_CLASSES, N_CLASSES), dtype=np.int64)
-    np.add.at(cm, (t, p), 1)
-    n = cm.sum()
-    acc = float(np.trace(cm) / n) if n else float("nan")
-    expected = float((cm.sum(1) @ cm.sum(0)) / n**2) if n else float("nan")
-    kappa = (acc - expected) / (1 - expected) if n and expected < 1 else float("nan")
-    f1 = {}
-    for k, name in enumerate(CLASS_NAMES):
-        denom = cm[k, :].sum() + cm[:, k].sum()
-        f1[name] = float(2 * cm[k, k] / denom) if denom else float("nan")
-    return {"n_epochs": int(n), "kappa": float(kappa), "accuracy": acc, "f1": f1,
-            "confusion": cm.tolist()}
+    """Agreement of YASA with the driving hypnogram as a JSON-ready dict
+    (:func:`edge_scorer.metrics.agreement`; unscored epochs left out)."""
+    a = metrics.agreement(truth, pred)
+    return {"n_epochs": a.n, "kappa": a.kappa, "accuracy": a.accuracy, "macro_f1": a.macro_f1,
+            "f1": dict(a.f1), "confusion": a.confusion.tolist()}
 
 
 def yasa_stage(night: Any, layout: str) -> np.ndarray:

@@ -20,6 +20,9 @@ COMMANDS: dict[str, str] = {
     "simulate": ".simulate",
     "render": ".render",
     "stats": ".stats",
+    "train": ".train",
+    "data": ".data",
+    "evaluate": ".evaluate",
 }
 
 log = get_logger("cli")
