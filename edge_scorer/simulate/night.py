@@ -284,7 +284,22 @@ def simulate_nights(
     written = []
     for i in range(n_nights):
         hyp = drivers[i % len(drivers)] if drivers else None
+        subject, night_no, profile = i + 1, 1, None
+        ids = _sleep_edf_ids(hyp) if hyp is not None and i < len(drivers) else None
+        if ids is not None:
+            # Named after the real night that drives it (SC4012 -> SIM0012), with one simulated
+            # physiology per subject, so subject-wise splits of the real data apply unchanged.
+            subject, night_no = ids
+            profile = draw_profile(stream(seed, f"subject-{subject}"))
         night = simulate_night(hyp, layout=layout, seed=seed + i, duration_h=duration_h,
-                               subject=i + 1, night=1)
+                               subject=subject, night=night_no, profile=profile)
         written.append(write_night(night, out_dir))
     return written
+
+
+def _sleep_edf_ids(hyp: Hypnogram) -> tuple[int, int] | None:
+    """(subject, night) of a hypnogram read from a Sleep-EDF SC file, else None."""
+    import re
+
+    m = re.match(r"SC4(\d\d)(\d)", Path(str(hyp.meta.get("source", ""))).name)
+    return (int(m.group(1)), int(m.group(2))) if m else None

@@ -1,0 +1,81 @@
+"""``edge-scorer train intra|inter|stqs``: train a model from PSG nights and hypnograms."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "train the intra ViT, the inter transformer or STQS from PSG nights + hypnograms"
+
+_DEFAULT_CONFIGS = {"intra": "intra_vit_tiny", "inter": "inter_tiny", "stqs": "stqs"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``edge-scorer train``."""
+    parser.add_argument("task", choices=tuple(_DEFAULT_CONFIGS),
+                        help="intra (ViT on epoch images), inter (transformer on intra "
+                             "features; needs a trained intra model) or stqs (CNN+BiLSTM on "
+                             "conditioned signals)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML config file or shipped config name (default: "
+                             + ", ".join(f"{t}: {c}" for t, c in _DEFAULT_CONFIGS.items())
+                             + "; see training/configs/)")
+    parser.add_argument("--recipe", choices=("sleep-edf", "shhs"),
+                        help="dataset recipe: spec, file layout, split and cache of real "
+                             "Sleep-EDF SC or SHHS nights; runs go to runs/<task>-<recipe>")
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="folder of the nights (PSG + hypnogram files), the same as "
+                             "--set data.nights=DIR (with --recipe sleep-edf the default is "
+                             "the folder 'edge-scorer data sleep-edf' downloads to)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                        metavar="KEY=VALUE",
+                        help="override config values, e.g. --set train.epochs=2 "
+                             "data.nights=data/sim-sleep-edf model.depth=2")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="run folder for best.pt, last.pt, config.json, train_log.csv "
+                             "(default: the config's 'out')")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in the output folder from its last.pt")
+    parser.add_argument("--max-steps", type=int, metavar="N",
+                        help="stop after N optimizer steps in total (quick runs, CPU users)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the configuration, train, print the run folder."""
+    from . import CliError
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise CliError("PyTorch is not installed; training needs it: pip install -e '.[train]'"
+                       ) from None
+    from training.config import load_config
+    from training.tasks import train
+
+    overrides = list(args.overrides)
+    data = args.data
+    if data is None and args.recipe == "sleep-edf":
+        try:
+            from training.recipes import sleep_edf_folder
+        except ImportError:  # pragma: no cover - recipes ship with the package
+            sleep_edf_folder = None
+        if sleep_edf_folder is not None:
+            data = sleep_edf_folder()
+    if data is not None:
+        overrides.insert(0, f"data.nights={json.dumps(str(data))}")
+    if args.out is not None:
+        overrides.append(f"out={json.dumps(str(args.out))}")
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise CliError(f"--max-steps must be at least 1, got {args.max_steps}")
+        overrides.append(f"train.max_steps={args.max_steps}")
+    try:
+        cfg = load_config(args.config or _DEFAULT_CONFIGS[args.task], overrides, task=args.task,
+                          recipe=args.recipe)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    out = train(cfg, resume=args.resume, quiet=args.quiet)
+    print(out)
+    return 0

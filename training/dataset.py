@@ -1,0 +1,556 @@
+"""The epoch cache: every night rendered once, through the one renderer, into memory-mapped arrays.
+
+Training reads epochs many times; rendering them each time would dominate a CPU run. So
+:func:`build_cache` renders every night with :func:`edge_scorer.pipeline.render_night` (the same
+conditioning and renderer as live scoring) and appends them to arrays on disk:
+``images.npy`` uint8 ``(N, H, W)`` (memory-mapped), ``labels.npy`` int8 ``(N,)`` stage codes
+(-1 unscored), ``night.npy`` int32 night index, ``epoch.npy`` int32 epoch index in the night's
+recording, optional ``signals.npy`` float16 ``(N, n_rows, epoch_samples)`` conditioned signals
+(STQS input, memory-mapped), and ``cache.json`` (spec name and hash; per night its name,
+subject, psg, hypnogram, n_epochs, offset, trim; build time; edge-scorer version).
+
+Unscored epochs stay in the cache with label -1 (losses mask them; sequence models keep their
+continuity). Wake at both ends of a night is trimmed the usual Sleep-EDF way (30 min before the
+first to 30 min after the last sleep epoch, :func:`edge_scorer.hypnogram_io.inbed_crop`).
+A cache is reused while the spec hash, the night list (paths, sizes, modification times) and
+the trim are unchanged, and rebuilt otherwise.
+
+Nights are rendered one after the other, never more than one night's images in memory (a
+process pool would hold several; rendering is a one-off ~2.5 s per 8-h night on 2 cores).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from edge_scorer._log import get_logger
+from edge_scorer.spec import RenderSpec, load_spec
+from edge_scorer.stages import CLASS_NAMES, Stage
+
+log = get_logger("training.dataset")
+
+__all__ = [
+    "CACHE_FORMAT", "EpochCache", "NightSource", "build_cache", "canonical_subject",
+    "load_nights", "nights_from_folder", "open_cache", "subject_from_name",
+]
+
+#: Version of the cache layout; a different one is rebuilt.
+CACHE_FORMAT = 1
+_HEADER_BYTES = 256  # fixed .npy header so the shape can be rewritten after appending
+_F16_MAX = float(np.finfo(np.float16).max)
+_SUBJECT_PATTERNS = (
+    re.compile(r"^SC4(\d\d)\d", re.IGNORECASE),   # Sleep-EDF cassette SC4ssN
+    re.compile(r"^ST7(\d\d)\d", re.IGNORECASE),   # Sleep-EDF telemetry ST7ssN
+    re.compile(r"^SIM(\d{3})\d", re.IGNORECASE),  # simulated Sleep-EDF layout SIMsssN
+)
+
+
+# ---------------------------------------------------------------------------- night sources
+@dataclass(frozen=True)
+class NightSource:
+    """One night to put in a cache: a unique ``name`` (``SC4001E0``, ``shhs1-200001``), its
+    ``subject`` (splits never put one subject in two parts), the ``psg`` EDF/BDF file and the
+    ``hypnogram`` file (any format ``read_hypnogram`` reads; None: unlabelled, all -1, no trim).
+    """
+
+    name: str
+    subject: str
+    psg: Path
+    hypnogram: Path | None = None
+
+    def fingerprint(self) -> dict:
+        """What identifies the night's data: names, absolute paths, sizes, modification times."""
+        out: dict = {"name": self.name, "subject": self.subject}
+        for key in ("psg", "hypnogram"):
+            p = getattr(self, key)
+            if p is None:
+                out[key] = None
+                continue
+            p = Path(p).resolve()
+            st = p.stat() if p.exists() else None
+            out[key] = str(p)
+            out[f"{key}_size"] = st.st_size if st else None
+            out[f"{key}_mtime_ns"] = st.st_mtime_ns if st else None
+        return out
+
+
+def subject_from_name(name: str) -> str:
+    """Subject id from a night name.
+
+    ``SC4ssN*`` and ``ST7ssN*`` (Sleep-EDF) give ``ss``, simulated ``SIMsssN*`` gives ``sss``,
+    NSRR names (``shhs1-200001``, ``mesa-sleep-0001``) give the last ``-`` part, anything
+    else the name itself.
+    """
+    for pat in _SUBJECT_PATTERNS:
+        m = pat.match(name)
+        if m:
+            return m.group(1)
+    return name.rsplit("-", 1)[-1] if "-" in name else name
+
+
+def canonical_subject(subject: str) -> str:
+    """Subject id for matching: all-digit ids lose leading zeros (``"01"``, ``"001"`` -> ``"1"``).
+
+    Real Sleep-EDF subjects (``SC4ssN``: 2 digits) and simulated ones (``SIMsssN``: 3 digits)
+    then match the same split entries.
+    """
+    s = str(subject).strip()
+    return str(int(s)) if s.isdigit() else s
+
+
+def _sleep_edf_nights(folder: Path) -> list[NightSource]:
+    from edge_scorer.hypnogram_io import pair_sleep_edf
+
+    pairs = pair_sleep_edf(folder)
+    if not pairs:  # the PhysioNet download keeps the files one level down (sleep-cassette/)
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+            pairs += pair_sleep_edf(sub)
+    out = []
+    for psg, hyp in pairs:
+        name = psg.name.split("-", 1)[0]
+        out.append(NightSource(name, subject_from_name(name), psg, hyp))
+    return out
+
+
+def _nsrr_nights(folder: Path) -> list[NightSource]:
+    base = folder / "polysomnography" if (folder / "polysomnography").is_dir() else folder
+    edf_dir, ann_dir = base / "edfs", base / "annotations-events-nsrr"
+    if edf_dir.is_dir() and ann_dir.is_dir():
+        edfs = sorted(edf_dir.rglob("*.edf"))
+        xmls = {p.name.lower(): p for p in ann_dir.rglob("*-nsrr.xml")}
+    else:
+        edfs = sorted(folder.glob("*.edf"))
+        xmls = {p.name.lower(): p for p in folder.glob("*-nsrr.xml")}
+    out = []
+    for edf in edfs:
+        xml = xmls.get(f"{edf.stem}-nsrr.xml".lower())
+        if xml is None:
+            log.warning("%s: no %s-nsrr.xml annotation file found, skipped", edf.name, edf.stem)
+            continue
+        out.append(NightSource(edf.stem, subject_from_name(edf.stem), edf, xml))
+    return out
+
+
+def nights_from_folder(folder: str | Path, layout: str = "auto") -> list[NightSource]:
+    """Find the nights (PSG + hypnogram pairs) of a dataset folder.
+
+    Parameters
+    ----------
+    folder : path-like
+        A Sleep-EDF-layout folder (``*-PSG.edf`` + ``*-Hypnogram.edf``, also one level down as
+        in PhysioNet's ``sleep-cassette/``), or an NSRR folder (SHHS/MESA: ``*.edf`` and
+        ``*-nsrr.xml`` side by side, or ``edfs/`` + ``annotations-events-nsrr/``, optionally under
+        ``polysomnography/``).
+    layout : {"auto", "sleep-edf", "nsrr"}
+        ``auto`` tries Sleep-EDF first, then NSRR.
+
+    Returns
+    -------
+    list of NightSource
+        Sorted by PSG name. Files without a partner are skipped with a warning.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder does not exist or holds no night of the layout.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"nights folder not found: {folder}")
+    finders = {"sleep-edf": _sleep_edf_nights, "nsrr": _nsrr_nights}
+    if layout not in (*finders, "auto"):
+        raise ValueError(f"unknown layout {layout!r}; use 'auto', 'sleep-edf' or 'nsrr'")
+    for name in finders if layout == "auto" else (layout,):
+        nights = finders[name](folder)
+        if nights:
+            log.info("%s: %d night(s) in the %s layout", folder, len(nights), name)
+            return nights
+    raise FileNotFoundError(
+        f"{folder}: no PSG + hypnogram pairs found (layout {layout!r}). Expected Sleep-EDF files "
+        "(SC4001E0-PSG.edf + SC4001EC-Hypnogram.edf) or NSRR files (shhs1-200001.edf + "
+        "shhs1-200001-nsrr.xml, or edfs/ + annotations-events-nsrr/); make simulated ones with "
+        "'edge-scorer simulate -o DIR --nights N'"
+    )
+
+
+def _from_mapping(item: Mapping, base: Path | None, where: str) -> NightSource:
+    if "psg" not in item:
+        raise ValueError(f"{where}: a night needs a 'psg' path (and usually a 'hypnogram')")
+
+    def path(v):
+        if v in (None, ""):
+            return None
+        p = Path(str(v)).expanduser()
+        return p if p.is_absolute() or base is None else base / p
+
+    psg = path(item["psg"])
+    name = str(item.get("name") or psg.name.split("-PSG")[0].removesuffix(".edf"))
+    subject = str(item.get("subject") or subject_from_name(name))
+    return NightSource(name, subject, psg, path(item.get("hypnogram")))
+
+
+def load_nights(source: str | Path | Iterable, layout: str = "auto") -> list[NightSource]:
+    """Nights from a folder, a list file, or a list of mappings.
+
+    Parameters
+    ----------
+    source : path-like or iterable
+        A dataset folder (:func:`nights_from_folder`); a ``.csv``/``.tsv`` file with columns
+        ``psg``, ``hypnogram`` and optionally ``subject`` and ``name`` (relative paths are
+        relative to the file); or a list of ``{"psg": ..., "hypnogram": ..., ...}`` mappings or
+        :class:`NightSource` objects.
+    layout : str
+        Folder layout (see :func:`nights_from_folder`).
+    """
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"nights folder or list not found: {path}. Point data.nights at your PSG + "
+                "hypnogram folder (edge-scorer train ... --data DIR), fetch Sleep-EDF with "
+                "'edge-scorer data sleep-edf', or make simulated nights: 'edge-scorer simulate "
+                f"-o {path} --nights 16 --hypnogram ../shared/data/sleep-edf/hypnograms'"
+            )
+        if path.is_dir():
+            return nights_from_folder(path, layout)
+        if path.suffix.lower() in (".csv", ".tsv") and path.is_file():
+            with open(path, newline="") as fh:
+                rows = list(csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ","))
+            return [_from_mapping(r, path.parent, f"{path.name} row {i + 2}")
+                    for i, r in enumerate(rows)]
+        raise FileNotFoundError(
+            f"nights source {path} is neither a folder nor a .csv/.tsv list of nights; "
+            "set data.nights to a Sleep-EDF/NSRR folder or a list file"
+        )
+    return [n if isinstance(n, NightSource) else _from_mapping(n, None, f"night {i}")
+            for i, n in enumerate(source)]
+
+
+# ---------------------------------------------------------------------------- .npy appending
+class _NpyAppender:
+    """Write a ``.npy`` file one block at a time; the header is rewritten with the final shape."""
+
+    def __init__(self, path: Path, dtype, item_shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.item_shape, self.n = path, np.dtype(dtype), item_shape, 0
+        self.fh = open(path, "wb")  # closed in close()
+        self.fh.write(self._header())
+
+    def _header(self) -> bytes:
+        d = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+             "shape": (self.n, *self.item_shape)}
+        body = repr(d).encode("latin1")
+        pad = _HEADER_BYTES - 10 - len(body) - 1
+        if pad < 0:
+            raise ValueError(f"array shape {d['shape']} too long for the .npy header")
+        size = (len(body) + pad + 1).to_bytes(2, "little")
+        return b"\x93NUMPY\x01\x00" + size + body + b" " * pad + b"\n"
+
+    def append(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.item_shape:
+            raise ValueError(f"block shape {block.shape[1:]} != cache item {self.item_shape}")
+        self.fh.write(block.tobytes())
+        self.n += len(block)
+
+    def close(self) -> None:
+        self.fh.seek(0)
+        self.fh.write(self._header())
+        self.fh.close()
+
+
+# ---------------------------------------------------------------------------- the cache
+@dataclass
+class EpochCache:
+    """An opened epoch cache: the arrays of the module docstring (``images`` and ``signals``
+    memory-mapped, ``signals`` None when not built), ``nights`` (per night: name, subject, psg,
+    hypnogram, n_epochs, offset, trim, ...), the render spec's ``spec_name``/``spec_hash`` and
+    ``meta`` (all of ``cache.json``).
+    """
+
+    path: Path
+    images: np.ndarray
+    labels: np.ndarray
+    night: np.ndarray
+    epoch: np.ndarray
+    signals: np.ndarray | None
+    nights: list[dict]
+    spec_name: str
+    spec_hash: str
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_nights(self) -> int:
+        return len(self.nights)
+
+    def night_slice(self, i: int) -> slice:
+        """Rows of night ``i``."""
+        n = self.nights[i]
+        return slice(n["offset"], n["offset"] + n["n_epochs"])
+
+    def subjects(self) -> list[str]:
+        """Sorted distinct subject ids of the cached nights."""
+        return sorted({n["subject"] for n in self.nights})
+
+    def nights_of(self, subjects: Iterable[str]) -> list[int]:
+        """Indices of the nights of ``subjects`` (matched by :func:`canonical_subject`)."""
+        want = {canonical_subject(s) for s in subjects}
+        return [i for i, n in enumerate(self.nights) if canonical_subject(n["subject"]) in want]
+
+    def select(self, night_indices: Iterable[int]) -> np.ndarray:
+        """Row indices (int64, in night order) of the given nights."""
+        parts = [np.arange(self.night_slice(int(i)).start, self.night_slice(int(i)).stop)
+                 for i in night_indices]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def class_counts(self, rows: np.ndarray | None = None) -> dict[str, int]:
+        """Epochs per stage (and ``unscored``) over ``rows`` (default all)."""
+        y = self.labels if rows is None else self.labels[rows]
+        counts = np.bincount(y[y >= 0].astype(np.int64), minlength=len(CLASS_NAMES))
+        return {**dict(zip(CLASS_NAMES, counts.tolist())), "unscored": int((y < 0).sum())}
+
+    def spec(self) -> RenderSpec:
+        """The render spec of the cache, checked against the stored hash."""
+        spec = load_spec(self.meta.get("spec", {}).get("source") or self.spec_name)
+        if spec.hash != self.spec_hash:
+            raise ValueError(
+                f"cache {self.path} was rendered with spec {self.spec_name!r} hash "
+                f"{self.spec_hash}, the spec now has hash {spec.hash}; rebuild the cache"
+            )
+        return spec
+
+
+def open_cache(cache_dir: str | Path) -> EpochCache:
+    """Open a cache written by :func:`build_cache` (images and signals memory-mapped).
+
+    Raises
+    ------
+    FileNotFoundError
+        No complete cache in ``cache_dir``.
+    ValueError
+        Inconsistent files (an interrupted build): rebuild it.
+    """
+    path = Path(cache_dir)
+    meta_path = path / "cache.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"no epoch cache in {path} (cache.json missing); build one with "
+            "training.dataset.build_cache or set data.nights so 'edge-scorer train' builds it"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{path}: cache format {meta.get('format')} is not {CACHE_FORMAT}; "
+                         "rebuild it (delete the folder or run training with data.nights)")
+    images = np.load(path / "images.npy", mmap_mode="r")
+    labels = np.load(path / "labels.npy")
+    night = np.load(path / "night.npy")
+    epoch = np.load(path / "epoch.npy")
+    signals = np.load(path / "signals.npy", mmap_mode="r") if meta.get("signals") else None
+    n = int(meta["n_epochs"])
+    lengths = {len(images), len(labels), len(night), len(epoch)} | (
+        {len(signals)} if signals is not None else set())
+    if lengths != {n}:
+        raise ValueError(f"{path}: cache arrays disagree in length ({sorted(lengths)} vs {n}); "
+                         "the build was interrupted, rebuild the cache")
+    return EpochCache(path, images, labels, night, epoch, signals, list(meta["nights"]),
+                      meta["spec"]["name"], meta["spec"]["hash"], meta)
+
+
+def trim_window(stages: np.ndarray, epoch_s: float, trim_wake_min: float | None) -> tuple[int, int]:
+    """Epoch range ``[start, stop)`` kept by the in-bed trim (whole night when not trimming).
+
+    Uses :func:`~edge_scorer.hypnogram_io.inbed_crop` with a ``trim_wake_min`` margin; a night
+    without any sleep epoch (or ``trim_wake_min`` None or negative) is kept whole.
+    """
+    from edge_scorer.hypnogram import Hypnogram
+    from edge_scorer.hypnogram_io import inbed_crop
+
+    n = len(stages)
+    if trim_wake_min is None or trim_wake_min < 0 or not np.any(stages > Stage.W):
+        return 0, n
+    crop = inbed_crop(Hypnogram(np.asarray(stages, dtype=np.int8), epoch_s=epoch_s),
+                      margin_s=trim_wake_min * 60.0)
+    start = int(round(crop.onset_s / epoch_s))
+    return start, start + crop.n_epochs
+
+
+def _request(nights: Sequence[NightSource], spec: RenderSpec, trim_wake_min) -> dict:
+    return {"format": CACHE_FORMAT, "spec_hash": spec.hash, "trim_wake_min": trim_wake_min,
+            "nights": [n.fingerprint() for n in nights]}
+
+
+def _reusable(path: Path, request: dict, signals: bool) -> EpochCache | None:
+    try:
+        cache = open_cache(path)
+    except (FileNotFoundError, ValueError, OSError, KeyError):
+        return None
+    old = cache.meta.get("request")
+    if old != request:
+        why = ("the spec changed" if old and old.get("spec_hash") != request["spec_hash"]
+               else "the night list changed" if old and old.get("nights") != request["nights"]
+               else "the trim setting changed" if old else "it has no build record")
+        log.info("rebuilding the epoch cache in %s: %s", path, why)
+        return None
+    if signals and cache.signals is None:
+        log.info("rebuilding the epoch cache in %s: conditioned signals were requested", path)
+        return None
+    return cache
+
+
+def build_cache(
+    nights: Sequence[NightSource],
+    spec: RenderSpec | str,
+    cache_dir: str | Path,
+    *,
+    signals: bool = False,
+    trim_wake_min: float | None = 30.0,
+    skip_bad: bool = False,
+) -> EpochCache:
+    """Render nights into an epoch cache, or reuse the one in ``cache_dir`` when up to date.
+
+    Parameters
+    ----------
+    nights : sequence of NightSource
+        The nights, e.g. from :func:`nights_from_folder`.
+    spec : RenderSpec or str
+        Render spec (or shipped spec name / spec file path).
+    cache_dir : path-like
+        Output folder (created).
+    signals : bool
+        Also store the conditioned signals (``signals.npy``, STQS input).
+    trim_wake_min : float or None
+        Keep from this many minutes before the first to after the last sleep epoch; None or a
+        negative value keeps whole nights.
+    skip_bad : bool
+        Skip nights that cannot be read (logged and listed in ``cache.json``) instead of
+        raising.
+
+    Returns
+    -------
+    EpochCache
+
+    Raises
+    ------
+    ValueError
+        No nights, duplicate night names, a night that cannot be read (without ``skip_bad``).
+    """
+    from edge_scorer import __version__
+    from edge_scorer.conditioning import epochs_from_signal
+    from edge_scorer.pipeline import condition_recording, render_night
+
+    spec_source = spec if isinstance(spec, str) else spec.name
+    spec = load_spec(spec) if isinstance(spec, str) else spec
+    nights = list(nights)
+    if not nights:
+        raise ValueError("no nights to cache; check data.nights (folder or list)")
+    names = [n.name for n in nights]
+    if len(set(names)) != len(names):
+        dup = sorted({x for x in names if names.count(x) > 1})
+        raise ValueError(f"duplicate night names {dup}; give every night a unique name")
+    path = Path(cache_dir)
+    request = _request(nights, spec, trim_wake_min)
+    cache = _reusable(path, request, signals)
+    if cache is not None:
+        log.info("reusing the epoch cache in %s (%d nights, %d epochs, spec %s %s)", path,
+                 cache.n_nights, len(cache), cache.spec_name, cache.spec_hash)
+        return cache
+
+    t_start = time.perf_counter()
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "cache.json").unlink(missing_ok=True)  # an interrupted build is never "complete"
+    if not signals:
+        (path / "signals.npy").unlink(missing_ok=True)
+    # new files are written beside the old ones and renamed over them at the end, so a process
+    # still holding the old cache's memmaps keeps reading the old data (no truncation under it)
+    img_w = _NpyAppender(path / "images.npy.tmp", np.uint8, tuple(spec.image_shape))
+    sig_w = (_NpyAppender(path / "signals.npy.tmp", np.float16,
+                          (spec.n_rows, spec.epoch_samples)) if signals else None)
+    labels, night_idx, epoch_idx, infos, skipped = [], [], [], [], []
+    try:
+        for k, src in enumerate(nights):
+            t0 = time.perf_counter()
+            try:
+                rendered = render_night(src.psg, spec, src.hypnogram)
+            except (ValueError, FileNotFoundError, OSError) as exc:
+                if not skip_bad:
+                    raise ValueError(f"night {src.name} ({src.psg}): {exc}") from exc
+                log.warning("skipping night %s: %s", src.name, exc)
+                skipped.append({"name": src.name, "psg": str(src.psg), "error": str(exc)})
+                continue
+            n_all = rendered.n_epochs
+            stages = (rendered.stages if rendered.stages is not None
+                      else np.full(n_all, Stage.UNSCORED, dtype=np.int8))
+            start, stop = trim_window(stages, spec.epoch_s, trim_wake_min)
+            img_w.append(rendered.images[start:stop])
+            if sig_w is not None:
+                conditioned, _ = condition_recording(rendered.recording, spec)
+                ep = epochs_from_signal(conditioned, spec)[start:stop]
+                big = int((np.abs(ep) > _F16_MAX).sum())
+                if big:
+                    log.warning("%s: %d conditioned samples beyond float16 range were clipped",
+                                src.name, big)
+                sig_w.append(np.clip(ep, -_F16_MAX, _F16_MAX))
+                del conditioned, ep
+            kept = stages[start:stop]
+            labels.append(kept.astype(np.int8))
+            night_idx.append(np.full(stop - start, len(infos), dtype=np.int32))
+            epoch_idx.append(np.arange(start, stop, dtype=np.int32))
+            offset = sum(i["n_epochs"] for i in infos)
+            infos.append({
+                "name": src.name, "subject": src.subject, "psg": str(Path(src.psg).resolve()),
+                "hypnogram": str(Path(src.hypnogram).resolve()) if src.hypnogram else None,
+                "n_epochs": stop - start, "offset": offset,
+                "trim": {"start": start, "stop": stop, "n_rendered": n_all},
+                "n_unscored": int((kept < 0).sum()), "warnings": list(rendered.warnings),
+                "render_s": round(time.perf_counter() - t0, 3),
+            })
+            log.info("%s (%d/%d): %d epochs kept of %d (trimmed %d + %d wake epochs at the "
+                     "ends), %d unscored, %.1f s", src.name, k + 1, len(nights), stop - start,
+                     n_all, start, n_all - stop, int((kept < 0).sum()),
+                     time.perf_counter() - t0)
+            del rendered
+    finally:
+        img_w.close()
+        if sig_w is not None:
+            sig_w.close()
+    if not infos:
+        raise ValueError("every night failed to load; nothing cached (see the warnings above)")
+    all_labels = np.concatenate(labels)
+    for name, arr in (("labels", all_labels), ("night", np.concatenate(night_idx)),
+                      ("epoch", np.concatenate(epoch_idx))):
+        with open(path / f"{name}.npy.tmp", "wb") as fh:
+            np.save(fh, arr)
+    for name in ("images", "labels", "night", "epoch") + (("signals",) if signals else ()):
+        (path / f"{name}.npy.tmp").replace(path / f"{name}.npy")
+    meta = {
+        "format": CACHE_FORMAT,
+        "spec": {"name": spec.name, "hash": spec.hash, "source": str(spec_source)},
+        "image_shape": list(spec.image_shape), "signals": bool(signals),
+        "signal_shape": [spec.n_rows, spec.epoch_samples] if signals else None,
+        "row_names": list(spec.row_names), "epoch_s": spec.epoch_s,
+        "n_epochs": int(len(all_labels)), "trim_wake_min": trim_wake_min,
+        "class_counts": dict(zip(CLASS_NAMES, np.bincount(
+            all_labels[all_labels >= 0].astype(np.int64), minlength=len(CLASS_NAMES)).tolist())),
+        "nights": infos, "skipped": skipped,
+        "build_time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "build_s": round(time.perf_counter() - t_start, 2),
+        "edge_scorer_version": __version__, "request": request,
+    }
+    tmp = path / "cache.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    tmp.replace(path / "cache.json")
+    log.info("built the epoch cache in %s: %d nights, %d epochs (%s), %.1f s", path, len(infos),
+             len(all_labels), ", ".join(f"{k} {v}" for k, v in meta["class_counts"].items()),
+             meta["build_s"])
+    return open_cache(path)
