@@ -39,6 +39,8 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from training._paths import find_named
+
 __all__ = ["CONFIG_DIR", "DEFAULTS", "TASKS", "apply_override", "find_config", "load_config",
            "parse_value", "save_config"]
 
@@ -185,15 +187,7 @@ def find_config(name_or_path: str | Path) -> Path:
     FileNotFoundError
         Neither exists.
     """
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.toml"):
-        if not p.is_absolute() and cand.is_file():
-            return cand
-    shipped = sorted(f.stem for f in CONFIG_DIR.glob("*.toml"))
-    raise FileNotFoundError(f"config file not found: {p}; give a TOML file or one of the "
-                            f"shipped configs {shipped}")
+    return find_named(name_or_path, CONFIG_DIR, ".toml", "config")
 
 
 def _validate(cfg: dict) -> None:

@@ -387,10 +387,10 @@ def evaluate(
     """
     import torch
 
+    from edge_scorer.windows import softmax as _softmax
     from training.checkpoint import load_checkpoint
     from training.dataset import open_cache
     from training.lookahead import block_proba, lookahead_curve, window_softmax
-    from training.models.inter import _softmax
     from training.splits import PARTS, load_split
 
     if intra is None and stqs is None:

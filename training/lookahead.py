@@ -30,13 +30,26 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from training.models.inter import _softmax
+from edge_scorer.windows import softmax as _softmax
 
 
 def _as_numpy(out) -> np.ndarray:
     if isinstance(out, torch.Tensor):
         out = out.detach().cpu().numpy()
     return np.asarray(out, dtype=np.float64)
+
+
+def _checked(features, L: int, batch_size: int) -> tuple:
+    """Validate a night's features; float16 arrays are promoted to float32."""
+    n = int(features.shape[0])
+    if n == 0:
+        raise ValueError("features is empty: a night needs at least one epoch")
+    if L < 1 or batch_size < 1:
+        raise ValueError(f"L and batch_size must be positive, got L={L}, batch={batch_size}")
+    is_torch = isinstance(features, torch.Tensor)
+    if not is_torch and features.dtype == np.float16:
+        features = features.astype(np.float32)
+    return features, n, is_torch
 
 
 def window_softmax(
@@ -68,14 +81,7 @@ def window_softmax(
         window ``[e - L + 1, e]``; for ``e < L - 1`` the window of epochs ``0..e`` padded with
         copies of epoch ``e`` (positions after ``e`` hold the padding's outputs, never used).
     """
-    n = int(features.shape[0])
-    if n == 0:
-        raise ValueError("features is empty: a night needs at least one epoch")
-    if L < 1 or batch_size < 1:
-        raise ValueError(f"L and batch_size must be positive, got L={L}, batch={batch_size}")
-    is_torch = isinstance(features, torch.Tensor)
-    if not is_torch and features.dtype == np.float16:
-        features = features.astype(np.float32)
+    features, n, is_torch = _checked(features, L, batch_size)
     rows: list[np.ndarray | None] = [None] * n
 
     def score(idx: np.ndarray) -> np.ndarray:
@@ -184,14 +190,7 @@ def block_proba(logits_fn: Callable, features, L: int, batch_size: int = 64) -> 
     -------
     ndarray of float64, shape (N, C)
     """
-    n = int(features.shape[0])
-    if n == 0:
-        raise ValueError("features is empty: a night needs at least one epoch")
-    if L < 1 or batch_size < 1:
-        raise ValueError(f"L and batch_size must be positive, got L={L}, batch={batch_size}")
-    is_torch = isinstance(features, torch.Tensor)
-    if not is_torch and features.dtype == np.float16:
-        features = features.astype(np.float32)
+    features, n, is_torch = _checked(features, L, batch_size)
     n_blocks = -(-n // L)
     index = np.minimum(np.arange(n_blocks * L), n - 1).reshape(n_blocks, L)
     parts = []

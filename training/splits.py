@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
+from training._paths import find_named
 from training.dataset import canonical_subject
 
 log = get_logger("training.splits")
@@ -120,15 +121,7 @@ def find_split(name_or_path: str | Path) -> Path:
     FileNotFoundError
         Neither a file nor a committed split.
     """
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    for cand in (SPLIT_DIR / p.name, SPLIT_DIR / f"{p.name}.json"):
-        if not p.is_absolute() and cand.is_file():
-            return cand
-    committed = sorted(f.stem for f in SPLIT_DIR.glob("*.json"))
-    raise FileNotFoundError(f"split file not found: {p}; give a JSON split file or one of the "
-                            f"committed splits {committed}")
+    return find_named(name_or_path, SPLIT_DIR, ".json", "split")
 
 
 def load_split(path: str | Path) -> dict[str, list[str]]:

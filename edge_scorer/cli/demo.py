@@ -1,10 +1,10 @@
 """``edge-scorer demo``: the main job, end to end as far as it is built.
 
-Today that is the input path every score stands on: a night (your EDF, or a simulated one in
-the Sleep-EDF file layout when none is given; no network needed) is read through the real EDF
-reader, conditioned and rendered exactly as the model will see it, and written out with its
-hypnogram statistics. Scoring with the shipped model through the live LSL engine joins this
-command when the engine lands (see docs/ARCHITECTURE.md).
+Today: a night (your EDF, or a simulated one in the Sleep-EDF file layout when none is given;
+no network needed) is read through the real EDF reader, conditioned and rendered exactly as the
+model sees it, scored offline by the shipped default model through ONNX Runtime (intra ViT +
+inter transformer, SleepXViT's window rule), and compared with the night's hypnogram. The live
+LSL path joins this command when the streaming engine lands (see docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from . import CliError
 
 log = get_logger("cli.demo")
 
-HELP = "run the demo: a night (simulated unless --edf) through reader, conditioning and renderer"
+HELP = "run the demo: render and score a night (simulated unless --edf) with the shipped model"
 
 _GLYPH = {-1: "?", 0: "W", 1: "1", 2: "2", 3: "3", 4: "R"}
 
@@ -46,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ..pipeline import render_night, save_rendered
     from ..sleepstats import sleep_statistics
-    from ..stages import Stage
 
     if args.hypnogram and not args.edf:
         raise CliError("--hypnogram goes with --edf (the simulated night brings its own)")
@@ -72,17 +71,29 @@ def run(args: argparse.Namespace) -> int:
           f" with spec {night.spec.name} ({night.spec.hash}) in {elapsed:.1f} s")
     for w in night.warnings:
         print(f"warning: {w}")
-    if night.stages is not None:
-        from ..hypnogram import Hypnogram
+    from ..metrics import agreement
+    from ..scorer import ScoringModel
 
-        print("\nhypnogram of the night (one character per 30-s epoch: W 1 2 3 R, ? unscored):")
+    t1 = time.perf_counter()
+    model = ScoringModel.load(spec=night.spec)
+    scored = model.score_night(night.images)
+    scored.start_time = rec.start_time
+    scored.write(out / "scored.csv")
+    print(f"scored {scored.n_epochs} epochs with the shipped model (ONNX Runtime, "
+          f"{model.intra.metadata.get('preset', '')} + inter window {model.window}) in "
+          f"{time.perf_counter() - t1:.1f} s")
+    print("\nmodel hypnogram (one character per 30-s epoch: W 1 2 3 R, ? unscored):")
+    print(hypnogram_text(scored.stages))
+    print("\nsleep statistics of the model hypnogram:")
+    print(sleep_statistics(scored))
+    if night.stages is not None:
+        print("\nreference hypnogram:")
         print(hypnogram_text(night.stages))
-        stats = sleep_statistics(Hypnogram(night.stages, night.spec.epoch_s))
-        print(f"\nsleep statistics ({'simulated night' if not args.edf else 'reference'}):")
-        print(stats)
-        scored = int((night.stages != Stage.UNSCORED).sum())
-        print(f"\n{scored} labelled epochs ready for scoring")
-    print(f"\noutputs: {out / 'render'} (epochs.npy, contact_sheet.png, labels.csv, render.json)")
-    print("scoring with the shipped model through the live LSL engine is not built yet; "
-          "this demo runs the input path it will use")
+        kind = ("SIMULATED night: a pipeline check, not clinical accuracy" if not args.edf
+                else "your recording")
+        print(f"\nagreement with the reference ({kind}):")
+        print(agreement(night.stages, scored.stages))
+    print(f"\noutputs: {out} (scored.csv; render/: epochs.npy, contact_sheet.png, labels.csv)")
+    print("note: the shipped model is trained on simulated nights (see its MODEL_CARD.md); "
+          "the live LSL engine is not built yet")
     return 0

@@ -13,10 +13,11 @@ _DEFAULT_CONFIGS = {"intra": "intra_vit_tiny", "inter": "inter_tiny", "stqs": "s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``edge-scorer train``."""
-    parser.add_argument("task", choices=tuple(_DEFAULT_CONFIGS),
+    parser.add_argument("task", choices=(*_DEFAULT_CONFIGS, "all"),
                         help="intra (ViT on epoch images), inter (transformer on intra "
-                             "features; needs a trained intra model) or stqs (CNN+BiLSTM on "
-                             "conditioned signals)")
+                             "features; needs a trained intra model), stqs (CNN+BiLSTM on "
+                             "conditioned signals), or all: the three in order, then "
+                             "evaluation on the test subjects and ONNX export")
     parser.add_argument("--config", metavar="FILE",
                         help="TOML config file or shipped config name (default: "
                              + ", ".join(f"{t}: {c}" for t, c in _DEFAULT_CONFIGS.items())
@@ -71,6 +72,21 @@ def run(args: argparse.Namespace) -> int:
         if args.max_steps < 1:
             raise CliError(f"--max-steps must be at least 1, got {args.max_steps}")
         overrides.append(f"train.max_steps={args.max_steps}")
+    if args.task == "all":
+        from training.recipe_run import run_all
+
+        if args.config:
+            raise CliError("train all uses the shipped config of each task; change them with "
+                           "--set key=value (all tasks) or --set intra:key=value (one task)")
+        out = args.out or Path("runs") / f"all-{args.recipe or 'default'}"
+        task_sets = [o for o in overrides if not o.startswith("out=")]
+        try:
+            paths = run_all(out, recipe=args.recipe, overrides=task_sets, quiet=args.quiet)
+        except (ValueError, FileNotFoundError) as exc:
+            raise CliError(str(exc)) from None
+        for name, path in paths.items():
+            print(f"{name}\t{path}")
+        return 0
     try:
         cfg = load_config(args.config or _DEFAULT_CONFIGS[args.task], overrides, task=args.task,
                           recipe=args.recipe)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edge_scorer.stages import N_CLASSES
+from edge_scorer.windows import sliding_window_proba as _sliding_window_proba
 from training.models.vit import Block, config_dict, init_transformer_weights, replace_config
 
 
@@ -131,88 +132,25 @@ class InterEpochTransformer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def sliding_window_proba(
     logits_fn: Callable, features, L: int = 10, batch_size: int = 256,
     normalize: bool = True,
 ) -> np.ndarray:
-    """Score a whole night with SleepXViT's test-time rule (windows of ``L``, stride 1).
+    """SleepXViT's sliding-window rule (:func:`edge_scorer.windows.sliding_window_proba`)
+    for torch models and tensors as well as numpy.
 
-    Every window of ``L`` consecutive epochs is scored; for each epoch the softmax outputs of
-    every window position covering it (up to ``L``) are summed.
-
-    Parameters
-    ----------
-    logits_fn : callable
-        Maps a batch of windows ``(B, L, dim)`` to logits ``(B, L, C)``: an
-        :class:`InterEpochTransformer` (put it in eval mode first) or any function, e.g.
-        wrapping an ONNX session. Called with the same array type as ``features`` (torch
-        tensor or numpy array); may return either.
-    features : torch.Tensor or numpy.ndarray
-        Epoch features of one night, ``(N, dim)``, in time order.
-    L : int
-        Window length (the inter model's ``seq_len``).
-    batch_size : int
-        Windows per ``logits_fn`` call.
-    normalize : bool
-        True: divide each epoch's sum by the number of windows covering it, so rows are
-        probabilities (argmax unchanged). False: the raw sums, as in SleepXViT.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N, C)`` float64 summed (or averaged) class probabilities.
-
-    Notes
-    -----
-    A night shorter than ``L`` epochs (``N < L``) is padded at the end with copies of its last
-    epoch's feature up to ``L`` (edge replication keeps the input in the training distribution,
-    unlike zeros); that single window is scored and only its first ``N`` positions are kept,
-    so each epoch is covered exactly once.
+    ``logits_fn`` may be an :class:`InterEpochTransformer` (in eval mode) or any callable;
+    ``features`` a tensor or an array ``(N, dim)``. Windows reach ``logits_fn`` as the type
+    of ``features``; it may return a tensor or an array.
     """
-    n = int(features.shape[0])
-    if n == 0:
-        raise ValueError("features is empty: a night needs at least one epoch")
-    if features.ndim != 2:
-        raise ValueError(f"expected features (N, dim), got shape {tuple(features.shape)}")
-    if L < 1 or batch_size < 1:
-        raise ValueError(f"L and batch_size must be positive, got L={L}, batch={batch_size}")
     is_torch = isinstance(features, torch.Tensor)
-    if n < L:
-        last = features[-1:]
-        reps = L - n
-        pad = last.expand(reps, -1) if is_torch else np.repeat(last, reps, axis=0)
-        padded = torch.cat([features, pad]) if is_torch else np.concatenate([features, pad])
-    else:
-        padded = features
-    n_win = max(1, n - L + 1)
-    index = np.arange(n_win)[:, None] + np.arange(L)[None, :]
-    sums: np.ndarray | None = None
-    counts = np.zeros(n)
-    with torch.no_grad():
-        for start in range(0, n_win, batch_size):
-            idx = index[start:start + batch_size]
-            windows = padded[torch.from_numpy(idx)] if is_torch else padded[idx]
-            out = logits_fn(windows)
-            if isinstance(out, torch.Tensor):
-                out = out.detach().cpu().numpy()
-            out = np.asarray(out, dtype=np.float64)
-            if out.shape[:2] != idx.shape:
-                raise ValueError(
-                    f"logits_fn returned shape {out.shape} for {idx.shape[0]} windows of {L}; "
-                    "it must return (B, L, C) logits"
-                )
-            proba = _softmax(out)
-            if sums is None:
-                sums = np.zeros((n, proba.shape[-1]))
-            keep = idx < n  # drops the padded positions of a short night
-            np.add.at(sums, idx[keep], proba[keep])
-            np.add.at(counts, idx[keep], 1.0)
-    if normalize:
-        sums = sums / counts[:, None]
-    return sums
+    device = features.device if is_torch else None
+
+    def fn(windows: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(windows).to(device) if is_torch else windows
+        with torch.no_grad():
+            out = logits_fn(x)
+        return out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out
+
+    feats = features.detach().cpu().numpy() if is_torch else features
+    return _sliding_window_proba(fn, feats, L=L, batch_size=batch_size, normalize=normalize)

@@ -1,0 +1,138 @@
+"""A scoring model: intra ViT + inter transformer behind backends, checked against the spec.
+
+:class:`ScoringModel` loads the two exported models (the shipped default model unless paths
+are given), refuses a model whose render-spec hash or montage differs from the spec the
+images are rendered with, and scores epoch images with SleepXViT's rule: the intra model gives
+each epoch's CLS feature, the inter model scores every window of 10 epochs, and each epoch's
+probabilities are the softmax summed over every window covering it.
+
+Clinical caveat: the shipped default model is trained on *simulated* nights; it is for demos
+and pipeline checks and is not validated on real recordings (see its MODEL_CARD.md).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend, create_backend
+from .hypnogram import Hypnogram
+from .spec import RenderSpec, load_spec
+from .stages import CLASS_NAMES
+from .windows import sliding_window_proba
+
+
+class ModelSpecMismatch(ValueError):
+    """The model was trained on images rendered with another spec."""
+
+
+def default_model_dir() -> Path:
+    """Folder of the shipped default model (``intra.onnx``, ``inter.onnx``, MODEL_CARD.md)."""
+    return Path(str(resources.files("edge_scorer").joinpath("models")))
+
+
+def check_model_spec(meta: dict[str, str], spec: RenderSpec, what: str) -> None:
+    """Raise :class:`ModelSpecMismatch` unless the model metadata fits ``spec``."""
+    got = meta.get("render_spec_hash")
+    if got is None:
+        raise ModelSpecMismatch(
+            f"{what} carries no edge_scorer render-spec metadata; export it with "
+            "edge-scorer's exporter (export.export_intra / export_inter)")
+    if got != spec.hash:
+        raise ModelSpecMismatch(
+            f"{what} was trained on images of spec {meta.get('render_spec')!r} (hash {got}), "
+            f"but the input is rendered with spec {spec.name!r} (hash {spec.hash}); use a model "
+            f"trained for {spec.name!r} or pass --spec {meta.get('render_spec')}")
+    montage = json.loads(meta.get("montage", "[]"))
+    if montage and tuple(montage) != spec.row_names:
+        raise ModelSpecMismatch(f"{what} expects rows {montage}, the spec has "
+                                f"{list(spec.row_names)}")
+    classes = json.loads(meta.get("class_names", "[]"))
+    if classes and tuple(classes) != CLASS_NAMES:
+        raise ModelSpecMismatch(f"{what} predicts classes {classes}, expected {CLASS_NAMES}")
+
+
+class ScoringModel:
+    """Intra + inter models behind backends (see module docstring).
+
+    Parameters
+    ----------
+    intra, inter : Backend
+        Opened models (``inter`` may be None: intra-only scoring).
+    spec : RenderSpec
+        The spec the images are rendered with (checked against both models).
+    """
+
+    def __init__(self, intra: Backend, inter: Backend | None, spec: RenderSpec) -> None:
+        check_model_spec(intra.metadata, spec, f"intra model {getattr(intra, 'path', '')}")
+        if intra.metadata.get("kind") != "intra":
+            raise ValueError(f"{getattr(intra, 'path', 'model')} is not an intra model "
+                             f"(kind {intra.metadata.get('kind')!r})")
+        if inter is not None:
+            check_model_spec(inter.metadata, spec, f"inter model {getattr(inter, 'path', '')}")
+            if inter.metadata.get("feature_dim") != intra.metadata.get("feature_dim"):
+                raise ValueError(
+                    f"inter model reads {inter.metadata.get('feature_dim')}-d features, the "
+                    f"intra model makes {intra.metadata.get('feature_dim')}-d ones")
+        self.intra, self.inter, self.spec = intra, inter, spec
+        self.window = int(inter.metadata.get("window_length") or 10) if inter else 1
+
+    @classmethod
+    def load(cls, intra: str | Path | None = None, inter: str | Path | None = None,
+             spec: RenderSpec | str | None = None, backend: str = "onnxruntime"
+             ) -> ScoringModel:
+        """Open model files (default: the shipped model, scored with its own spec)."""
+        if intra is None:
+            folder = default_model_dir()
+            intra, inter = folder / "intra.onnx", folder / "inter.onnx"
+            if not Path(intra).is_file():
+                raise FileNotFoundError(
+                    f"the shipped default model is missing from {folder}; reinstall edge-scorer "
+                    "or pass --intra/--inter model files")
+        intra_b = create_backend(intra, backend)
+        inter_b = create_backend(inter, backend) if inter is not None else None
+        if spec is None:
+            spec = intra_b.metadata.get("render_spec", "sleep-edf")
+        spec = load_spec(spec) if isinstance(spec, str) else spec
+        return cls(intra_b, inter_b, spec)
+
+    def epoch_outputs(self, images: np.ndarray, batch_size: int = 64
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Intra logits ``(N, 5)`` and CLS features ``(N, D)`` of rendered uint8 images."""
+        logits, feats = [], []
+        for i in range(0, len(images), batch_size):
+            x = np.asarray(images[i:i + batch_size], dtype=np.float32)
+            if x.ndim == 3:
+                x = x[:, None]  # grayscale (B, H, W) -> (B, 1, H, W)
+            elif x.ndim == 4 and x.shape[-1] == 3:
+                x = x.transpose(0, 3, 1, 2)
+            out = self.intra.infer({"image": x})
+            logits.append(out["logits"])
+            feats.append(out["features"])
+        return np.concatenate(logits), np.concatenate(feats)
+
+    def inter_logits(self, windows: np.ndarray) -> np.ndarray:
+        """Inter logits ``(B, L, 5)`` of feature windows ``(B, L, D)``."""
+        if self.inter is None:
+            raise ValueError("no inter model loaded")
+        return self.inter.infer({"features": windows})["logits"]
+
+    def score_images(self, images: np.ndarray) -> np.ndarray:
+        """Per-epoch class probabilities ``(N, 5)`` of one night's images, in time order."""
+        from .windows import softmax
+
+        logits, feats = self.epoch_outputs(images)
+        if self.inter is None:
+            return softmax(logits.astype(np.float64))
+        return sliding_window_proba(self.inter_logits, feats, L=self.window)
+
+    def score_night(self, images: np.ndarray, epoch_s: float | None = None) -> Hypnogram:
+        """A :class:`Hypnogram` with the argmax stages and the probabilities."""
+        proba = self.score_images(images)
+        return Hypnogram(proba.argmax(1).astype(np.int8), epoch_s or self.spec.epoch_s,
+                         probabilities=proba.astype(np.float32),
+                         meta={"scorer": "edge-scorer", "model": str(getattr(
+                             self.intra, "path", ""))})

@@ -1,0 +1,137 @@
+"""One command for the whole recipe: train intra, inter and STQS, evaluate, export to ONNX.
+
+``edge-scorer train all [--recipe sleep-edf|shhs] [--data DIR] [--out DIR]`` runs, in one
+folder::
+
+    DIR/intra/   ViT checkpoints (best.pt, last.pt, config.json, train_log.csv)
+    DIR/inter/   inter-epoch transformer on the ViT's features
+    DIR/stqs/    STQS (CNN + BiLSTM on conditioned signals)
+    DIR/report/  evaluation on the split's test subjects (report.md/json, figures)
+    DIR/export/  intra.onnx + inter.onnx with edge_scorer metadata, parity.json
+
+Every step is the same code as the single-task commands; nothing here trains on its own.
+``--set key=value`` applies to every task, ``--set intra:key=value`` to one task only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_scorer._log import get_logger
+
+log = get_logger("training.recipe")
+
+#: Shipped config of each task.
+TASK_CONFIGS = {"intra": "intra_vit_tiny", "inter": "inter_tiny", "stqs": "stqs"}
+
+
+def _task_overrides(overrides: Sequence[str], task: str) -> list[str]:
+    out = []
+    for item in overrides:
+        head, sep, rest = item.partition(":")
+        if sep and head in TASK_CONFIGS and "=" not in head:
+            if head == task:
+                out.append(rest)
+        else:
+            out.append(item)
+    return out
+
+
+def run_all(
+    out: str | Path,
+    *,
+    recipe: str | None = None,
+    data: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    tasks: Sequence[str] = ("intra", "inter", "stqs"),
+    configs: dict[str, str] | None = None,
+    quiet: bool = False,
+) -> dict[str, Path]:
+    """Train the tasks in order, evaluate them on the test part, export intra+inter to ONNX.
+
+    Returns
+    -------
+    dict
+        Paths by name: each task's run folder, ``report`` and ``export``.
+    """
+    from training.config import load_config
+    from training.tasks import train
+
+    out = Path(out)
+    configs = {**TASK_CONFIGS, **(configs or {})}
+    common = [f"data.nights={json.dumps(str(data))}"] if data is not None else []
+    paths: dict[str, Path] = {}
+    cfg = None
+    for task in tasks:
+        items = [*common, *_task_overrides(overrides, task), f"out={json.dumps(str(out / task))}"]
+        if task == "inter":
+            items.append(f"inter.intra_checkpoint={json.dumps(str(out / 'intra'))}")
+        cfg = load_config(configs[task], items, task=task, recipe=recipe)
+        log.info("recipe: training %s -> %s", task, cfg["out"])
+        paths[task] = train(cfg, resume=(Path(cfg["out"]) / "last.pt").exists(), quiet=quiet)
+    if cfg is None:
+        return paths
+    paths["report"] = evaluate_runs(out, cfg["data"]["cache_dir"], paths)
+    if "intra" in paths:
+        paths["export"] = export_runs(out, cfg["data"]["cache_dir"], paths)
+    return paths
+
+
+def evaluate_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path]) -> Path:
+    """Evaluate the trained runs on the test subjects of the split they were trained with."""
+    from training.checkpoint import load_checkpoint
+    from training.evaluate import evaluate
+
+    first = runs.get("intra") or runs.get("stqs")
+    _, ckpt = load_checkpoint(first)
+    split = ckpt["meta"]["data"]["split"]
+    report = evaluate(cache_dir, split, intra=runs.get("intra"), inter=runs.get("inter"),
+                      stqs=runs.get("stqs"), part="test")
+    report.write(out / "report")
+    log.info("recipe: evaluation written to %s", out / "report")
+    return out / "report"
+
+
+def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path],
+                n_parity: int = 256) -> Path:
+    """Export intra (+ inter) to ONNX and check parity with torch on rendered test epochs."""
+    import numpy as np
+
+    from export import export_inter, export_intra, parity_report
+    from training.checkpoint import load_checkpoint
+    from training.dataset import open_cache
+    from training.features import image_batch
+
+    cache = open_cache(cache_dir)
+    spec = cache.spec()
+    intra, ckpt = load_checkpoint(runs["intra"])
+    nights = ckpt["meta"]["data"]["nights"]
+    provenance = json.dumps({"cache": str(cache_dir), "nights": nights,
+                             "split": ckpt["meta"]["data"]["split"]})
+    dest = out / "export"
+    dest.mkdir(parents=True, exist_ok=True)
+    intra_onnx = export_intra(intra, dest / "intra.onnx", spec=spec, provenance=provenance)
+    test = [i for i, n in enumerate(cache.nights) if n["name"] in set(nights.get("test", []))]
+    rows = cache.select(test or list(range(len(cache.nights))))
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(rows, size=min(n_parity, len(rows)), replace=False))
+    # the ONNX input: the renderer's pixels as float32 (B, C, H, W)
+    images = image_batch(cache.images[rows]).float().numpy()
+    if images.ndim == 3:
+        images = images[:, None]
+    parity = {"intra": parity_report(intra, intra_onnx, images)}
+    if "inter" in runs:
+        inter, _ = load_checkpoint(runs["inter"])
+        inter_onnx = export_inter(inter, dest / "inter.onnx", spec=spec, provenance=provenance)
+        import torch
+
+        with torch.no_grad():
+            feats = intra.forward_features(torch.from_numpy(images)).numpy()
+        L = int(inter.cfg["seq_len"])
+        windows = np.stack([feats[i:i + L] for i in range(0, len(feats) - L + 1, L)])
+        parity["inter"] = parity_report(inter, inter_onnx, windows)
+    (dest / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
+    log.info("recipe: ONNX models in %s, parity %s", dest, parity)
+    return dest
