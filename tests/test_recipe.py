@@ -58,3 +58,8 @@ def test_recipe_shhs_layout(tmp_path):
     report = _run(tmp_path, "shhs", tmp_path / "nights")
     assert report["meta"]["spec"]["name"] == "shhs" and report["n_nights"] >= 1
     assert {"intra", "intra+inter", "stqs"} <= set(report["methods"])
+
+
+def test_train_all_config_pairs_are_checked(capsys):
+    assert main(["train", "all", "--config", "intra"]) == 2
+    assert "TASK=NAME" in capsys.readouterr().err

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE",
                         help="TOML config file or shipped config name (default: "
                              + ", ".join(f"{t}: {c}" for t, c in _DEFAULT_CONFIGS.items())
-                             + "; see training/configs/)")
+                             + "; see training/configs/). With 'all': TASK=NAME pairs, "
+                             "e.g. intra=intra_vit_base,inter=inter_base")
     parser.add_argument("--recipe", choices=("sleep-edf", "shhs"),
                         help="dataset recipe: spec, file layout, split and cache of real "
                              "Sleep-EDF SC or SHHS nights; runs go to runs/<task>-<recipe>")
@@ -75,13 +76,19 @@ def run(args: argparse.Namespace) -> int:
     if args.task == "all":
         from training.recipe_run import run_all
 
-        if args.config:
-            raise CliError("train all uses the shipped config of each task; change them with "
-                           "--set key=value (all tasks) or --set intra:key=value (one task)")
+        configs = {}
+        for item in filter(None, (args.config or "").split(",")):
+            task, sep, name = item.partition("=")
+            if not sep or task.strip() not in _DEFAULT_CONFIGS:
+                raise CliError(f"train all --config takes TASK=NAME pairs (tasks "
+                               f"{list(_DEFAULT_CONFIGS)}), e.g. intra=intra_vit_base; got "
+                               f"{item!r}")
+            configs[task.strip()] = name.strip()
         out = args.out or Path("runs") / f"all-{args.recipe or 'default'}"
         task_sets = [o for o in overrides if not o.startswith("out=")]
         try:
-            paths = run_all(out, recipe=args.recipe, overrides=task_sets, quiet=args.quiet)
+            paths = run_all(out, recipe=args.recipe, overrides=task_sets, configs=configs,
+                            quiet=args.quiet)
         except (ValueError, FileNotFoundError) as exc:
             raise CliError(str(exc)) from None
         for name, path in paths.items():
