@@ -36,20 +36,21 @@ import numpy as np
 from scipy import signal
 
 from ._log import get_logger
-from .spec import RenderSpec, RowSpec
+from .spec import CHAIN_SETTINGS, RenderSpec, RowSpec
 
 log = get_logger("conditioning")
 
+# The chain's settings live in spec.CHAIN_SETTINGS so that the render hash covers them.
 #: Anti-alias low-pass corner as a fraction of the model Nyquist frequency (0.4 x model rate).
-ANTIALIAS_FRACTION = 0.8
+ANTIALIAS_FRACTION = CHAIN_SETTINGS["antialias_fraction"]
 #: Butterworth order of the anti-alias low-pass.
-ANTIALIAS_ORDER = 8
+ANTIALIAS_ORDER = CHAIN_SETTINGS["antialias_order"]
 #: Butterworth order of a row's high-pass.
-HIGHPASS_ORDER = 2
+HIGHPASS_ORDER = CHAIN_SETTINGS["highpass_order"]
 #: Butterworth order of a row's low-pass.
-LOWPASS_ORDER = 4
+LOWPASS_ORDER = CHAIN_SETTINGS["lowpass_order"]
 #: Quality factor of a row's notch (``scipy.signal.iirnotch``).
-NOTCH_Q = 30.0
+NOTCH_Q = CHAIN_SETTINGS["notch_q"]
 #: Largest denominator used to turn a sampling rate into an exact fraction.
 _MAX_DENOMINATOR = 1_000_000
 

@@ -22,6 +22,12 @@ from importlib import resources
 from pathlib import Path
 
 SPEC_DIR = "specs"
+#: Settings of the conditioning chain and renderer that change the images without being spec
+#: fields; they are part of the render hash (bump ``renderer`` when the drawing changes).
+CHAIN_SETTINGS: dict = {
+    "antialias_fraction": 0.8, "antialias_order": 8, "highpass_order": 2, "lowpass_order": 4,
+    "notch_q": 30.0, "resampler": "linear-exact-grid", "renderer": "minmax-column-join-v1",
+}
 _ROW_KEYS = {"name", "type", "aliases", "regex", "unit", "height", "range", "highpass",
              "lowpass", "notch", "min_sfreq"}
 
@@ -149,7 +155,7 @@ class RenderSpec:
         return {
             "sfreq": self.sfreq, "epoch_s": self.epoch_s, "image_height": self.image_height,
             "image_width": self.image_width, "grayscale": self.grayscale,
-            "rows": [r.render_key() for r in self.rows],
+            "rows": [r.render_key() for r in self.rows], "chain": CHAIN_SETTINGS,
         }
 
     @cached_property
