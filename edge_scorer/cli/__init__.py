@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "train": ".train",
     "data": ".data",
     "evaluate": ".evaluate",
+    "replay": ".replay",
 }
 
 log = get_logger("cli")

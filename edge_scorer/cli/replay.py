@@ -1,0 +1,82 @@
+"""``edge-scorer replay``: publish a PSG file as real-time LSL streams (a stand-in amplifier).
+
+One stream per native-rate group of the spec rows (``NAME`` for the highest rate,
+``NAME-<rate>Hz`` for the others) and, with ``--hypnogram``, a ``NAME-hypnogram`` marker
+stream. Runs until the end of the file (or forever with ``--loop``); Ctrl-C stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .._log import get_logger
+from . import CliError
+
+log = get_logger("cli.replay")
+
+HELP = "replay a PSG file (EDF/BDF) as real-time LSL streams, optionally with its hypnogram"
+
+#: Seconds the outlets stay up after the last sample so receivers can drain it.
+LINGER_S = 1.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``replay`` options."""
+    parser.add_argument("psg", help="PSG file (EDF, EDF+ or BDF)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="replay speed (1 = real time, 60 = one hour per minute)")
+    parser.add_argument("--name", default="edge-scorer-replay", help="base LSL stream name")
+    parser.add_argument("--chunk-ms", type=float, default=100.0,
+                        help="signal milliseconds per push at speed 1 (default 100)")
+    parser.add_argument("--loop", action="store_true", help="restart at the end of the file")
+    parser.add_argument("--hypnogram",
+                        help="hypnogram file (Sleep-EDF EDF+, NSRR XML, CSV/TSV, BIDS events): "
+                             "published as a marker stream, one stage per epoch")
+    parser.add_argument("--spec", default="sleep-edf",
+                        help="render spec: shipped name (sleep-edf, shhs) or a .toml path")
+    parser.add_argument("--channel", action="append", default=[], metavar="ROW=LABEL",
+                        help="use file channel LABEL for spec row ROW (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the replay and block until it ends or Ctrl-C."""
+    import time
+
+    from ..montage import parse_channel_overrides
+    from ..replay import Replayer
+    from ..spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        raise CliError(str(exc)) from None
+    if not args.speed > 0:
+        raise CliError(f"--speed must be positive (1 = real time), got {args.speed}")
+    if not args.chunk_ms > 0:
+        raise CliError(f"--chunk-ms must be positive, got {args.chunk_ms}")
+    overrides = parse_channel_overrides(args.channel)
+    try:
+        rep = Replayer(args.psg, spec, name=args.name, speed=args.speed,
+                       chunk_ms=args.chunk_ms, loop=args.loop, hypnogram=args.hypnogram,
+                       channel_overrides=overrides)
+    except (ValueError, OSError) as exc:
+        if args.hypnogram and "hypnogram" in str(exc).lower():
+            raise CliError(f"cannot use hypnogram {args.hypnogram}: {exc}") from exc
+        raise
+    log.info("replaying %s (%.1f s) at %gx%s; Ctrl-C to stop", rep.path.name, rep.duration_s,
+             rep.speed, ", looping" if rep.loop else "")
+    rep.start()
+    try:
+        while not rep.wait(0.5):
+            pass
+        time.sleep(LINGER_S)
+    except KeyboardInterrupt:
+        log.info("stopping replay")
+    finally:
+        rep.stop()
+    if rep.error is not None:
+        raise CliError(f"replay failed: {rep.error}")
+    pushed = ", ".join(f"{g.stream_name} {n}" for g, n in zip(rep.groups, rep.n_pushed))
+    print(f"replayed {rep.path.name}: samples pushed {pushed}"
+          + (f"; {rep.n_markers_pushed} hypnogram markers" if rep.markers is not None else ""))
+    return 0

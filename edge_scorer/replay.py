@@ -1,0 +1,366 @@
+"""Replay a PSG file as real Lab Streaming Layer (LSL) streams, paced in real time.
+
+:class:`Replayer` reads a file with :func:`~edge_scorer.psg.read_psg` and publishes the spec's
+rows on the local network as a live amplifier would, so the streaming engine (or any LSL
+client: LabRecorder, MNE-LSL, ...) can be tried on a recorded night.
+
+Design choices
+--------------
+* **Native rates, one outlet per rate.** The rows are published at the rates they were
+  recorded at (:meth:`~edge_scorer.psg.PsgRecording.native_rows`): one ``StreamOutlet`` per
+  native-rate group (Sleep-EDF: a 100-Hz stream with EEG Fpz-Cz, EEG Pz-Oz and EOG horizontal,
+  and a 1-Hz stream with the EMG submental envelope). This makes the live engine condition
+  exactly the samples the offline path (:func:`~edge_scorer.pipeline.condition_recording`)
+  conditions, so live and offline scores of a replayed file can be compared sample for sample.
+  The highest-rate group is named ``NAME``, the others ``NAME-<rate>Hz``.
+* **Channels are the spec rows.** Each channel's ``label`` is the spec row name (so the engine
+  maps it without ``--channel``); the file's own label is kept in ``source_label``. The ``desc``
+  follows the XDF conventions (``channels/channel/{label,type,unit}``, units spelled out, e.g.
+  ``microvolts``) plus an ``edge_scorer`` element (spec, spec hash, group ``i of n``, source
+  file, start time, speed).
+* **Pacing and time stamps.** A monotonic clock (``time.perf_counter``) paces the pushes: the
+  sample at signal time ``t`` is due at wall time ``t / speed`` after the start, and every push
+  sends all samples due by then. The loop wakes every ``chunk_ms / speed`` ms of wall time, but
+  never more often than every :data:`MIN_PERIOD_S`, so at high speeds (e.g. 200x) a chunk holds
+  more than ``chunk_ms`` of signal. Each sample is stamped ``t0 + t / speed`` with ``t0`` a
+  :func:`pylsl.local_clock` reading taken at the start: time stamps advance at the replay's pace
+  on the LSL clock, so a receiver's ``time_correction`` works as with a real device. The stream's
+  ``nominal_srate`` stays the native rate (the rate the signal must be processed at); at a speed
+  other than 1 the stamps are ``speed`` times denser than ``nominal_srate`` says.
+* **Loop.** With ``loop=True`` the file restarts at its end with signal time continuing (stamps
+  keep increasing, one file length later per pass).
+* **Hypnogram.** An optional hypnogram (any file :func:`~edge_scorer.hypnogram_io.read_hypnogram`
+  reads, aligned with :func:`~edge_scorer.psg.align_hypnogram`) becomes a ``Markers`` stream
+  ``NAME-hypnogram`` with one string marker per epoch (``"W"``, ``"N1"``, ..., ``"UNS"``) pushed at
+  the epoch's start time.
+* **Lifetime.** Outlets are created in :meth:`Replayer.start` (the streams are resolvable when it
+  returns) and deleted in :meth:`Replayer.stop`. At the end of the file (without loop) the thread
+  ends by itself but the outlets stay until ``stop()``, so receivers can drain the last chunk.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._log import get_logger
+from .hypnogram import Hypnogram
+from .psg import PsgRecording, align_hypnogram, read_psg
+from .spec import RenderSpec, load_spec
+from .stages import Stage
+
+log = get_logger("replay")
+
+#: Shortest wall-clock period between two pushes (s); higher speeds send longer chunks.
+MIN_PERIOD_S = 0.01
+#: XDF unit names of the spec units.
+XDF_UNITS = {"uv": "microvolts", "µv": "microvolts", "mv": "millivolts", "v": "volts",
+             "%": "percent", "a.u.": "arbitrary units", "bpm": "beats per minute"}
+#: XDF channel type of each spec row type (others are kept as they are).
+XDF_TYPES = {"EMG_ENVELOPE": "EMG"}
+
+
+@dataclass
+class RateGroup:
+    """The rows published by one outlet: all spec rows recorded at one rate.
+
+    Attributes
+    ----------
+    sfreq : float
+        Native rate of the rows (Hz).
+    rows : list of int
+        Spec row indices, in spec order.
+    data : ndarray of float32, shape (n_samples, n_rows)
+        The samples as pushed (sample-major, as LSL expects).
+    stream_name, source_id : str
+        LSL stream name and source id.
+    """
+
+    sfreq: float
+    rows: list[int]
+    data: np.ndarray
+    stream_name: str
+    source_id: str
+
+
+def rate_groups(rec: PsgRecording, name: str, source_id: str) -> list[RateGroup]:
+    """Group a recording's rows by native rate, highest rate first.
+
+    Parameters
+    ----------
+    rec : PsgRecording
+        From :func:`~edge_scorer.psg.read_psg`.
+    name : str
+        Base stream name (used as is for the highest-rate group).
+    source_id : str
+        Base source id; ``/<rate>Hz`` is appended per group.
+    """
+    rows, rates = rec.native_rows()
+    groups = []
+    for i, fs in enumerate(sorted(set(rates), reverse=True)):
+        idx = [k for k, r in enumerate(rates) if r == fs]
+        data = np.ascontiguousarray(np.stack([rows[k] for k in idx], axis=1), dtype=np.float32)
+        stream_name = name if i == 0 else f"{name}-{fs:g}Hz"
+        groups.append(RateGroup(float(fs), idx, data, stream_name, f"{source_id}/{fs:g}Hz"))
+    return groups
+
+
+def _samples_before(t_s: float, sfreq: float) -> int:
+    """Number of samples (at ``sfreq``, first at t=0) whose time is before ``t_s``."""
+    return max(0, math.ceil(t_s * sfreq - 1e-9))
+
+
+class Replayer:
+    """Publish a PSG file as paced LSL streams from a background thread.
+
+    Parameters
+    ----------
+    psg_path : path-like
+        PSG file (EDF, EDF+, BDF).
+    spec : RenderSpec or str
+        Spec whose rows are published.
+    name : str
+        Base stream name.
+    speed : float
+        Replay speed (1 = real time, 100 = a 300-s excerpt in 3 s).
+    chunk_ms : float
+        Signal length sent per push at speed 1 (see the module notes for high speeds).
+    loop : bool
+        Restart at the end of the file instead of finishing.
+    hypnogram : path-like or Hypnogram, optional
+        Published as the ``NAME-hypnogram`` marker stream.
+    channel_overrides : mapping, optional
+        ``{row name: file channel label}`` as for :func:`~edge_scorer.psg.read_psg`.
+    source_id : str, optional
+        Base source id (default ``edge-scorer:<file stem>:<spec name>``).
+    wait_for_consumers_s : float
+        Before starting the clock, wait up to this long until every outlet has a receiver
+        (0: start at once). Lets a receiver started alongside see the first sample.
+
+    Raises
+    ------
+    ValueError
+        For a non-positive speed or chunk length, and the errors of ``read_psg`` and
+        ``read_hypnogram`` (unreadable file, missing channel, misaligned hypnogram).
+    """
+
+    def __init__(
+        self,
+        psg_path: str | Path,
+        spec: RenderSpec | str = "sleep-edf",
+        *,
+        name: str = "edge-scorer-replay",
+        speed: float = 1.0,
+        chunk_ms: float = 100.0,
+        loop: bool = False,
+        hypnogram: str | Path | Hypnogram | None = None,
+        channel_overrides: Mapping[str, str] | None = None,
+        source_id: str | None = None,
+        wait_for_consumers_s: float = 0.0,
+    ) -> None:
+        if not (math.isfinite(speed) and speed > 0):
+            raise ValueError(f"speed must be a positive number (1 = real time), got {speed}")
+        if not (math.isfinite(chunk_ms) and chunk_ms > 0):
+            raise ValueError(f"chunk_ms must be a positive number of milliseconds, got {chunk_ms}")
+        if not name:
+            raise ValueError("the stream name is empty; pass a name such as 'edge-scorer-replay'")
+        self.spec = load_spec(spec) if isinstance(spec, str) else spec
+        self.path = Path(psg_path)
+        self.name = name
+        self.speed = float(speed)
+        self.chunk_s = float(chunk_ms) / 1000.0
+        self.loop = bool(loop)
+        self.wait_for_consumers_s = float(wait_for_consumers_s)
+        self.recording = read_psg(self.path, self.spec, channel_overrides)
+        self.duration_s = self.recording.duration_s
+        self.source_id = source_id or f"edge-scorer:{self.path.stem}:{self.spec.name}"
+        self.groups = rate_groups(self.recording, name, self.source_id)
+        self.markers: list[str] | None = None
+        if hypnogram is not None:
+            self.markers = self._markers(hypnogram)
+        self._outlets: list[Any] = []
+        self._marker_outlet: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.n_pushed = [0] * len(self.groups)
+        self.n_markers_pushed = 0
+        self.error: BaseException | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _markers(self, hypnogram: str | Path | Hypnogram) -> list[str]:
+        from .hypnogram_io import read_hypnogram
+
+        hyp = hypnogram if isinstance(hypnogram, Hypnogram) else read_hypnogram(
+            hypnogram, epoch_s=self.spec.epoch_s)
+        aligned = align_hypnogram(hyp, self.duration_s, epoch_s=self.spec.epoch_s,
+                                  warnings=self.recording.warnings)
+        return [Stage(int(s)).label for s in aligned.stages]
+
+    @property
+    def stream_names(self) -> list[str]:
+        """Names of the published streams (signal groups, then the hypnogram markers)."""
+        names = [g.stream_name for g in self.groups]
+        return names + ([f"{self.name}-hypnogram"] if self.markers is not None else [])
+
+    def _info(self, i: int, group: RateGroup) -> Any:
+        import pylsl
+
+        info = pylsl.StreamInfo(group.stream_name, "EEG", len(group.rows), group.sfreq,
+                                pylsl.cf_float32, group.source_id)
+        chans = info.desc().append_child("channels")
+        for k in group.rows:
+            row = self.spec.rows[k]
+            ch = chans.append_child("channel")
+            ch.append_child_value("label", row.name)
+            ch.append_child_value("type", XDF_TYPES.get(row.type, row.type))
+            ch.append_child_value("unit", XDF_UNITS.get(row.unit.casefold(), row.unit))
+            ch.append_child_value("source_label", self.recording.source_labels[k])
+            ch.append_child_value("row_type", row.type)
+        self._describe(info, f"{i + 1} of {len(self.groups)}")
+        return info
+
+    def _describe(self, info: Any, group: str) -> None:
+        rec = self.recording
+        es = info.desc().append_child("edge_scorer")
+        es.append_child_value("spec", self.spec.name)
+        es.append_child_value("spec_hash", self.spec.hash)
+        es.append_child_value("group", group)
+        es.append_child_value("source_file", self.path.name)
+        es.append_child_value("start_time", rec.start_time.isoformat() if rec.start_time else "")
+        es.append_child_value("speed", f"{self.speed:g}")
+        es.append_child_value("duration_s", f"{self.duration_s:g}")
+
+    def _open_outlets(self) -> None:
+        import pylsl
+
+        for i, g in enumerate(self.groups):
+            self._outlets.append(pylsl.StreamOutlet(self._info(i, g)))
+            log.info("publishing %s: %d channel(s) at %g Hz (%s), source_id %s", g.stream_name,
+                     len(g.rows), g.sfreq, ", ".join(self.spec.rows[k].name for k in g.rows),
+                     g.source_id)
+        if self.markers is not None:
+            info = pylsl.StreamInfo(f"{self.name}-hypnogram", "Markers", 1,
+                                    pylsl.IRREGULAR_RATE, pylsl.cf_string,
+                                    f"{self.source_id}/hypnogram")
+            info.desc().append_child("channels").append_child("channel").append_child_value(
+                "label", "stage")
+            self._describe(info, "hypnogram")
+            self._marker_outlet = pylsl.StreamOutlet(info)
+            log.info("publishing %s: %d epoch markers", info.name(), len(self.markers))
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> Replayer:
+        """Create the outlets and start pushing from a background thread."""
+        if self._thread is not None:
+            raise RuntimeError("this Replayer was already started; create a new one")
+        self._open_outlets()
+        self._thread = threading.Thread(target=self._run, name=f"replay-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop pushing, join the thread and delete the outlets (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("replay thread did not stop within %g s", timeout)
+        self._outlets.clear()
+        self._marker_outlet = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the replay to finish; return True when it has (False on timeout)."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the pushing thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> Replayer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ thread
+    def _wait_consumers(self) -> None:
+        deadline = time.perf_counter() + self.wait_for_consumers_s
+        outlets = self._outlets + ([self._marker_outlet] if self._marker_outlet else [])
+        while not self._stop.is_set() and time.perf_counter() < deadline:
+            if all(o.have_consumers() for o in outlets):
+                return
+            time.sleep(0.005)
+        if not self._stop.is_set():
+            log.warning("not every stream has a receiver after %g s; starting anyway",
+                        self.wait_for_consumers_s)
+
+    def _run(self) -> None:
+        try:
+            self._replay()
+        except BaseException as exc:  # reported via .error; a thread cannot raise
+            self.error = exc
+            log.error("replay stopped by %s: %s", type(exc).__name__, exc)
+
+    def _replay(self) -> None:
+        import pylsl
+
+        if self.wait_for_consumers_s > 0:
+            self._wait_consumers()
+        period_s = max(self.chunk_s / self.speed, MIN_PERIOD_S)
+        wall0, lsl0 = time.perf_counter(), pylsl.local_clock()
+        sent = [0] * len(self.groups)  # samples sent in the current pass
+        sent_markers = 0
+        offset_s = 0.0  # signal time at the start of the current pass
+        epoch_s = self.spec.epoch_s
+        n_wake = 0
+        while not self._stop.is_set():
+            # Signal time due now, rounded down to whole chunks (chunk_ms of signal per push
+            # at speed 1; several chunks per push when the wall period is clamped).
+            due = (time.perf_counter() - wall0) * self.speed - offset_s
+            due = math.floor(due / self.chunk_s + 1e-9) * self.chunk_s
+            done = due >= self.duration_s
+            due = min(due, self.duration_s)
+            for i, (g, outlet) in enumerate(zip(self.groups, self._outlets)):
+                end = min(len(g.data), _samples_before(due, g.sfreq) if not done else len(g.data))
+                if end > sent[i]:
+                    t = offset_s + np.arange(sent[i], end) / g.sfreq
+                    outlet.push_chunk(g.data[sent[i]:end], (lsl0 + t / self.speed).tolist())
+                    self.n_pushed[i] += end - sent[i]
+                    sent[i] = end
+            if self.markers is not None:
+                end = min(len(self.markers), _samples_before(due, 1.0 / epoch_s)
+                          if not done else len(self.markers))
+                for k in range(sent_markers, end):
+                    ts = lsl0 + (offset_s + k * epoch_s) / self.speed
+                    self._marker_outlet.push_sample([self.markers[k]], ts)
+                self.n_markers_pushed += max(0, end - sent_markers)
+                sent_markers = max(sent_markers, end)
+            if done:
+                if not self.loop:
+                    log.info("replay of %s finished (%.1f s of signal)", self.path.name,
+                             offset_s + self.duration_s)
+                    return
+                offset_s += self.duration_s
+                sent = [0] * len(self.groups)
+                sent_markers = 0
+                log.info("replay of %s: looping (pass %d)", self.path.name,
+                         round(offset_s / self.duration_s) + 1)
+                continue
+            n_wake += 1
+            delay = wall0 + n_wake * period_s - time.perf_counter()
+            if delay < 0:  # fell behind (slow machine): resynchronise the wake grid
+                n_wake = math.ceil((time.perf_counter() - wall0) / period_s)
+                delay = 0.0
+            self._stop.wait(delay)

@@ -1,0 +1,194 @@
+"""EDF replay as real loopback LSL streams (no mocks): what goes out equals what was read."""
+
+from __future__ import annotations
+
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pylsl = pytest.importorskip("pylsl")
+
+from pylsl.util import LostError  # noqa: E402
+
+from edge_scorer.psg import align_hypnogram, read_psg  # noqa: E402
+from edge_scorer.replay import Replayer  # noqa: E402
+from edge_scorer.stages import Stage  # noqa: E402
+
+HYPNOGRAM = "hypnograms/SC4001EC-Hypnogram.edf"
+
+
+def _uid() -> str:
+    return f"test-replay-{uuid.uuid4().hex[:12]}"
+
+
+def _resolve(name: str, timeout: float = 5.0):
+    found = pylsl.resolve_byprop("name", name, minimum=1, timeout=timeout)
+    if not found:
+        raise AssertionError(f"stream {name!r} not found on the loopback network")
+    return found[0]
+
+
+def _inlet(name: str):
+    # recover=False: a pull after the outlet is gone raises LostError instead of waiting for
+    # the stream to come back.
+    inlet = pylsl.StreamInlet(_resolve(name), max_buflen=360, recover=False)
+    inlet.open_stream(timeout=5.0)
+    return inlet
+
+
+def _pull_all(inlets: dict, counts: dict, timeout_s: float) -> dict:
+    """Pull every inlet until it has ``counts[name]`` samples or the timeout passes."""
+    got = {n: ([], []) for n in inlets}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for n, inlet in inlets.items():
+            data, ts = inlet.pull_chunk(timeout=0.0, max_samples=100_000)
+            got[n][0].extend(data)
+            got[n][1].extend(ts)
+        if all(len(got[n][0]) >= counts[n] for n in inlets):
+            break
+        time.sleep(0.02)
+    return got
+
+
+def _desc(info) -> ET.Element:
+    return ET.fromstring(info.as_xml())
+
+
+def test_replay_excerpt_equals_native_rows(psg_excerpt: Path, shared_data: Path) -> None:
+    name = _uid()
+    rec = read_psg(psg_excerpt)
+    rows, rates = rec.native_rows()
+    hyp_path = shared_data / HYPNOGRAM
+    rep = Replayer(psg_excerpt, name=name, speed=100.0, hypnogram=hyp_path,
+                   wait_for_consumers_s=10.0)
+    assert [g.stream_name for g in rep.groups] == [name, f"{name}-1Hz"]
+    with rep:
+        inlets = {n: _inlet(n) for n in rep.stream_names}
+        infos = {n: inlet.info(timeout=5.0) for n, inlet in inlets.items()}
+        counts = {g.stream_name: len(g.data) for g in rep.groups}
+        counts[f"{name}-hypnogram"] = len(rep.markers)
+        t0 = time.monotonic()
+        got = _pull_all(inlets, counts, timeout_s=20.0)
+        elapsed = time.monotonic() - t0
+        assert rep.wait(5.0)
+    assert not rep.is_running and rep.error is None
+    # 300 s at 100x is ~3 s of wall time: paced, not dumped at once.
+    assert 2.0 < elapsed < 10.0
+
+    for g in rep.groups:
+        data, ts = got[g.stream_name]
+        expected = np.stack([rows[k] for k in g.rows], axis=1).astype(np.float32)
+        assert np.array(data, dtype=np.float32).shape == expected.shape
+        np.testing.assert_array_equal(np.array(data, dtype=np.float32), expected)
+        assert all(rates[k] == g.sfreq for k in g.rows)
+        # Stamps advance at the replay's pace: one sample every 1/(sfreq*speed) s.
+        np.testing.assert_allclose(np.diff(ts), 1.0 / (g.sfreq * 100.0), atol=1e-6)
+        info = infos[g.stream_name]
+        assert info.type() == "EEG" and info.channel_format() == pylsl.cf_float32
+        assert info.nominal_srate() == g.sfreq
+        assert info.source_id() == f"edge-scorer:{psg_excerpt.stem}:sleep-edf/{g.sfreq:g}Hz"
+        root = _desc(info)
+        chans = root.findall("./desc/channels/channel")
+        assert [c.findtext("label") for c in chans] == [rep.spec.rows[k].name for k in g.rows]
+        assert all(c.findtext("unit") == "microvolts" for c in chans)
+        es = root.find("./desc/edge_scorer")
+        assert es.findtext("spec") == "sleep-edf" and es.findtext("spec_hash") == rep.spec.hash
+        assert es.findtext("source_file") == psg_excerpt.name
+        assert es.findtext("start_time") == rec.start_time.isoformat()
+    types = {c.findtext("label"): c.findtext("type")
+             for g in rep.groups
+             for c in _desc(infos[g.stream_name]).findall("./desc/channels/channel")}
+    assert types == {"EEG Fpz-Cz": "EEG", "EEG Pz-Oz": "EEG", "EOG horizontal": "EOG",
+                     "EMG submental": "EMG"}
+    groups = [_desc(infos[g.stream_name]).findtext("./desc/edge_scorer/group")
+              for g in rep.groups]
+    assert groups == ["1 of 2", "2 of 2"]
+
+    markers, mts = got[f"{name}-hypnogram"]
+    from edge_scorer.hypnogram_io import read_hypnogram
+
+    expected = align_hypnogram(read_hypnogram(hyp_path), rec.duration_s).stages
+    assert [m[0] for m in markers] == [Stage(int(s)).label for s in expected]
+    assert len(markers) == 10 and markers[0] == ["W"]
+    np.testing.assert_allclose(np.diff(mts), 30.0 / 100.0, atol=1e-6)
+    # The first marker is stamped like the first sample (both at signal time 0).
+    assert mts[0] == pytest.approx(got[name][1][0], abs=1e-6)
+
+
+def test_stop_midway_ends_quickly(psg_excerpt: Path) -> None:
+    name = _uid()
+    rep = Replayer(psg_excerpt, name=name, speed=2.0, loop=True)
+    rep.start()
+    inlet = _inlet(name)
+    time.sleep(0.5)
+    assert rep.is_running
+    data, _ = inlet.pull_chunk(timeout=1.0, max_samples=100_000)
+    t0 = time.perf_counter()
+    rep.stop()
+    assert time.perf_counter() - t0 < 1.0
+    assert not rep.is_running and rep.error is None
+    assert 0 < len(data) <= rep.n_pushed[0] < 30_000  # stopped long before the end
+    with pytest.raises(LostError):
+        for _ in range(50):
+            inlet.pull_chunk(timeout=0.1)
+    # Outlets are gone: the stream can no longer be resolved.
+    time.sleep(0.5)
+    assert not pylsl.resolve_byprop("name", name, minimum=1, timeout=1.0)
+
+
+def test_loop_restarts_with_increasing_stamps(psg_excerpt: Path) -> None:
+    name = _uid()
+    with Replayer(psg_excerpt, name=name, speed=300.0, loop=True,
+                  wait_for_consumers_s=10.0) as rep:
+        inlets = {f"{name}-1Hz": _inlet(f"{name}-1Hz"), name: _inlet(name)}
+        got = _pull_all(inlets, {f"{name}-1Hz": 450, name: 1}, timeout_s=10.0)
+        assert rep.is_running  # looping never ends by itself
+    emg, ts = got[f"{name}-1Hz"]
+    assert len(emg) >= 450
+    first = np.array(emg[:300], dtype=np.float32)
+    np.testing.assert_array_equal(np.array(emg[300:450], dtype=np.float32), first[:150])
+    assert np.all(np.diff(ts) > 0)
+    np.testing.assert_allclose(ts[300] - ts[0], 300.0 / 300.0, atol=1e-6)
+
+
+def test_simulated_night_replays(tmp_path: Path) -> None:
+    from edge_scorer.simulate.night import simulate_night, write_night
+
+    psg, hyp = write_night(simulate_night(seed=3, duration_h=0.1), tmp_path)
+    name = _uid()
+    rec = read_psg(psg)
+    rows, _ = rec.native_rows()
+    with Replayer(psg, name=name, speed=400.0, hypnogram=hyp, chunk_ms=50,
+                  source_id="sim-night", wait_for_consumers_s=10.0) as rep:
+        inlets = {n: _inlet(n) for n in rep.stream_names}
+        counts = {g.stream_name: len(g.data) for g in rep.groups}
+        counts[f"{name}-hypnogram"] = len(rep.markers)
+        got = _pull_all(inlets, counts, timeout_s=15.0)
+        assert rep.wait(5.0)
+        assert inlets[name].info().source_id() == f"sim-night/{rep.groups[0].sfreq:g}Hz"
+    for g in rep.groups:
+        expected = np.stack([rows[k] for k in g.rows], axis=1).astype(np.float32)
+        np.testing.assert_array_equal(np.array(got[g.stream_name][0], dtype=np.float32),
+                                      expected)
+    assert len(got[f"{name}-hypnogram"][0]) == len(rep.markers) == 12
+
+
+@pytest.mark.parametrize("kwargs", [{"speed": 0.0}, {"chunk_ms": -1.0}, {"name": ""}])
+def test_bad_arguments_are_refused(psg_excerpt: Path, kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="must be|empty"):
+        Replayer(psg_excerpt, **kwargs)
+
+
+def test_cli_replay(psg_excerpt: Path, shared_data: Path, capsys) -> None:
+    from edge_scorer.cli import main
+
+    rc = main(["replay", str(psg_excerpt), "--speed", "1000", "--name", _uid(),
+               "--hypnogram", str(shared_data / HYPNOGRAM)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "samples pushed" in out and "30000" in out and "10 hypnogram markers" in out
