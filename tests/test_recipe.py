@@ -50,6 +50,16 @@ def test_recipe_sleep_edf_layout(tmp_path, shared_data):
     assert report["meta"]["part"] == "test" and report["n_nights"] == 2
     assert report["meta"]["subjects"] in ("001", ["001"], "01", ["01"])
     assert {"intra", "intra+inter", "stqs"} <= set(report["methods"])
+    # the run ships as a default model the runtime loads (same export code as the recipe)
+    from edge_scorer import ScoringModel, load_spec
+    from training.ship_default import PROVENANCE, ship
+
+    summary = ship(tmp_path / "run", tmp_path / "shipped")
+    assert summary["spec"]["hash"] == load_spec("sleep-edf").hash
+    model = ScoringModel.load(tmp_path / "shipped" / "intra.onnx",
+                              tmp_path / "shipped" / "inter.onnx")
+    assert model.intra.metadata["training_data"] == PROVENANCE
+    assert json.loads(model.inter.metadata["split"])["test"]
 
 
 def test_recipe_shhs_layout(tmp_path):

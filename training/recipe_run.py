@@ -94,9 +94,15 @@ def evaluate_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path]) -> Pa
     return out / "report"
 
 
-def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path],
+def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path], *,
+                dest: Path | None = None, provenance: str | None = None,
                 n_parity: int = 256) -> Path:
-    """Export intra (+ inter) to ONNX and check parity with torch on rendered test epochs."""
+    """Export intra (+ inter) to ONNX and check parity with torch on rendered test epochs.
+
+    Writes ``intra.onnx``, ``inter.onnx`` and ``parity.json`` into ``dest`` (default
+    ``out/export``). ``provenance`` (default: the cache, nights and split as JSON) becomes the
+    models' ``training_data`` metadata; the nights and split are also stored as their own keys.
+    """
     import numpy as np
 
     from export import export_inter, export_intra, parity_report
@@ -108,11 +114,13 @@ def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path],
     spec = cache.spec()
     intra, ckpt = load_checkpoint(runs["intra"])
     nights = ckpt["meta"]["data"]["nights"]
-    provenance = json.dumps({"cache": str(cache_dir), "nights": nights,
-                             "split": ckpt["meta"]["data"]["split"]})
-    dest = out / "export"
+    extra = {"split": ckpt["meta"]["data"]["split"], "nights": nights}
+    if provenance is None:
+        provenance = json.dumps({"cache": str(cache_dir), **extra})
+    dest = dest or out / "export"
     dest.mkdir(parents=True, exist_ok=True)
-    intra_onnx = export_intra(intra, dest / "intra.onnx", spec=spec, provenance=provenance)
+    intra_onnx = export_intra(intra, dest / "intra.onnx", spec=spec, provenance=provenance,
+                              extra=extra)
     test = [i for i, n in enumerate(cache.nights) if n["name"] in set(nights.get("test", []))]
     rows = cache.select(test or list(range(len(cache.nights))))
     rng = np.random.default_rng(0)
@@ -124,7 +132,8 @@ def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path],
     parity = {"intra": parity_report(intra, intra_onnx, images)}
     if "inter" in runs:
         inter, _ = load_checkpoint(runs["inter"])
-        inter_onnx = export_inter(inter, dest / "inter.onnx", spec=spec, provenance=provenance)
+        inter_onnx = export_inter(inter, dest / "inter.onnx", spec=spec, provenance=provenance,
+                                  extra=extra)
         import torch
 
         with torch.no_grad():

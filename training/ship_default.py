@@ -23,26 +23,23 @@ PROVENANCE = (
 
 
 def ship(run: Path, dest: Path) -> dict:
-    """Export the run's intra and inter models into ``dest`` with the default provenance."""
-    from export import export_inter, export_intra
+    """Export the run's intra and inter models into ``dest`` with the default provenance
+    (the same export and parity check as ``train all``), and write ``default.json``."""
     from training.checkpoint import load_checkpoint
-    from training.dataset import open_cache
+    from training.recipe_run import export_runs
 
-    intra, ckpt = load_checkpoint(run / "intra")
-    inter, _ = load_checkpoint(run / "inter")
-    cache = open_cache(ckpt["meta"]["data"]["cache"])
-    spec = cache.spec()
-    extra = {"split": ckpt["meta"]["data"]["split"], "nights": ckpt["meta"]["data"]["nights"]}
-    dest.mkdir(parents=True, exist_ok=True)
-    export_intra(intra, dest / "intra.onnx", spec=spec, provenance=PROVENANCE, extra=extra)
-    export_inter(inter, dest / "inter.onnx", spec=spec, provenance=PROVENANCE, extra=extra)
+    runs = {"intra": run / "intra", "inter": run / "inter"}
+    intra, ckpt = load_checkpoint(runs["intra"])
+    inter, _ = load_checkpoint(runs["inter"])
+    cache_dir = ckpt["meta"]["data"]["cache"]
+    export_runs(run, cache_dir, runs, dest=dest, provenance=PROVENANCE)
     report = json.loads((run / "report" / "report.json").read_text())
-    parity = json.loads((run / "export" / "parity.json").read_text())
     summary = {
-        "provenance": PROVENANCE, "spec": {"name": spec.name, "hash": spec.hash},
-        "intra_cfg": intra.cfg, "inter_cfg": inter.cfg, "split": extra["split"],
+        "provenance": PROVENANCE, "spec": report["meta"]["spec"],
+        "intra_cfg": intra.cfg, "inter_cfg": inter.cfg, "split": ckpt["meta"]["data"]["split"],
         "test_pooled": {m: v["pooled"] for m, v in report["methods"].items()},
-        "lookahead": report.get("lookahead", {}), "onnx_parity": parity,
+        "lookahead": report.get("lookahead", {}),
+        "onnx_parity": json.loads((dest / "parity.json").read_text()),
     }
     (dest / "default.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
