@@ -27,7 +27,8 @@ from edge_scorer.stages import CLASS_NAMES
 
 log = get_logger("training.checkpoint")
 
-__all__ = ["file_hash", "load_checkpoint", "make_meta", "resolve_checkpoint", "save_checkpoint"]
+__all__ = ["file_hash", "load_beside_onnx", "load_checkpoint", "make_meta", "resolve_checkpoint",
+           "save_checkpoint", "save_weights"]
 
 
 def save_checkpoint(
@@ -211,3 +212,76 @@ def make_meta(
         "edge_scorer_version": __version__, "torch_version": str(torch.__version__),
         "created": datetime.now(UTC).isoformat(timespec="seconds"), **extra,
     }
+
+
+def save_weights(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
+    """Write the weights-only checkpoint shipped beside an ONNX model (``intra.onnx`` ->
+    ``intra.pt``): ``cfg``, ``state_dict`` and ``meta``, no optimizer or resume state.
+
+    PyTorch-only jobs (relevance maps, the torch backend) load it with
+    :func:`load_beside_onnx`, which checks that it holds the ONNX model's weights.
+    """
+    return save_checkpoint(path, model, meta=meta)
+
+
+def _onnx_named_initializers(onnx_path: Path) -> dict[str, np.ndarray]:
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as exc:  # pragma: no cover - onnx is in the train/test extras
+        raise ImportError("checking weights against an ONNX model needs the onnx package: "
+                          "pip install 'edge-scorer[train]'") from exc
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+
+
+def load_beside_onnx(onnx_path: str | Path, map_location: str | torch.device = "cpu"
+                     ) -> tuple[nn.Module, dict]:
+    """The PyTorch model of an exported ONNX model, from the ``.pt`` file beside it.
+
+    The exporter (``train all``, ``training.ship_default``) writes ``NAME.pt`` next to
+    ``NAME.onnx``. The weights are checked against the ONNX file: every ONNX initializer that
+    kept its PyTorch name (embeddings, norms, biases) must equal the checkpoint's tensor, and
+    the architecture must equal the ONNX ``model_cfg`` metadata.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``.pt`` beside the ONNX file.
+    ValueError
+        The checkpoint holds other weights or another architecture than the ONNX model.
+    """
+    import json
+
+    onnx_path = Path(onnx_path)
+    pt = onnx_path.with_suffix(".pt")
+    if not pt.is_file():
+        raise FileNotFoundError(
+            f"{pt} not found: PyTorch jobs (explanations, the torch backend) need the weights "
+            f"exported beside {onnx_path.name}; re-export the model with `edge-scorer train "
+            "all` / `python -m training.ship_default`, or pass the training checkpoint (.pt)")
+    model, ckpt = load_checkpoint(pt, map_location)
+    inits = _onnx_named_initializers(onnx_path)
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    # the exporter may wrap the model (e.g. "inner." prefix): match on the name suffix
+    matched, differ = 0, []
+    for name, arr in inits.items():
+        key = name if name in state else next((k for k in state if name.endswith("." + k)),
+                                              None)
+        if key is None:
+            continue
+        matched += 1
+        if state[key].shape != arr.shape or not np.array_equal(state[key], arr):
+            differ.append(key)
+    if matched == 0 or differ:
+        raise ValueError(
+            f"{pt} does not hold the weights of {onnx_path.name} ("
+            + (f"tensors differ: {differ[:5]}" if differ else "no tensor in common")
+            + "); export both from the same checkpoint")
+    from edge_scorer.backends import OrtBackend  # metadata reader, no session reuse
+
+    meta_cfg = OrtBackend(onnx_path).metadata.get("model_cfg")
+    if meta_cfg and json.loads(meta_cfg) != json.loads(json.dumps(model.cfg)):
+        raise ValueError(f"{pt}: architecture {model.cfg} differs from {onnx_path.name}'s "
+                         f"model_cfg metadata {meta_cfg}")
+    return model, ckpt

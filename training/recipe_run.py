@@ -99,14 +99,15 @@ def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path], *,
                 n_parity: int = 256) -> Path:
     """Export intra (+ inter) to ONNX and check parity with torch on rendered test epochs.
 
-    Writes ``intra.onnx``, ``inter.onnx`` and ``parity.json`` into ``dest`` (default
+    Writes ``intra.onnx``, ``inter.onnx`` (each with its weights-only ``.pt`` beside it, see
+    :func:`training.checkpoint.save_weights`) and ``parity.json`` into ``dest`` (default
     ``out/export``). ``provenance`` (default: the cache, nights and split as JSON) becomes the
     models' ``training_data`` metadata; the nights and split are also stored as their own keys.
     """
     import numpy as np
 
     from export import export_inter, export_intra, parity_report
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint import load_checkpoint, save_weights
     from training.dataset import open_cache
     from training.features import image_batch
 
@@ -121,6 +122,7 @@ def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path], *,
     dest.mkdir(parents=True, exist_ok=True)
     intra_onnx = export_intra(intra, dest / "intra.onnx", spec=spec, provenance=provenance,
                               extra=extra)
+    save_weights(intra, dest / "intra.pt", meta=ckpt["meta"])
     test = [i for i, n in enumerate(cache.nights) if n["name"] in set(nights.get("test", []))]
     rows = cache.select(test or list(range(len(cache.nights))))
     rng = np.random.default_rng(0)
@@ -131,9 +133,10 @@ def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path], *,
         images = images[:, None]
     parity = {"intra": parity_report(intra, intra_onnx, images)}
     if "inter" in runs:
-        inter, _ = load_checkpoint(runs["inter"])
+        inter, inter_ckpt = load_checkpoint(runs["inter"])
         inter_onnx = export_inter(inter, dest / "inter.onnx", spec=spec, provenance=provenance,
                                   extra=extra)
+        save_weights(inter, dest / "inter.pt", meta=inter_ckpt["meta"])
         import torch
 
         with torch.no_grad():
