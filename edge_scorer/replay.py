@@ -141,8 +141,9 @@ class Replayer:
     source_id : str, optional
         Base source id (default ``edge-scorer:<file stem>:<spec name>``).
     wait_for_consumers_s : float
-        Before starting the clock, wait up to this long until every outlet has a receiver
-        (0: start at once). Lets a receiver started alongside see the first sample.
+        Before starting the clock, wait up to this long until every signal outlet has a
+        receiver (0: start at once; the hypnogram marker stream is not waited for). Lets a
+        receiver started alongside see the first sample.
 
     Raises
     ------
@@ -297,13 +298,12 @@ class Replayer:
     # ------------------------------------------------------------------ thread
     def _wait_consumers(self) -> None:
         deadline = time.perf_counter() + self.wait_for_consumers_s
-        outlets = self._outlets + ([self._marker_outlet] if self._marker_outlet else [])
         while not self._stop.is_set() and time.perf_counter() < deadline:
-            if all(o.have_consumers() for o in outlets):
+            if all(o.have_consumers() for o in self._outlets):
                 return
             time.sleep(0.005)
         if not self._stop.is_set():
-            log.warning("not every stream has a receiver after %g s; starting anyway",
+            log.warning("not every signal stream has a receiver after %g s; starting anyway",
                         self.wait_for_consumers_s)
 
     def _run(self) -> None:

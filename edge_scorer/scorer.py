@@ -99,6 +99,12 @@ class ScoringModel:
         spec = load_spec(spec) if isinstance(spec, str) else spec
         return cls(intra_b, inter_b, spec)
 
+    def warmup(self) -> None:
+        """Run each model once on blank inputs (the first run of a session is slow)."""
+        _, feats = self.epoch_outputs(np.zeros((1, *self.spec.image_shape), dtype=np.uint8))
+        if self.inter is not None:
+            self.inter_logits(np.repeat(feats[None], self.window, axis=1))
+
     def epoch_outputs(self, images: np.ndarray, batch_size: int = 64
                       ) -> tuple[np.ndarray, np.ndarray]:
         """Intra logits ``(N, 5)`` and CLS features ``(N, D)`` of rendered uint8 images."""

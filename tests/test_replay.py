@@ -165,7 +165,8 @@ def test_simulated_night_replays(tmp_path: Path) -> None:
     rows, _ = rec.native_rows()
     with Replayer(psg, name=name, speed=400.0, hypnogram=hyp, chunk_ms=50,
                   source_id="sim-night", wait_for_consumers_s=10.0) as rep:
-        inlets = {n: _inlet(n) for n in rep.stream_names}
+        # the marker stream is not waited for: subscribe to it before the signal streams
+        inlets = {n: _inlet(n) for n in reversed(rep.stream_names)}
         counts = {g.stream_name: len(g.data) for g in rep.groups}
         counts[f"{name}-hypnogram"] = len(rep.markers)
         got = _pull_all(inlets, counts, timeout_s=15.0)

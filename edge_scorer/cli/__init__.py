@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "data": ".data",
     "evaluate": ".evaluate",
     "replay": ".replay",
+    "score": ".score",
+    "stream": ".stream",
 }
 
 log = get_logger("cli")

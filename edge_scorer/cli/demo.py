@@ -1,15 +1,22 @@
-"""``edge-scorer demo``: the main job, end to end as far as it is built.
+"""``edge-scorer demo``: the main job end to end, live over Lab Streaming Layer.
 
-Today: a night (your EDF, or a simulated one in the Sleep-EDF file layout when none is given;
-no network needed) is read through the real EDF reader, conditioned and rendered exactly as the
-model sees it, scored offline by the shipped default model through ONNX Runtime (intra ViT +
-inter transformer, SleepXViT's window rule), and compared with the night's hypnogram. The live
-LSL path joins this command when the streaming engine lands (see docs/ARCHITECTURE.md).
+A night is replayed on the loopback network as real LSL streams (:class:`~edge_scorer.replay.
+Replayer`, accelerated) and scored live by the shipped default model through the streaming
+engine (:class:`~edge_scorer.live.LiveScorer`: inlet -> conditioning -> renderer -> intra ViT
+-> rolling inter window -> stage outlet + epochs.csv). The hypnogram is printed as it grows
+(final labels, one line per 30 min of signal); at the end the sleep statistics and the
+agreement with the night's own hypnogram.
+
+The night: ``--edf FILE`` (+ ``--hypnogram``) when given; otherwise one Sleep-EDF night
+(SC4001, fetched through MNE when the PhysioNet host answers within 3 s, or found in MNE's data
+folder); otherwise a simulated night in the Sleep-EDF layout, and the demo says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+import uuid
 from pathlib import Path
 
 from .._log import get_logger
@@ -17,9 +24,14 @@ from . import CliError
 
 log = get_logger("cli.demo")
 
-HELP = "run the demo: render and score a night (simulated unless --edf) with the shipped model"
+HELP = ("run the demo: replay a night as live LSL streams and score it live with the shipped "
+        "model (Sleep-EDF when online, else simulated; --edf for yours)")
 
 _GLYPH = {-1: "?", 0: "W", 1: "1", 2: "2", 3: "3", 4: "R"}
+#: Default wall-clock length of the demo (the replay speed is chosen to fit it).
+TARGET_S = 120.0
+#: Epochs per printed hypnogram line (30 min).
+LINE_EPOCHS = 60
 
 
 def hypnogram_text(stages, per_line: int = 120) -> str:
@@ -30,70 +42,147 @@ def hypnogram_text(stages, per_line: int = 120) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``edge-scorer demo``."""
-    parser.add_argument("--edf", type=Path, help="your PSG file (default: a simulated night)")
+    parser.add_argument("--edf", type=Path, help="your PSG file (default: Sleep-EDF SC4001 "
+                        "when online, else a simulated night)")
     parser.add_argument("--hypnogram", type=Path, help="hypnogram of --edf (any readable format)")
+    parser.add_argument("--simulated", action="store_true",
+                        help="use a simulated night even when online")
     parser.add_argument("-o", "--out", type=Path, default=Path("edge-scorer-demo"),
                         help="output folder (default ./edge-scorer-demo)")
-    parser.add_argument("--spec", default="sleep-edf", help="render spec (default sleep-edf)")
+    parser.add_argument("--speed", type=float, default=None,
+                        help=f"replay speed (default: the whole night in about {TARGET_S:g} s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated night")
     parser.add_argument("--duration-h", type=float, default=None,
                         help="length of the simulated night in hours (default: as sampled)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo and print the hypnogram, statistics and where the outputs are."""
-    import time
+def _night(args: argparse.Namespace, out: Path) -> tuple[Path, Path | None, str]:
+    """The PSG file, its hypnogram and a description of where it came from."""
+    if args.edf:
+        return args.edf, args.hypnogram, "your recording"
+    if not args.simulated:
+        from training.recipes import DataUnavailableError, fetch_sleep_edf
 
-    from ..pipeline import render_night, save_rendered
-    from ..sleepstats import sleep_statistics
+        try:
+            (psg, hyp), = fetch_sleep_edf([0], [1], timeout_s=3.0)
+            return Path(psg), Path(hyp), "real Sleep-EDF night SC4001 (PhysioNet)"
+        except DataUnavailableError as exc:
+            log.debug("%s", exc)
+            print("Sleep-EDF night SC4001 is not on disk and PhysioNet does not answer (offline):"
+                  " using a simulated night")
+    from ..simulate import simulate_nights
+
+    (psg, hyp), = simulate_nights(out / "night", 1, layout="sleep-edf", seed=args.seed,
+                                  duration_h=args.duration_h)
+    return psg, hyp, (f"SIMULATED night (seed {args.seed}), Sleep-EDF layout, in {psg.parent}"
+                      " - not a real recording")
+
+
+class _Printer:
+    """Print the final hypnogram in lines of :data:`LINE_EPOCHS` epochs as it grows."""
+
+    def __init__(self, epoch_s: float) -> None:
+        self.epoch_s = epoch_s
+        self.final: dict[int, int] = {}
+        self.printed = 0
+        self.n_provisional = 0
+
+    def __call__(self, updates, engine) -> None:
+        for u in updates:
+            if u.status == "final":
+                self.final[u.index] = u.stage
+            if u.status == "provisional":
+                self.n_provisional += 1
+        while all(i in self.final for i in range(self.printed, self.printed + LINE_EPOCHS)):
+            self._line(LINE_EPOCHS)
+
+    def _line(self, n: int) -> None:
+        start = self.printed * self.epoch_s
+        chars = "".join(_GLYPH[self.final[i]] for i in range(self.printed, self.printed + n))
+        print(f"  {int(start // 3600):02d}:{int(start % 3600 // 60):02d}  {chars}", flush=True)
+        self.printed += n
+
+    def flush(self) -> None:
+        n = len([i for i in self.final if i >= self.printed])
+        if n:
+            self._line(n)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay the night, score it live, print the hypnogram, statistics and agreement."""
+    from ..live import LiveScorer
+    from ..metrics import agreement
+    from ..psg import align_hypnogram, read_edf_header
+    from ..replay import Replayer
+    from ..scorer import ScoringModel
+    from ..sinks import Callback
 
     if args.hypnogram and not args.edf:
-        raise CliError("--hypnogram goes with --edf (the simulated night brings its own)")
+        raise CliError("--hypnogram goes with --edf (the demo night brings its own)")
+    if args.speed is not None and not args.speed > 0:
+        raise CliError(f"--speed must be positive, got {args.speed}")
     out: Path = args.out
+    if (out / "epochs.csv").exists():
+        raise CliError(f"{out} holds an earlier demo run (epochs.csv); delete it or pass -o DIR")
     t0 = time.perf_counter()
-    if args.edf:
-        psg, hyp_path = args.edf, args.hypnogram
-        print(f"night: {psg} (your recording)")
-    else:
-        from ..simulate import simulate_nights
-
-        (psg, hyp_path), = simulate_nights(out / "night", 1, layout="sleep-edf", seed=args.seed,
-                                           duration_h=args.duration_h)
-        print(f"night: SIMULATED (seed {args.seed}), written as Sleep-EDF files in {psg.parent}"
-              " - not a real recording")
-    night = render_night(psg, args.spec, hyp_path)
-    save_rendered(night, out / "render", hypnogram=hyp_path)
-    elapsed = time.perf_counter() - t0
-    rec = night.recording
-    print(f"read {rec.duration_s / 3600:.2f} h: rows {', '.join(rec.source_labels)} "
-          f"(native rates {', '.join(f'{f:g}' for f in rec.native_sfreqs)} Hz)")
-    print(f"rendered {night.n_epochs} epochs of {night.images.shape[1]}x{night.images.shape[2]}"
-          f" with spec {night.spec.name} ({night.spec.hash}) in {elapsed:.1f} s")
-    for w in night.warnings:
-        print(f"warning: {w}")
-    from ..metrics import agreement
-    from ..scorer import ScoringModel
-
-    t1 = time.perf_counter()
-    model = ScoringModel.load(spec=night.spec)
-    scored = model.score_night(night.images)
-    scored.start_time = rec.start_time
-    scored.write(out / "scored.csv")
-    print(f"scored {scored.n_epochs} epochs with the shipped model (ONNX Runtime, "
-          f"{model.intra.metadata.get('preset', '')} + inter window {model.window}) in "
-          f"{time.perf_counter() - t1:.1f} s")
-    print("\nmodel hypnogram (one character per 30-s epoch: W 1 2 3 R, ? unscored):")
-    print(hypnogram_text(scored.stages))
+    psg, hyp_path, where = _night(args, out)
+    print(f"night: {where}\n  {psg}")
+    model = ScoringModel.load()
+    name = f"edge-scorer-demo-{uuid.uuid4().hex[:6]}"
+    header = read_edf_header(psg)
+    speed = args.speed or max(1.0, header.n_records * header.record_s / TARGET_S)
+    rep = Replayer(psg, model.spec, name=name, speed=speed, hypnogram=hyp_path,
+                   wait_for_consumers_s=10.0)
+    print(f"replaying {rep.duration_s / 3600:.2f} h as LSL streams {', '.join(rep.stream_names)}"
+          f" at {speed:.0f}x (about {rep.duration_s / speed:.0f} s); scoring live with the "
+          f"shipped model ({model.intra.metadata.get('preset')} + inter window {model.window})")
+    printer = _Printer(model.spec.epoch_s)
+    live = LiveScorer(model, name=name, out_dir=out, outlet_name=f"{name}-stages",
+                      sinks=[Callback(printer)])
+    rep.start()
+    try:
+        live.start()
+        print("final hypnogram as it grows (one character per 30-s epoch: W 1 2 3 R, "
+              "? unscorable):")
+        while not rep.wait(0.2):
+            if not live.is_running:
+                break
+        # drain what is in flight, then end the stream
+        deadline = time.perf_counter() + 10.0
+        while (live.is_running and live.source.n_pulled < sum(rep.n_pushed)
+               and time.perf_counter() < deadline):
+            time.sleep(0.05)
+        live.stop()
+    except KeyboardInterrupt:
+        print("interrupted: finalizing the epochs scored so far")
+        live.stop(raise_error=False)
+    finally:
+        rep.stop()
+    if rep.error is not None:
+        raise CliError(f"the replay failed: {rep.error}")
+    printer.flush()
+    engine = live.engine
+    hyp = engine.hypnogram()
+    lat = engine.latency_summary()
+    print(f"\nscored {hyp.n_epochs} epochs live in {time.perf_counter() - t0:.0f} s "
+          f"({printer.n_provisional} provisional labels, each revised until final)")
+    if lat:
+        print(f"provisional latency (chunk in -> label out): median {lat['median_ms']:.1f} ms, "
+              f"p99 {lat['p99_ms']:.1f} ms")
+    if live.source.n_gaps:
+        print(f"gaps in the stream: {live.source.n_gaps}")
     print("\nsleep statistics of the model hypnogram:")
-    print(sleep_statistics(scored))
-    if night.stages is not None:
-        print("\nreference hypnogram:")
-        print(hypnogram_text(night.stages))
-        kind = ("SIMULATED night: a pipeline check, not clinical accuracy" if not args.edf
-                else "your recording")
-        print(f"\nagreement with the reference ({kind}):")
-        print(agreement(night.stages, scored.stages))
-    print(f"\noutputs: {out} (scored.csv; render/: epochs.npy, contact_sheet.png, labels.csv)")
-    print("note: the shipped model is trained on simulated nights (see its MODEL_CARD.md); "
-          "the live LSL engine is not built yet")
+    print(hyp.sleep_statistics())
+    if hyp_path is not None:
+        from ..hypnogram_io import read_hypnogram
+
+        ref = align_hypnogram(read_hypnogram(hyp_path, epoch_s=model.spec.epoch_s),
+                              hyp.n_epochs * model.spec.epoch_s, epoch_s=model.spec.epoch_s)
+        kind = ("SIMULATED night: a pipeline check, not clinical accuracy"
+                if where.startswith("SIMULATED") else where)
+        print(f"\nagreement with the night's hypnogram ({kind}):")
+        print(agreement(ref.stages, hyp.stages))
+    print(f"\noutputs: {out} (epochs.csv: every provisional/revised/final label; hypnogram.csv,"
+          " hypnogram.edf, stats.json)")
+    print("note: the shipped model is trained on simulated nights (see its MODEL_CARD.md)")
     return 0

@@ -1,0 +1,183 @@
+"""Streaming-engine benchmark: live latency, whole-night offline speed against YASA, beds.
+
+``python -m edge_scorer.bench engine [--realtime-min 10] [--night-h 8] [--bed-speed 30]
+[--beds 1,2,4,8,16] [--bed-s 40] [--json OUT]``
+
+Three measurements, in one run, on this machine:
+
+1. **Latency at real time.** A simulated night is replayed at speed 1 (real LSL on loopback,
+   100-ms chunks) into a :class:`~edge_scorer.live.LiveScorer` for ``--realtime-min`` minutes;
+   per epoch, the time from the pull of the chunk that completes it to its provisional label
+   (conditioning, rendering, intra ViT, inter window, CSV + LSL publishing). Printed against the
+   30-s epoch budget.
+2. **Offline night.** :func:`~edge_scorer.offline.score_file` on a ``--night-h`` simulated night
+   (read EDF -> ... -> hypnogram files) against YASA's ``SleepStaging`` on the same file (MNE
+   read + features + LightGBM; EEG Fpz-Cz + EOG, the file's EMG is a 1-Hz envelope YASA cannot
+   use), side by side, with the ratio.
+3. **Beds.** ``B`` replays, each at ``--bed-speed`` x real time, scored by ``B`` live scorers in
+   this one process (one thread each, one shared ONNX Runtime session pair) for ``--bed-s``
+   seconds. A run keeps real time when every scorer ends with no backlog (all complete epochs
+   scored within 2 s of the last sample) and its p99 latency is below the time between two of
+   its epochs. ``B x speed`` is the number of real-time beds that load stands for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .._log import get_logger
+
+log = get_logger("bench.engine")
+
+
+def _night(folder: Path, hours: float, seed: int) -> tuple[Path, Path]:
+    from ..simulate import simulate_nights
+
+    (psg, hyp), = simulate_nights(folder, 1, layout="sleep-edf", seed=seed, duration_h=hours)
+    return psg, hyp
+
+
+def realtime_latency(model, psg: Path, minutes: float) -> dict:
+    """Replay at speed 1 for ``minutes`` and return the provisional-latency summary."""
+    from ..live import LiveScorer
+    from ..replay import Replayer
+
+    name = f"bench-rt-{uuid.uuid4().hex[:8]}"
+    with Replayer(psg, model.spec, name=name, speed=1.0, wait_for_consumers_s=10):
+        live = LiveScorer(model, name=name)
+        live.start()
+        time.sleep(minutes * 60.0 + 1.0)
+        live.stop()
+    return live.engine.latency_summary()
+
+
+def offline_vs_yasa(model, psg: Path) -> dict:
+    """Seconds to score the whole file: edge-scorer's engine and YASA, same run."""
+    from ..offline import score_file
+
+    t = time.perf_counter()
+    ours = score_file(psg, model, None, progress=False)
+    t_ours = time.perf_counter() - t
+    out = {"n_epochs": ours.hypnogram.n_epochs, "edge_scorer_s": t_ours}
+    try:
+        import mne
+        import yasa
+    except ImportError:  # pragma: no cover - depends on the environment
+        log.warning("YASA not installed (pip install 'edge-scorer[peer]'): no baseline")
+        return out
+    t = time.perf_counter()
+    raw = mne.io.read_raw_edf(psg, include=["EEG Fpz-Cz", "EOG horizontal"], preload=True,
+                              verbose="error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yasa.SleepStaging(raw, eeg_name="EEG Fpz-Cz", eog_name="EOG horizontal").predict()
+    out["yasa_s"] = time.perf_counter() - t
+    out["yasa_over_edge_scorer"] = out["yasa_s"] / t_ours
+    return out
+
+
+def beds(model, psg: Path, n_beds: int, speed: float, seconds: float) -> dict:
+    """Run ``n_beds`` replays at ``speed`` into live scorers in this process."""
+    from ..live import LiveScorer
+    from ..replay import Replayer
+
+    names = [f"bench-bed-{uuid.uuid4().hex[:8]}" for _ in range(n_beds)]
+    reps = [Replayer(psg, model.spec, name=n, speed=speed, wait_for_consumers_s=20)
+            for n in names]
+    lives = [LiveScorer(model, name=n) for n in names]
+    for rep in reps:
+        rep.start()
+    for live in lives:
+        live.start()
+    time.sleep(seconds)
+    for rep in reps:
+        rep.stop()
+    t_end = time.perf_counter()
+    expected = []
+    for rep in reps:  # complete epochs in what was pushed (the slowest row group decides)
+        expected.append(int(min(n / g.sfreq for n, g in zip(rep.n_pushed, rep.groups,
+                                                              strict=True)) // 30.0))
+    deadline = t_end + 2.0
+    while time.perf_counter() < deadline and any(
+            lv.engine.n_epochs < e - 1 for lv, e in zip(lives, expected, strict=True)):
+        time.sleep(0.05)
+    backlog = [max(0, e - 1 - lv.engine.n_epochs) for lv, e in zip(lives, expected, strict=True)]
+    for live in lives:
+        live.stop()
+    lat = np.concatenate([np.asarray(lv.engine.latencies) for lv in lives]) * 1000.0
+    budget_ms = 30.0 / speed * 1000.0
+    p99 = float(np.percentile(lat, 99)) if lat.size else float("nan")
+    return {"beds": n_beds, "speed": speed, "bed_equivalents": n_beds * speed,
+            "epochs": int(sum(lv.engine.n_epochs for lv in lives)),
+            "median_ms": float(np.median(lat)) if lat.size else float("nan"),
+            "p99_ms": p99, "budget_ms": budget_ms, "backlog_epochs": int(sum(backlog)),
+            "real_time": bool(sum(backlog) == 0 and p99 < budget_ms)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the three measurements and print them side by side."""
+    parser = argparse.ArgumentParser(prog="python -m edge_scorer.bench engine",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--realtime-min", type=float, default=10.0,
+                        help="minutes of real-time replay for the latency (0: skip)")
+    parser.add_argument("--night-h", type=float, default=8.0, help="offline night length (h)")
+    parser.add_argument("--bed-speed", type=float, default=30.0, help="speed of each bed")
+    parser.add_argument("--beds", default="1,2,4,8,16", help="bed counts to try")
+    parser.add_argument("--bed-s", type=float, default=40.0, help="seconds per bed run")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    from ..scorer import ScoringModel
+
+    model = ScoringModel.load()
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        psg, _ = _night(Path(tmp) / "night", args.night_h, args.seed)
+        print(f"night: simulated {args.night_h:g} h (seed {args.seed}); model: shipped "
+              f"{model.intra.metadata.get('preset')} + inter, ONNX Runtime CPU")
+        if args.realtime_min > 0:
+            lat = realtime_latency(model, psg, args.realtime_min)
+            results["realtime"] = lat
+            print(f"\n1. latency at real time ({lat.get('n', 0)} epochs, chunk in -> "
+                  "provisional label out)")
+            if lat:
+                print(f"   median {lat['median_ms']:8.1f} ms   p99 {lat['p99_ms']:8.1f} ms   "
+                      f"max {lat['max_ms']:8.1f} ms   = {lat['p99_ms'] / 30000:.2e} of the "
+                      "30-s epoch")
+        off = offline_vs_yasa(model, psg)
+        results["offline"] = off
+        print(f"\n2. whole night offline ({off['n_epochs']} epochs, EDF file -> stages)")
+        print(f"   edge-scorer engine {off['edge_scorer_s']:7.1f} s  "
+              f"({off['n_epochs'] / off['edge_scorer_s']:.0f} epochs/s)")
+        if "yasa_s" in off:
+            print(f"   YASA SleepStaging  {off['yasa_s']:7.1f} s  -> edge-scorer is "
+                  f"{off['yasa_over_edge_scorer']:.2f}x YASA's speed")
+        print(f"\n3. beds in one process, each replayed at {args.bed_speed:g}x for "
+              f"{args.bed_s:g} s")
+        print(f"   {'beds':>5} {'= real-time beds':>17} {'median ms':>10} {'p99 ms':>8} "
+              f"{'budget ms':>10} {'backlog':>8}  real time")
+        results["beds"] = []
+        for b in [int(x) for x in args.beds.split(",") if x]:
+            r = beds(model, psg, b, args.bed_speed, args.bed_s)
+            results["beds"].append(r)
+            print(f"   {b:5d} {r['bed_equivalents']:17.0f} {r['median_ms']:10.1f} "
+                  f"{r['p99_ms']:8.1f} {r['budget_ms']:10.0f} {r['backlog_epochs']:8d}  "
+                  f"{'yes' if r['real_time'] else 'NO'}")
+            if not r["real_time"]:
+                break
+        ok = [r["bed_equivalents"] for r in results["beds"] if r["real_time"]]
+        if ok:
+            print(f"   -> one process keeps at least {max(ok):.0f} real-time beds")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0

@@ -1,0 +1,61 @@
+"""``edge-scorer score``: score a PSG file offline through the live engine's code."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .._log import get_logger
+from . import CliError
+from ._model_args import add_model_arguments, channel_overrides, load_model
+
+log = get_logger("cli.score")
+
+HELP = ("score a PSG file (EDF/BDF) offline: epochs.csv, hypnogram CSV/EDF+, sleep statistics; "
+        "with --hypnogram also agreement")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``score`` options."""
+    parser.add_argument("psg", type=Path, help="PSG file (EDF, EDF+ or BDF)")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--hypnogram", type=Path,
+                        help="reference hypnogram: print accuracy, kappa and macro-F1")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score, write the outputs, print the statistics (and agreement)."""
+    import time
+
+    from ..metrics import agreement
+    from ..offline import score_file
+    from ..psg import align_hypnogram
+    from .demo import hypnogram_text
+
+    if (args.out / "epochs.csv").exists():
+        raise CliError(f"{args.out} already holds a scored night (epochs.csv); choose another "
+                       "output folder or delete it")
+    model = load_model(args)
+    t0 = time.perf_counter()
+    night = score_file(args.psg, model, args.out, channel_overrides=channel_overrides(args),
+                       progress=not args.no_progress)
+    hyp = night.hypnogram
+    elapsed = time.perf_counter() - t0
+    print(f"scored {hyp.n_epochs} epochs of {args.psg.name} in {elapsed:.1f} s "
+          f"({model.intra.metadata.get('preset', '')}, backend {args.backend})")
+    for w in night.warnings:
+        print(f"warning: {w}")
+    print(hypnogram_text(hyp.stages))
+    print(hyp.sleep_statistics())
+    if args.hypnogram:
+        from ..hypnogram_io import read_hypnogram
+
+        ref = read_hypnogram(args.hypnogram, epoch_s=model.spec.epoch_s)
+        ref = align_hypnogram(ref, hyp.n_epochs * model.spec.epoch_s,
+                              epoch_s=model.spec.epoch_s)
+        print(f"agreement with {args.hypnogram.name}:")
+        print(agreement(ref.stages, hyp.stages))
+    print(f"outputs: {args.out} (epochs.csv, hypnogram.csv, hypnogram.edf, stats.json)")
+    return 0

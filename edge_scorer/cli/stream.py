@@ -1,0 +1,97 @@
+"""``edge-scorer stream``: score a live LSL stream until stopped (Ctrl-C ends cleanly)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .._log import get_logger
+from . import CliError
+from ._model_args import add_model_arguments, channel_overrides, load_model
+
+log = get_logger("cli.stream")
+
+HELP = ("score a live LSL PSG stream epoch by epoch: stages on an LSL outlet, an append-only "
+        "epochs.csv, the hypnogram and statistics at the end")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``stream`` options."""
+    parser.add_argument("--name", help="LSL stream name (e.g. the replay's --name)")
+    parser.add_argument("--type", dest="stype", help="LSL stream type (e.g. EEG)")
+    parser.add_argument("--source-id", help="LSL source id (picks one of several streams)")
+    parser.add_argument("-o", "--out", type=Path, default=Path("edge-scorer-stream"),
+                        help="output folder (default ./edge-scorer-stream)")
+    parser.add_argument("--outlet", metavar="NAME",
+                        help="name of the stage outlet (default: <stream>-stages; 'none' for no "
+                             "outlet)")
+    parser.add_argument("--until-idle", type=float, metavar="S",
+                        help="end after S seconds without samples (default: run until Ctrl-C)")
+    parser.add_argument("--speed", type=float,
+                        help="signal seconds per second of time stamps (default: from the "
+                             "stream's description, else 1)")
+    parser.add_argument("--fill-gap-s", type=float, default=1.0,
+                        help="fill gaps up to this long by interpolation (default 1 s)")
+    parser.add_argument("--max-invalid", type=float, default=0.5,
+                        help="an epoch with a larger fraction of missing signal is unscorable "
+                             "(default 0.5)")
+    add_model_arguments(parser)
+
+
+def log_updates(updates, engine) -> None:
+    """Log each new epoch's provisional label (with latency) and each final label."""
+    from ..rolling import FINAL, PROVISIONAL
+
+    for u in updates:
+        if u.status == PROVISIONAL or (u.status == FINAL and u.latency_s is not None):
+            log.info("epoch %d provisional %s (p=%.2f) latency %.1f ms%s", u.index, u.label,
+                     u.proba.max(), (u.latency_s or 0) * 1000,
+                     " [unscorable]" if u.unscorable else " [gap filled]" if u.gap_filled
+                     else "")
+        if u.status == FINAL:
+            log.info("epoch %d final %s", u.index, u.label)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Connect, score until Ctrl-C or idle, finalize the outputs."""
+    import time
+
+    from ..inlet import AmbiguousStream, StreamNotFound
+    from ..live import LiveScorer
+    from ..sinks import Callback
+
+    if not (args.name or args.stype or args.source_id):
+        raise CliError("say which stream to score: --name NAME (or --type / --source-id)")
+    if (args.out / "epochs.csv").exists():
+        raise CliError(f"{args.out} already holds a scored night (epochs.csv); choose another "
+                       "output folder")
+    model = load_model(args)
+    outlet = args.outlet or f"{args.name or args.source_id or args.stype}-stages"
+    live = LiveScorer(
+        model, name=args.name, stype=args.stype, source_id=args.source_id, out_dir=args.out,
+        outlet_name=None if outlet.lower() == "none" else outlet,
+        sinks=[Callback(log_updates)], channel_overrides=channel_overrides(args),
+        idle_timeout_s=args.until_idle,
+        source_kwargs={"speed": args.speed, "fill_gap_s": args.fill_gap_s},
+        engine_kwargs={"max_invalid_fraction": args.max_invalid})
+    try:
+        live.start()
+    except (StreamNotFound, AmbiguousStream) as exc:
+        raise CliError(str(exc)) from None
+    log.info("scoring %s; Ctrl-C to stop", " + ".join(live.source.stream_names))
+    t0 = time.perf_counter()
+    try:
+        while not live.join(0.5):
+            pass
+    except KeyboardInterrupt:
+        log.info("stopping: finalizing the epochs scored so far")
+        live.stop()
+    hyp = live.engine.hypnogram()
+    lat = live.engine.latency_summary()
+    print(f"scored {hyp.n_epochs} epochs in {time.perf_counter() - t0:.0f} s"
+          + (f"; provisional latency median {lat['median_ms']:.1f} ms, p99 "
+             f"{lat['p99_ms']:.1f} ms" if lat else ""))
+    if hyp.n_epochs:
+        print(hyp.sleep_statistics())
+    print(f"outputs: {args.out}")
+    return 0

@@ -1,0 +1,213 @@
+"""The scoring engine: native-rate samples in, staged epochs out, the same for files and streams.
+
+:class:`Engine` is fed rows of native-rate samples in spec order (from an
+:class:`~edge_scorer.inlet.LslSource` live, or from a file by :mod:`edge_scorer.offline`) and
+runs, in order:
+
+1. :class:`~edge_scorer.conditioning.Conditioner` (the one filter chain, chunk-invariant);
+2. :class:`~edge_scorer.conditioning.Epocher` (30-s epochs aligned to the first sample);
+3. :func:`~edge_scorer.render.render_epochs` (the one renderer);
+4. the intra model (:meth:`~edge_scorer.scorer.ScoringModel.epoch_outputs`, batched over the
+   epochs a call completes);
+5. :class:`~edge_scorer.rolling.RollingScorer` (inter model over the last 10 epochs,
+   provisional / revised / final stages);
+6. every sink (:mod:`edge_scorer.sinks`: append-only CSV, LSL outlet, printers), in order.
+
+Epoch quality: the fraction of an epoch's conditioned samples that came from missing or
+non-finite input (NaN after conditioning) is reported per epoch; above
+``max_invalid_fraction`` the epoch is *unscorable* (stage UNSCORED; its probabilities are still
+computed so that the window of its neighbours stays intact). An epoch holding samples filled by
+the inlet's gap interpolation is flagged ``gap_filled``.
+
+Errors never lose what is scored: sinks write each update as it is made, and
+:meth:`Engine.finish` can always be called to finalize the epochs scored so far.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+
+from ._log import get_logger
+from .conditioning import Conditioner, Epocher
+from .hypnogram import Hypnogram
+from .render import render_epochs
+from .rolling import EpochUpdate, RollingScorer
+from .scorer import ScoringModel
+
+log = get_logger("engine")
+
+
+class Engine:
+    """Stateful scoring of one recording (see the module docstring).
+
+    Parameters
+    ----------
+    model : ScoringModel
+        Intra + inter models (checked against ``model.spec``).
+    in_sfreq : float or sequence of float
+        Native input rate(s) of the spec rows.
+    sinks : sequence
+        Objects with ``write(updates, engine)`` and ``close(engine)`` (see
+        :mod:`edge_scorer.sinks`).
+    max_invalid_fraction : float
+        Epochs with a larger fraction of invalid samples are unscorable.
+    batch_size : int
+        Largest intra-model batch.
+    start_time : datetime, optional
+        Wall-clock start of epoch 0 (written into hypnogram files).
+    """
+
+    def __init__(self, model: ScoringModel, in_sfreq: float | Sequence[float], *,
+                 sinks: Sequence = (), max_invalid_fraction: float = 0.5,
+                 batch_size: int = 64, start_time: datetime | None = None) -> None:
+        if not 0.0 <= max_invalid_fraction <= 1.0:
+            raise ValueError(f"max_invalid_fraction must be in [0, 1], got "
+                             f"{max_invalid_fraction}")
+        self.model = model
+        self.spec = model.spec
+        self.conditioner = Conditioner(self.spec, in_sfreq)
+        self.in_sfreq = self.conditioner.in_sfreq
+        self.epocher = Epocher(self.spec)
+        inter = model.inter_logits if model.inter is not None else None
+        self.rolling = RollingScorer(inter, model.window, self.spec.epoch_s)
+        self.sinks = list(sinks)
+        self.max_invalid_fraction = float(max_invalid_fraction)
+        self.batch_size = int(batch_size)
+        self.start_time = start_time
+        self._native = np.zeros(self.spec.n_rows, dtype=np.int64)
+        self._filled_epochs: set[int] = set()
+        #: Provisional-label latency of every epoch (s), in order.
+        self.latencies: list[float] = []
+        self.last_epoch: tuple[int, np.ndarray, np.ndarray] | None = None
+        model.warmup()  # the first epoch's latency should not include session start-up
+        self.finished = False
+        self.closed = False
+
+    @property
+    def n_epochs(self) -> int:
+        """Epochs scored so far."""
+        return self.rolling.n_epochs
+
+    # ------------------------------------------------------------------ feeding
+    def push(self, rows: Sequence[np.ndarray], filled: Sequence[np.ndarray] | None = None,
+             t_in: float | None = None) -> list[EpochUpdate]:
+        """Feed the next native-rate samples of every row; score the epochs they complete.
+
+        Parameters
+        ----------
+        rows : sequence of 1-D arrays
+            Next samples of each spec row (NaN marks missing samples).
+        filled : sequence of bool arrays, optional
+            Per row, samples the inlet interpolated over a short gap.
+        t_in : float, optional
+            ``time.perf_counter()`` when the samples arrived (default: now); the provisional
+            latency of each completed epoch is measured from it.
+
+        Returns
+        -------
+        list of EpochUpdate
+            Everything published by this call (already written to the sinks).
+        """
+        if self.finished:
+            raise ValueError("the engine has finished (end of stream); create a new Engine")
+        t_in = time.perf_counter() if t_in is None else t_in
+        rows = [np.asarray(r, dtype=np.float64) for r in rows]
+        if filled is not None:
+            self._mark_filled(rows, filled)
+        self._native += np.array([len(r) for r in rows], dtype=np.int64)
+        conditioned = self.conditioner.process(rows)
+        return self._score(self.epocher.push(conditioned), t_in)
+
+    def _mark_filled(self, rows: list[np.ndarray], filled: Sequence[np.ndarray]) -> None:
+        for r, mask in enumerate(filled):
+            mask = np.asarray(mask, dtype=bool)
+            if mask.size and mask.any():
+                k = self._native[r] + np.flatnonzero(mask)
+                per_epoch = self.in_sfreq[r] * self.spec.epoch_s
+                self._filled_epochs.update(int(e) for e in np.unique(k // per_epoch))
+
+    def _score(self, epochs: list[tuple[int, np.ndarray]], t_in: float) -> list[EpochUpdate]:
+        updates: list[EpochUpdate] = []
+        for start in range(0, len(epochs), self.batch_size):
+            part = epochs[start:start + self.batch_size]
+            arr = np.stack([e for _, e in part])
+            images = render_epochs(arr, self.spec)
+            invalid = np.isnan(arr).mean(axis=(1, 2))
+            logits, feats = self.model.epoch_outputs(images, batch_size=self.batch_size)
+            infos = [{"invalid_fraction": float(f), "gap_filled": i in self._filled_epochs,
+                      "unscorable": bool(f > self.max_invalid_fraction)}
+                     for (i, _), f in zip(part, invalid, strict=True)]
+            new = self.rolling.add(feats, logits, infos)
+            now = time.perf_counter()
+            for u in new:
+                if u.index >= part[0][0]:  # first label of a new epoch
+                    u.latency_s = now - t_in
+                    self.latencies.append(u.latency_s)
+            #: (index, conditioned rows, image) of the newest epoch, for displays.
+            self.last_epoch = (part[-1][0], part[-1][1], images[-1])
+            self._publish(new)
+            updates += new
+        return updates
+
+    def _publish(self, updates: list[EpochUpdate]) -> None:
+        if not updates:
+            return
+        for sink in self.sinks:
+            sink.write(updates, self)
+
+    # ------------------------------------------------------------------ the end
+    def finish(self) -> list[EpochUpdate]:
+        """End of input: flush the chain, score the last complete epoch(s), finalize all.
+
+        The trailing partial epoch is dropped, as offline. Idempotent; call :meth:`close`
+        afterwards (or use the engine as a context manager) to close the sinks.
+        """
+        if self.finished:
+            return []
+        updates: list[EpochUpdate] = []
+        try:
+            tail = self.conditioner.flush()
+            updates = self._score(self.epocher.push(tail), time.perf_counter())
+        finally:
+            self.finished = True
+            final = self.rolling.finish()
+            self._publish(final)
+        return updates + final
+
+    def close(self) -> None:
+        """Finish (when not yet) and close every sink (hypnogram files are written then)."""
+        if self.closed:
+            return
+        try:
+            self.finish()
+        finally:
+            self.closed = True
+            for sink in self.sinks:
+                sink.close(self)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ results
+    def hypnogram(self) -> Hypnogram:
+        """The night so far: current stages and probabilities (final after :meth:`finish`)."""
+        return Hypnogram(self.rolling.stages(), self.spec.epoch_s, start_time=self.start_time,
+                         probabilities=self.rolling.probabilities().astype(np.float32),
+                         meta={"scorer": "edge-scorer",
+                               "model": str(getattr(self.model.intra, "path", "")),
+                               "spec": self.spec.name, "spec_hash": self.spec.hash})
+
+    def latency_summary(self) -> dict[str, float]:
+        """Median, p99 and max provisional latency in milliseconds (empty before any epoch)."""
+        if not self.latencies:
+            return {}
+        lat = np.asarray(self.latencies) * 1000.0
+        return {"n": int(lat.size), "median_ms": float(np.median(lat)),
+                "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max())}

@@ -1,0 +1,547 @@
+"""Live PSG input: resolve LSL streams, map their channels to spec rows, pull without blocking.
+
+:class:`LslSource` opens one ``StreamInlet`` per stream that carries a spec row (a device may
+publish everything in one stream; ``edge-scorer replay`` publishes one stream per native rate,
+``NAME`` and ``NAME-<rate>Hz``), and turns what arrives into rows of native-rate samples in
+spec order, ready for :class:`~edge_scorer.conditioning.Conditioner`.
+
+* **Resolving.** Streams are found by name, type and/or source id. More than one match is
+  refused with the list of candidates (pick one with ``source_id``). Companion streams
+  ``NAME-<rate>Hz`` whose source id shares the primary's prefix (up to its last ``/``) are
+  opened too, so a replayed Sleep-EDF night (a 100-Hz and a 1-Hz stream) is one source.
+* **Channels.** Labels come from the stream's ``desc/channels/channel/label`` (XDF
+  conventions); a stream without labels gets ``ch1..chN``. They are mapped to spec rows with
+  :func:`~edge_scorer.montage.map_channels`, the same rules and ``--channel ROW=LABEL``
+  overrides as for files; a missing row is an error listing what the streams have.
+* **Pulling.** Each inlet pulls with ``pull_chunk(timeout=0, dest_obj=...)`` straight into a
+  preallocated ring buffer (``buffer_s`` seconds per stream; the GUI reads the latest signal
+  from it). Time stamps are clock-corrected by liblsl (``proc_clocksync``).
+* **Time and gaps.** Sample ``n`` of a stream is expected at ``t0 + n * period`` with ``period =
+  1 / (nominal_srate * speed)`` (``speed`` from the replay's ``desc``, 1 for a device). The
+  expectation is de-jittered by exponential smoothing towards the observed stamps, so device
+  jitter and clock drift do not accumulate. A jump of the stamps by more than
+  ``gap_tolerance_s`` of signal means samples were lost: the missing samples are inserted, so
+  later epochs never shift. A gap up to ``fill_gap_s`` is filled by linear interpolation and
+  flagged; a longer one is inserted as NaN (the conditioning chain holds the last value and
+  marks the output invalid; the engine marks the epoch, and calls it unscorable when too little
+  signal is left). A stream that stops and comes back (same source id: liblsl recovers the
+  inlet) resumes after a gap of the outage's length.
+* **Alignment.** ``t0`` is the first stamp of the highest-rate stream (or ``start_time``, an
+  LSL clock time). Other streams align to it by their stamps: earlier samples are dropped,
+  a later start is a gap.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._log import get_logger
+from .montage import ChannelMapError, map_channels
+from .spec import RenderSpec
+
+log = get_logger("inlet")
+
+#: numpy dtype of each numeric LSL channel format name.
+_DTYPES = {"float32": np.float32, "double64": np.float64, "int32": np.int32,
+           "int16": np.int16, "int8": np.int8, "int64": np.int64}
+
+
+class StreamNotFound(LookupError):
+    """No LSL stream matches the request."""
+
+
+class AmbiguousStream(LookupError):
+    """Several LSL streams match the request."""
+
+
+def describe(info: Any) -> str:
+    """One line about a stream: name, type, channels, rate, source id, host."""
+    return (f"{info.name()!r} (type {info.type()}, {info.channel_count()} ch @ "
+            f"{info.nominal_srate():g} Hz, source_id {info.source_id()!r}, "
+            f"host {info.hostname()})")
+
+
+def _predicate(name: str | None, stype: str | None, source_id: str | None) -> str:
+    def q(v: str) -> str:
+        if "'" in v:
+            raise ValueError(f"stream property {v!r} contains a quote; LSL queries cannot match it")
+        return f"'{v}'"
+
+    parts = [f"{k}={q(v)}" for k, v in (("name", name), ("type", stype),
+                                         ("source_id", source_id)) if v]
+    return " and ".join(parts)
+
+
+def find_streams(name: str | None = None, stype: str | None = None,
+                 source_id: str | None = None, timeout_s: float = 2.0,
+                 settle_s: float = 0.3) -> list[Any]:
+    """Every stream on the network matching all given properties.
+
+    Waits up to ``timeout_s`` for a first match, then ``settle_s`` more for others (so an
+    ambiguity is seen). With no property, lists all streams after ``timeout_s``.
+    """
+    import pylsl
+
+    pred = _predicate(name, stype, source_id)
+    if not pred:
+        return list(pylsl.resolve_streams(wait_time=timeout_s))
+    found = pylsl.resolve_bypred(pred, 1, timeout_s)
+    if found:  # then every match that answers within settle_s (minimum 0: wait it out)
+        uids = {f.uid() for f in found}
+        found += [f for f in pylsl.resolve_bypred(pred, 0, settle_s) if f.uid() not in uids]
+    return found
+
+
+def resolve_stream(name: str | None = None, stype: str | None = None,
+                   source_id: str | None = None, timeout_s: float = 5.0) -> Any:
+    """The one stream matching the request.
+
+    Raises
+    ------
+    StreamNotFound
+        Nothing matches within ``timeout_s`` (the message lists the streams that are there).
+    AmbiguousStream
+        Several streams match (the message lists them and how to pick one).
+    """
+    if not (name or stype or source_id):
+        raise ValueError("give a stream name, type or source id to resolve")
+    want = ", ".join(f"{k} {v!r}" for k, v in (("name", name), ("type", stype),
+                                                ("source_id", source_id)) if v)
+    found = find_streams(name, stype, source_id, timeout_s)
+    if not found:
+        present = find_streams(timeout_s=0.5)
+        listing = "\n  ".join(describe(s) for s in present) or "(none)"
+        raise StreamNotFound(
+            f"no LSL stream with {want} found within {timeout_s:g} s. Streams on the network:\n"
+            f"  {listing}\nstart the amplifier or `edge-scorer replay FILE --name NAME`, or "
+            "check the name")
+    if len(found) > 1:
+        listing = "\n  ".join(describe(s) for s in found)
+        raise AmbiguousStream(
+            f"{len(found)} LSL streams match {want}:\n  {listing}\npick one with its source "
+            "id (--source-id)")
+    return found[0]
+
+
+def _companions(primary: Any, timeout_s: float) -> list[Any]:
+    """Streams ``NAME-<rate>Hz`` of the same source (see the module notes)."""
+    pattern = re.compile(re.escape(primary.name()) + r"-[0-9.]+Hz")
+    prefix = primary.source_id().rsplit("/", 1)[0] if "/" in primary.source_id() else None
+    import pylsl
+
+    pred = f"starts-with(name,'{primary.name()}-') and type='{primary.type()}'"
+    out: list[Any] = []
+    for info in pylsl.resolve_bypred(pred, 0, min(timeout_s, 0.5)):
+        if info.uid() == primary.uid() or not pattern.fullmatch(info.name()):
+            continue
+        if prefix is not None and info.source_id().rsplit("/", 1)[0] != prefix:
+            continue
+        out.append(info)
+    names = [c.name() for c in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise AmbiguousStream(
+            f"several companion streams named {dupes} belong to {primary.name()!r}; stop the "
+            "duplicate replay/device or give each a distinct name")
+    return out
+
+
+def channel_labels(info: Any) -> list[str]:
+    """Channel labels from a stream's ``desc`` (``ch1..chN`` when it has none)."""
+    root = ET.fromstring(info.as_xml())
+    labels = [(ch.findtext("label") or "").strip()
+              for ch in root.findall("./desc/channels/channel")]
+    n = info.channel_count()
+    if len(labels) != n or not all(labels):
+        return [f"ch{i + 1}" for i in range(n)]
+    return labels
+
+
+def _desc_value(info: Any, path: str) -> str | None:
+    root = ET.fromstring(info.as_xml())
+    value = root.findtext(f"./desc/{path}")
+    return value.strip() if value else None
+
+
+class RingBuffer:
+    """A preallocated ``(capacity, n_channels)`` ring filled in place by ``pull_chunk``."""
+
+    def __init__(self, capacity: int, n_channels: int, dtype: Any = np.float32) -> None:
+        if capacity < 1:
+            raise ValueError(f"ring capacity must be >= 1 sample, got {capacity}")
+        self.data = np.zeros((capacity, n_channels), dtype=dtype)
+        self.pos = 0  # next write position
+        self.n_written = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.data.shape[0]
+
+    def free_view(self, max_samples: int) -> np.ndarray:
+        """The contiguous free region at the write position (wrapping when full)."""
+        if self.pos == self.capacity:
+            self.pos = 0
+        return self.data[self.pos:self.pos + min(max_samples, self.capacity - self.pos)]
+
+    def advance(self, n: int) -> np.ndarray:
+        """Commit ``n`` samples written into :meth:`free_view`; return them (a view)."""
+        view = self.data[self.pos:self.pos + n]
+        self.pos += n
+        self.n_written += n
+        return view
+
+    def latest(self, n: int) -> np.ndarray:
+        """The last ``n`` samples written, oldest first (fewer when fewer exist)."""
+        n = min(n, self.capacity, self.n_written)
+        start = self.pos - n
+        if start >= 0:
+            return self.data[start:self.pos].copy()
+        return np.concatenate((self.data[start:], self.data[:self.pos]))
+
+
+@dataclass
+class Chunk:
+    """New samples of every spec row (native rates), with what the inlet did to them.
+
+    Attributes
+    ----------
+    rows : list of ndarray of float64
+        One per spec row; rows of one stream have equal lengths, streams may differ.
+    filled : list of ndarray of bool
+        Per row: samples inserted by gap filling (interpolated).
+    t_in : float
+        ``time.perf_counter()`` when the chunk was pulled.
+    """
+
+    rows: list[np.ndarray]
+    filled: list[np.ndarray]
+    t_in: float
+
+
+class _Group:
+    """One inlet and its time bookkeeping."""
+
+    def __init__(self, inlet: Any, info: Any, rows: list[tuple[int, int]], buffer_s: float,
+                 speed: float, fill_gap_s: float, gap_tolerance_s: float,
+                 chunk_max: int) -> None:
+        self.inlet = inlet
+        self.info = info
+        self.rows = rows  # (spec row, channel index)
+        self.sfreq = float(info.nominal_srate())
+        self.speed = speed
+        self.period = 1.0 / (self.sfreq * speed)
+        self.fill_gap_s = fill_gap_s
+        self.tol = max(0.5, gap_tolerance_s * self.sfreq)  # samples
+        self.chunk_max = chunk_max
+        self.ring = RingBuffer(max(int(buffer_s * self.sfreq), chunk_max), info.channel_count(),
+                               _channel_dtype(info))
+        self.t_next: float | None = None
+        self.last = np.zeros(len(rows))
+        self.n_out = 0
+        self.n_pulled = 0
+        self.n_gaps = 0
+        self.n_missing = 0
+
+    def close(self) -> None:
+        try:
+            self.inlet.close_stream()
+        except Exception:  # pragma: no cover - liblsl may already have dropped it
+            pass
+
+    def pull(self) -> tuple[np.ndarray, np.ndarray]:
+        """Everything available: samples ``(n, n_rows_used)`` float64 and stamps."""
+        parts, stamps = [], []
+        while True:
+            dest = self.ring.free_view(self.chunk_max)
+            _, ts = self.inlet.pull_chunk(timeout=0.0, max_samples=len(dest), dest_obj=dest)
+            n = len(ts)
+            if n == 0:
+                break
+            got = self.ring.advance(n)
+            self.n_pulled += n
+            parts.append(got[:, [c for _, c in self.rows]].astype(np.float64))
+            stamps.append(np.asarray(ts, dtype=np.float64))
+            if n < len(dest):
+                break
+        if not parts:
+            return np.zeros((0, len(self.rows))), np.zeros(0)
+        return np.concatenate(parts), np.concatenate(stamps)
+
+    def place(self, x: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Insert missing samples (see the module notes); return samples and filled mask."""
+        n = len(ts)
+        if n == 0:
+            return x, np.zeros(0, dtype=bool)
+        if self.t_next is None:
+            raise RuntimeError("stream time origin not set")  # set by LslSource
+        d = (ts - self.t_next) / self.period - np.arange(n)  # displacement in samples
+        if d[0] < -self.tol:
+            k = int(round(-d[0]))
+            if self.n_out == 0 and k > 0:  # samples before the common start: drop them
+                x, ts, d = x[k:], ts[k:], d[k:] + k
+                if len(ts) == 0:
+                    return np.zeros((0, x.shape[1])), np.zeros(0, dtype=bool)
+            else:
+                log.warning("%s: time stamps went back by %.3g s; re-anchoring the stream "
+                            "clock", self.info.name(), -d[0] * self.period)
+                self.t_next = float(ts[0])
+                d = (ts - self.t_next) / self.period - np.arange(len(ts))
+        jumps = np.diff(d, prepend=0.0)
+        gap_at = np.flatnonzero(jumps > self.tol)
+        if len(gap_at) == 0:
+            out, filled = x, np.zeros(len(x), dtype=bool)
+        else:
+            pieces, masks, prev = [], [], 0
+            for i in gap_at:
+                g = int(round(jumps[i]))
+                pieces.append(x[prev:i])
+                masks.append(np.zeros(i - prev, dtype=bool))
+                before = x[i - 1] if i > 0 else self.last
+                if g / self.sfreq <= self.fill_gap_s and self.n_out + prev > 0:
+                    w = (np.arange(1, g + 1) / (g + 1))[:, None]
+                    pieces.append(before[None, :] * (1 - w) + x[i][None, :] * w)
+                    masks.append(np.ones(g, dtype=bool))
+                else:
+                    pieces.append(np.full((g, x.shape[1]), np.nan))
+                    masks.append(np.zeros(g, dtype=bool))
+                self.n_gaps += 1
+                self.n_missing += g
+                log.warning("%s: %d sample(s) (%.3g s) missing before sample %d; %s",
+                            self.info.name(), g, g / self.sfreq, self.n_out + prev + i,
+                            "filled" if masks[-1].any() else "inserted as a gap")
+                prev = i
+            pieces.append(x[prev:])
+            masks.append(np.zeros(len(x) - prev, dtype=bool))
+            out, filled = np.concatenate(pieces), np.concatenate(masks)
+        # de-jitter: advance the expectation, pulled a little towards the observed stamps
+        predicted = self.t_next + len(out) * self.period
+        observed = float(ts[-1]) + self.period
+        self.t_next = predicted + 0.1 * (observed - predicted)
+        finite = np.isfinite(out[-1])
+        self.last = np.where(finite, out[-1], self.last)
+        self.n_out += len(out)
+        return out, filled
+
+
+def _channel_dtype(info: Any) -> Any:
+    import pylsl
+
+    names = {pylsl.cf_float32: "float32", pylsl.cf_double64: "double64",
+             pylsl.cf_int32: "int32", pylsl.cf_int16: "int16", pylsl.cf_int8: "int8"}
+    if hasattr(pylsl, "cf_int64"):
+        names[pylsl.cf_int64] = "int64"
+    name = names.get(info.channel_format())
+    if name is None:
+        raise ValueError(f"stream {info.name()!r} carries strings or an unknown channel format; "
+                         "a PSG stream must be numeric (float32, double64 or int)")
+    return _DTYPES[name]
+
+
+class LslSource:
+    """PSG rows from live LSL streams (see the module docstring).
+
+    Parameters
+    ----------
+    spec : RenderSpec
+        Rows needed (and their order).
+    name, stype, source_id : str, optional
+        What to resolve (at least one).
+    channel_overrides : mapping, optional
+        ``{row name: stream channel label}``.
+    speed : float, optional
+        Stamps per second of signal (default: the replay's ``desc`` speed, else 1).
+    start_time : float, optional
+        LSL clock time of epoch 0 (default: the first sample).
+    fill_gap_s : float
+        Longest gap filled by interpolation (longer ones become NaN).
+    gap_tolerance_s : float
+        Stamp jump (in seconds of signal) taken as lost samples.
+    buffer_s : float
+        Wall-clock seconds of samples liblsl keeps per inlet while the engine is busy.
+    ring_s : float
+        Seconds of signal kept per stream in the ring buffer (for displays).
+    timeout_s : float
+        How long to wait for the streams when connecting.
+    """
+
+    def __init__(self, spec: RenderSpec, *, name: str | None = None, stype: str | None = None,
+                 source_id: str | None = None,
+                 channel_overrides: Mapping[str, str] | None = None,
+                 speed: float | None = None, start_time: float | None = None,
+                 fill_gap_s: float = 1.0, gap_tolerance_s: float = 0.1,
+                 buffer_s: float = 60.0, ring_s: float = 60.0,
+                 timeout_s: float = 5.0) -> None:
+        if not (name or stype or source_id):
+            raise ValueError("give the stream's name, type or source id (e.g. --name NAME)")
+        if speed is not None and not speed > 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.spec = spec
+        self.query = (name, stype, source_id)
+        self.overrides = dict(channel_overrides or {})
+        self.speed_override = speed
+        self.start_time = start_time
+        self.fill_gap_s = float(fill_gap_s)
+        self.gap_tolerance_s = float(gap_tolerance_s)
+        self.buffer_s = float(buffer_s)
+        self.ring_s = float(ring_s)
+        self.timeout_s = float(timeout_s)
+        self.groups: list[_Group] = []
+        self.t0: float | None = None
+        self.speed = 1.0
+        self._closed_pulled = self._closed_gaps = 0
+
+    # ------------------------------------------------------------------ connect
+    def connect(self) -> LslSource:
+        """Resolve the streams, map the channels, open the inlets."""
+        if self.groups:
+            return self
+        import pylsl
+
+        primary = resolve_stream(*self.query, timeout_s=self.timeout_s)
+        found = [primary] + _companions(primary, self.timeout_s)
+        # full stream infos (with desc) come from an inlet; resolve results carry no desc
+        infos = []
+        for info in found:
+            probe = pylsl.StreamInlet(info, max_buflen=1, recover=False)
+            try:
+                infos.append(probe.info(self.timeout_s))
+            finally:
+                probe.close_stream()
+        self._open(found, infos)
+        return self
+
+    def _open(self, found: list[Any], infos: list[Any]) -> None:
+        import pylsl
+
+        labels: list[str] = []
+        where: list[tuple[int, int]] = []
+        for g, info in enumerate(infos):
+            for c, lb in enumerate(channel_labels(info)):
+                labels.append(lb)
+                where.append((g, c))
+        source = " + ".join(repr(i.name()) for i in infos)
+        picks = map_channels(labels, self.spec, self.overrides, source=f"LSL stream {source}")
+        used: dict[int, list[tuple[int, int]]] = {}
+        for row, k in enumerate(picks):
+            g, c = where[k]
+            used.setdefault(g, []).append((row, c))
+        speed = self.speed_override
+        if speed is None:
+            text = _desc_value(infos[0], "edge_scorer/speed")
+            speed = float(text) if text else 1.0
+        self.speed = speed
+        groups = []
+        for g, info in enumerate(infos):
+            if g not in used:
+                continue
+            if info.nominal_srate() <= 0:
+                raise ValueError(f"stream {describe(info)} has an irregular rate; PSG rows need "
+                                 "a regularly sampled stream (nominal_srate > 0)")
+            # liblsl sizes its buffer in seconds at the nominal rate: scale by the speed so it
+            # holds buffer_s of wall time
+            inlet = pylsl.StreamInlet(found[g],
+                                      max_buflen=max(1, math.ceil(self.buffer_s * speed)),
+                                      recover=True, processing_flags=pylsl.proc_clocksync)
+            chunk_max = max(1, min(int(info.nominal_srate() * speed * 2), 1 << 20))
+            groups.append(_Group(inlet, info, used[g], self.ring_s, speed, self.fill_gap_s,
+                                 self.gap_tolerance_s, chunk_max))
+        groups.sort(key=lambda grp: -grp.sfreq)
+        try:
+            for grp in groups:
+                grp.inlet.open_stream(timeout=self.timeout_s)
+                # the first clock-offset estimate takes ~1 s: get it now, not on the first pull
+                grp.inlet.time_correction(timeout=self.timeout_s)
+        except BaseException:
+            for grp in groups:
+                grp.close()
+            raise
+        self.groups = groups
+        self.row_sfreq = [0.0] * self.spec.n_rows
+        for grp in groups:
+            for row, _ in grp.rows:
+                self.row_sfreq[row] = grp.sfreq
+        self.labels = {self.spec.rows[row].name: channel_labels(grp.info)[c]
+                       for grp in groups for row, c in grp.rows}
+        log.info("connected to %s at speed %g: %s", source, speed,
+                 ", ".join(f"{r} <- {lb}" for r, lb in self.labels.items()))
+
+    def disconnect(self) -> None:
+        """Close the inlets (idempotent)."""
+        for grp in self.groups:
+            grp.close()
+        self._closed_pulled += sum(g.n_pulled for g in self.groups)
+        self._closed_gaps += sum(g.n_gaps for g in self.groups)
+        self.groups = []
+
+    def __enter__(self) -> LslSource:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+    @property
+    def stream_names(self) -> list[str]:
+        return [g.info.name() for g in self.groups]
+
+    @property
+    def n_pulled(self) -> int:
+        """Samples received so far, all streams (inserted gap samples not counted)."""
+        return self._closed_pulled + sum(g.n_pulled for g in self.groups)
+
+    @property
+    def n_gaps(self) -> int:
+        """Gaps (lost-sample runs) seen so far, all streams."""
+        return self._closed_gaps + sum(g.n_gaps for g in self.groups)
+
+    def epoch_stamp(self, index: int) -> float | None:
+        """LSL time of the start of epoch ``index`` (None before the first sample)."""
+        if self.t0 is None:
+            return None
+        return self.t0 + index * self.spec.epoch_s / self.speed
+
+    # ------------------------------------------------------------------ pull
+    def pull(self) -> Chunk | None:
+        """Everything that arrived since the last call (None when nothing did)."""
+        if not self.groups:
+            raise RuntimeError("LslSource is not connected; call connect() first")
+        t_in = time.perf_counter()
+        rows: list[np.ndarray] = [np.zeros(0)] * self.spec.n_rows
+        filled: list[np.ndarray] = [np.zeros(0, dtype=bool)] * self.spec.n_rows
+        got = False
+        for grp in self.groups:
+            if self.t0 is None and grp is not self.groups[0] and self.start_time is None:
+                continue  # the time origin comes from the highest-rate stream's first sample
+            x, ts = grp.pull()
+            if len(ts) == 0:
+                continue
+            if self.t0 is None:
+                self.t0 = float(ts[0]) if self.start_time is None else float(self.start_time)
+            if grp.t_next is None:
+                grp.t_next = self.t0
+            x, mask = grp.place(x, ts)
+            for j, (row, _) in enumerate(grp.rows):
+                rows[row] = x[:, j]
+                filled[row] = mask
+            got = got or len(x) > 0
+        return Chunk(rows, filled, t_in) if got else None
+
+    def latest(self, seconds: float) -> dict[str, np.ndarray]:
+        """The last ``seconds`` of raw signal per mapped row (for display)."""
+        out = {}
+        for grp in self.groups:
+            block = grp.ring.latest(int(seconds * grp.sfreq))
+            for row, c in grp.rows:
+                out[self.spec.rows[row].name] = block[:, c].astype(np.float64)
+        return out
+
+
+__all__ = ["AmbiguousStream", "ChannelMapError", "Chunk", "LslSource", "RingBuffer",
+           "StreamNotFound", "channel_labels", "describe", "find_streams", "resolve_stream"]

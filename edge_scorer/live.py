@@ -1,0 +1,164 @@
+"""Live scoring: an :class:`~edge_scorer.inlet.LslSource` feeding an
+:class:`~edge_scorer.engine.Engine` from a background thread, until stopped.
+
+:class:`LiveScorer` connects the source, builds the engine for the rates the streams carry,
+and polls the inlets every ``poll_s``; each poll pulls everything that arrived (non-blocking)
+and pushes it through the engine, whose sinks publish the stages. ``stop()`` (or the end of the
+``with`` block, or ``idle_timeout_s`` without samples) finishes the engine: the last complete
+epochs are scored and made final, and the sinks write the night's files. An error in the thread
+(e.g. a stream that changes shape) stops scoring but still finalizes what was scored; it is
+re-raised by :meth:`LiveScorer.stop` / :meth:`LiveScorer.join`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ._log import get_logger
+from .engine import Engine
+from .inlet import LslSource
+from .scorer import ScoringModel
+
+log = get_logger("live")
+
+
+class LiveScorer:
+    """Score a live LSL stream in a background thread.
+
+    Parameters
+    ----------
+    model : ScoringModel
+        Models and spec.
+    name, stype, source_id : str, optional
+        The stream to resolve (see :class:`~edge_scorer.inlet.LslSource`).
+    out_dir : path-like, optional
+        Where ``epochs.csv`` (per epoch) and the hypnogram/statistics files (at the end) go.
+    outlet_name : str, optional
+        Publish the stages on an LSL stream of this name (``SleepStages`` type).
+    sinks : sequence, optional
+        More sinks (e.g. :class:`~edge_scorer.sinks.Callback`).
+    channel_overrides : mapping, optional
+        ``{row name: stream channel label}``.
+    idle_timeout_s : float, optional
+        Finish after this long without a sample (None: run until :meth:`stop`).
+    poll_s : float
+        Pause between polls when nothing arrived.
+    source_kwargs : dict, optional
+        More :class:`~edge_scorer.inlet.LslSource` options (``speed``, ``fill_gap_s``, ...).
+    engine_kwargs : dict, optional
+        More :class:`~edge_scorer.engine.Engine` options (``max_invalid_fraction``, ...).
+    """
+
+    def __init__(self, model: ScoringModel, *, name: str | None = None,
+                 stype: str | None = None, source_id: str | None = None,
+                 out_dir: str | Path | None = None, outlet_name: str | None = None,
+                 sinks: Sequence = (), channel_overrides: Mapping[str, str] | None = None,
+                 idle_timeout_s: float | None = None, poll_s: float = 0.02,
+                 source_kwargs: dict | None = None, engine_kwargs: dict | None = None) -> None:
+        self.model = model
+        self.source = LslSource(model.spec, name=name, stype=stype, source_id=source_id,
+                                channel_overrides=channel_overrides, **(source_kwargs or {}))
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.outlet_name = outlet_name
+        self.extra_sinks = list(sinks)
+        self.idle_timeout_s = idle_timeout_s
+        self.poll_s = float(poll_s)
+        self.engine_kwargs = dict(engine_kwargs or {})
+        self.engine: Engine | None = None
+        self.error: BaseException | None = None
+        self.n_samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def _build_engine(self) -> Engine:
+        from . import __version__
+        from .sinks import LslStageOutlet, output_sinks
+
+        src = self.source
+        sinks: list = []
+        run_info = {"edge_scorer_version": __version__, "source": "lsl",
+                    "streams": src.stream_names, "channels": src.labels,
+                    "speed": src.speed, "model": str(getattr(self.model.intra, "path", ""))}
+        if self.out_dir is not None:
+            sinks += output_sinks(self.out_dir, run_info)
+        if self.outlet_name:
+            sinks.append(LslStageOutlet(self.outlet_name,
+                                        f"edge-scorer:{src.stream_names[0]}:stages",
+                                        stamp=src.epoch_stamp))
+        return Engine(self.model, src.row_sfreq, sinks=sinks + self.extra_sinks,
+                      **self.engine_kwargs)
+
+    def start(self) -> LiveScorer:
+        """Connect to the streams and start scoring in a background thread."""
+        if self._thread is not None:
+            raise RuntimeError("this LiveScorer was already started; create a new one")
+        self.source.connect()
+        try:
+            self.engine = self._build_engine()
+        except BaseException:
+            self.source.disconnect()
+            raise
+        self._thread = threading.Thread(target=self._run, name="edge-scorer-live", daemon=True)
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> LiveScorer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(raise_error=exc[0] is None)
+
+    # ------------------------------------------------------------------ loop
+    def _run(self) -> None:
+        engine = self.engine
+        last_data = time.perf_counter()
+        try:
+            while not self._stop.is_set():
+                chunk = self.source.pull()
+                if chunk is None:
+                    if (self.idle_timeout_s is not None
+                            and time.perf_counter() - last_data > self.idle_timeout_s):
+                        log.info("no samples for %g s: ending the stream",
+                                 self.idle_timeout_s)
+                        break
+                    self._stop.wait(self.poll_s)
+                    continue
+                last_data = chunk.t_in
+                self.n_samples += sum(len(r) for r in chunk.rows)
+                engine.push(chunk.rows, chunk.filled, chunk.t_in)
+        except BaseException as exc:  # reported by stop()/join(); a thread cannot raise
+            self.error = exc
+            log.error("live scoring stopped by %s: %s (the epochs scored so far are kept)",
+                      type(exc).__name__, exc)
+        finally:
+            try:
+                engine.close()
+            except BaseException as exc:  # keep the first error
+                self.error = self.error or exc
+                log.error("finalizing the outputs failed: %s", exc)
+            self.source.disconnect()
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float | None = None, raise_error: bool = True) -> bool:
+        """Wait for the loop to end (idle timeout or stop); True when it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        done = not self._thread.is_alive()
+        if done and raise_error and self.error is not None:
+            err, self.error = self.error, None
+            raise err
+        return done
+
+    def stop(self, timeout: float = 30.0, raise_error: bool = True) -> None:
+        """Stop polling, finish the engine (final labels, files) and disconnect."""
+        self._stop.set()
+        if self._thread is not None and not self.join(timeout, raise_error=raise_error):
+            log.warning("the live scoring thread did not end within %g s", timeout)

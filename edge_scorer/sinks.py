@@ -1,0 +1,243 @@
+"""Where the engine's stages go: an append-only CSV, an LSL outlet, the night's files.
+
+Every sink has ``write(updates, engine)`` (called with each batch of
+:class:`~edge_scorer.rolling.EpochUpdate`, in order) and ``close(engine)`` (end of the run).
+
+* :class:`CsvLog` appends one row per update and flushes and fsyncs after every batch, so a
+  crash loses at most the epoch being scored; :func:`read_epoch_log` rebuilds the night from it
+  (the last row of each epoch wins; a torn last line is ignored).
+* :class:`LslStageOutlet` publishes each update as one sample of a numeric LSL stream
+  (``STAGE_CHANNELS``), stamped with the epoch's start on the source's clock when known.
+* :class:`NightFiles` writes the hypnogram (CSV with probabilities, EDF+ annotations) and the
+  sleep statistics (JSON and text) when the run closes.
+* :class:`Callback` calls a function with each batch (printers, GUIs, tests).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._log import get_logger
+from .hypnogram import Hypnogram
+from .rolling import FINAL, PROVISIONAL, REVISED, EpochUpdate
+from .stages import CLASS_NAMES, Stage
+
+log = get_logger("sinks")
+
+#: Columns of the append-only epoch log.
+LOG_COLUMNS = ("epoch", "onset_s", "status", "stage", *(f"p_{c}" for c in CLASS_NAMES),
+               "n_windows", "invalid_fraction", "gap_filled", "unscorable", "latency_ms",
+               "wall_time")
+#: Channels of the stage outlet (one sample per update).
+STAGE_CHANNELS = ("epoch", "stage", *(f"p_{c}" for c in CLASS_NAMES), "status", "n_windows",
+                  "invalid_fraction", "gap_filled", "unscorable")
+#: Numeric code of each status in the stage outlet.
+STATUS_CODES = {PROVISIONAL: 0, REVISED: 1, FINAL: 2}
+
+
+class CsvLog:
+    """Append-only CSV of every update, flushed and fsynced per batch.
+
+    Parameters
+    ----------
+    path : path-like
+        The log file; appended to when it exists with the same header (a restarted run),
+        created otherwise.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:
+            with open(self.path, newline="") as fh:
+                header = fh.readline().strip().split(",")
+            if tuple(header) != LOG_COLUMNS:
+                raise ValueError(f"{self.path} exists and is not an edge-scorer epoch log; "
+                                 "choose another output folder")
+        self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - closed in close()
+        self._writer = csv.writer(self._fh)
+        if new:
+            self._writer.writerow(LOG_COLUMNS)
+            self._sync()
+
+    def _sync(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def write(self, updates: list[EpochUpdate], engine: Any = None) -> None:
+        """Append the updates and make them durable."""
+        import time
+
+        wall = time.time()
+        for u in updates:
+            self._writer.writerow([
+                u.index, f"{u.onset_s:g}", u.status, Stage(u.stage).label,
+                *(f"{p:.6f}" for p in u.proba), u.n_windows, f"{u.invalid_fraction:.4f}",
+                int(u.gap_filled), int(u.unscorable),
+                "" if u.latency_s is None else f"{u.latency_s * 1000:.2f}", f"{wall:.3f}"])
+        self._sync()
+
+    def close(self, engine: Any = None) -> None:
+        """Close the file (idempotent)."""
+        if not self._fh.closed:
+            self._sync()
+            self._fh.close()
+
+
+def read_epoch_log(path: str | Path, epoch_s: float = 30.0) -> tuple[Hypnogram, dict]:
+    """Rebuild a night from an epoch log (after a crash, or to review a run).
+
+    Returns
+    -------
+    hypnogram : Hypnogram
+        The last state of every epoch (stages, probabilities; unscorable epochs UNSCORED).
+    info : dict
+        ``status`` (the last status per epoch), ``n_rows`` read, ``n_torn`` (ignored lines).
+    """
+    from .stages import parse_stage
+
+    last: dict[int, list[str]] = {}
+    n_rows = n_torn = 0
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or tuple(header) != LOG_COLUMNS:
+            raise ValueError(f"{path} is not an edge-scorer epoch log (header {header})")
+        for row in reader:
+            if len(row) != len(LOG_COLUMNS) or not row[-1]:
+                n_torn += 1
+                continue
+            n_rows += 1
+            last[int(row[0])] = row
+    if not last:
+        return Hypnogram(np.zeros(0, np.int8), epoch_s), {"status": [], "n_rows": 0,
+                                                           "n_torn": n_torn}
+    n = max(last) + 1
+    stages = np.full(n, int(Stage.UNSCORED), dtype=np.int8)
+    proba = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
+    status = ["missing"] * n
+    for i, row in last.items():
+        stages[i] = parse_stage(row[3])
+        proba[i] = [float(v) for v in row[4:4 + len(CLASS_NAMES)]]
+        status[i] = row[2]
+    hyp = Hypnogram(stages, epoch_s, probabilities=np.nan_to_num(proba))
+    return hyp, {"status": status, "n_rows": n_rows, "n_torn": n_torn}
+
+
+class LslStageOutlet:
+    """Publish every update on a numeric LSL stream (irregular rate, float32).
+
+    Parameters
+    ----------
+    name : str
+        Stream name (e.g. ``NAME-stages``).
+    source_id : str
+        Stable source id.
+    stamp : callable, optional
+        ``epoch index -> LSL time`` of the epoch start (e.g.
+        :meth:`~edge_scorer.inlet.LslSource.epoch_stamp`); default: the publish time.
+    """
+
+    def __init__(self, name: str, source_id: str,
+                 stamp: Callable[[int], float | None] | None = None) -> None:
+        import pylsl
+
+        info = pylsl.StreamInfo(name, "SleepStages", len(STAGE_CHANNELS), pylsl.IRREGULAR_RATE,
+                                pylsl.cf_float32, source_id)
+        chans = info.desc().append_child("channels")
+        for c in STAGE_CHANNELS:
+            ch = chans.append_child("channel")
+            ch.append_child_value("label", c)
+            ch.append_child_value("unit", "probability" if c.startswith("p_") else "code")
+        es = info.desc().append_child("edge_scorer")
+        es.append_child_value("stage_codes", "W=0 N1=1 N2=2 N3=3 REM=4 UNSCORED=-1")
+        es.append_child_value("status_codes", "provisional=0 revised=1 final=2")
+        self.name = name
+        self.outlet = pylsl.StreamOutlet(info)
+        self.stamp = stamp
+        self.n_pushed = 0
+
+    def write(self, updates: list[EpochUpdate], engine: Any = None) -> None:
+        import pylsl
+
+        for u in updates:
+            ts = self.stamp(u.index) if self.stamp is not None else None
+            sample = [u.index, u.stage, *u.proba.tolist(), STATUS_CODES[u.status],
+                      u.n_windows, u.invalid_fraction, float(u.gap_filled),
+                      float(u.unscorable)]
+            self.outlet.push_sample(sample, ts if ts is not None else pylsl.local_clock())
+            self.n_pushed += 1
+
+    def close(self, engine: Any = None) -> None:
+        self.outlet = None
+
+
+class NightFiles:
+    """At the end of a run, write the night's hypnogram files and sleep statistics.
+
+    Files in ``out_dir``: ``hypnogram.csv`` (stages + probabilities), ``hypnogram.edf``
+    (EDF+ annotations, opens in EDFbrowser), ``stats.json`` and ``stats.txt``, ``run.json``
+    (model, spec, source, epochs, latency).
+    """
+
+    def __init__(self, out_dir: str | Path, run_info: dict | None = None) -> None:
+        self.out = Path(out_dir)
+        self.run_info = dict(run_info or {})
+        self.written: list[Path] = []
+
+    def write(self, updates: list[EpochUpdate], engine: Any = None) -> None:
+        """Nothing to do per epoch (the CSV log has it)."""
+
+    def close(self, engine: Any) -> None:
+        from .sleepstats import sleep_statistics
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        hyp = engine.hypnogram()
+        info = {**self.run_info, "n_epochs": hyp.n_epochs, "spec": engine.spec.name,
+                "spec_hash": engine.spec.hash, "latency": engine.latency_summary(),
+                "n_unscorable": int(np.sum(hyp.stages == Stage.UNSCORED))}
+        if hyp.n_epochs == 0:
+            log.warning("no complete epoch was scored; no hypnogram written to %s", self.out)
+        else:
+            self.written.append(hyp.write(self.out / "hypnogram.csv"))
+            self.written.append(hyp.write(self.out / "hypnogram.edf"))
+            stats = sleep_statistics(hyp)
+            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                     for k, v in stats.as_dict().items()}
+            (self.out / "stats.json").write_text(json.dumps(clean, indent=2) + "\n")
+            (self.out / "stats.txt").write_text(str(stats) + "\n")
+            self.written += [self.out / "stats.json", self.out / "stats.txt"]
+        (self.out / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        self.written.append(self.out / "run.json")
+        log.info("wrote %s", ", ".join(p.name for p in self.written))
+
+
+class Callback:
+    """Call ``fn(updates, engine)`` with each batch (and ``on_close(engine)`` at the end)."""
+
+    def __init__(self, fn: Callable[[list[EpochUpdate], Any], None],
+                 on_close: Callable[[Any], None] | None = None) -> None:
+        self.fn, self.on_close = fn, on_close
+
+    def write(self, updates: list[EpochUpdate], engine: Any = None) -> None:
+        self.fn(updates, engine)
+
+    def close(self, engine: Any = None) -> None:
+        if self.on_close is not None:
+            self.on_close(engine)
+
+
+def output_sinks(out_dir: str | Path, run_info: dict | None = None) -> list:
+    """The file sinks of a scoring run: ``epochs.csv`` (:class:`CsvLog`) and the night's
+    files at the end (:class:`NightFiles`). Used by ``score``, ``stream`` and the demo."""
+    out = Path(out_dir)
+    return [CsvLog(out / "epochs.csv"), NightFiles(out, run_info)]
