@@ -21,6 +21,11 @@ _LAZY = {
     "read_psg": "psg", "contact_sheet": "render", "render_epoch": "render",
     "render_epochs": "render", "ModelSpecMismatch": "scorer", "ScoringModel": "scorer",
     "SleepStatistics": "sleepstats", "sleep_statistics": "sleepstats",
+    "Engine": "engine", "EpochUpdate": "rolling", "RollingScorer": "rolling",
+    "LslSource": "inlet", "find_streams": "inlet", "resolve_stream": "inlet",
+    "AmbiguousStream": "inlet", "StreamNotFound": "inlet", "LiveScorer": "live",
+    "score_file": "offline", "Replayer": "replay", "CsvLog": "sinks",
+    "read_epoch_log": "sinks", "LslStageOutlet": "sinks",
 }
 
 
@@ -70,4 +75,18 @@ __all__ = [
     "sleep_statistics",
     "stages_to_labels",
     "write_hypnogram",
+    "Engine",
+    "EpochUpdate",
+    "RollingScorer",
+    "LslSource",
+    "find_streams",
+    "resolve_stream",
+    "AmbiguousStream",
+    "StreamNotFound",
+    "LiveScorer",
+    "score_file",
+    "Replayer",
+    "CsvLog",
+    "read_epoch_log",
+    "LslStageOutlet",
 ]
