@@ -32,3 +32,25 @@ def psg_excerpt(shared_data: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"real PSG excerpt not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The shipped default scoring model (ONNX Runtime, CPU), loaded once per session."""
+    from edge_scorer.scorer import ScoringModel
+
+    return ScoringModel.load()
+
+
+@pytest.fixture(scope="module")
+def sim_night(request, tmp_path_factory):
+    """One simulated Sleep-EDF night for a test module: ``(psg, hypnogram)`` paths.
+
+    Its length and seed come from the module's ``SIM_NIGHT = (duration_h, seed)``.
+    """
+    from edge_scorer.simulate import simulate_nights
+
+    duration_h, seed = getattr(request.module, "SIM_NIGHT", (0.3, 0))
+    (psg, hyp), = simulate_nights(tmp_path_factory.mktemp("night"), 1, layout="sleep-edf",
+                                  seed=seed, duration_h=duration_h)
+    return psg, hyp

@@ -29,3 +29,24 @@ def test_demo_on_the_real_excerpt(tmp_path, capsys, psg_excerpt):
     out = capsys.readouterr().out
     assert "your recording" in out and "SIMULATED" not in out
     assert read_hypnogram(tmp_path / "hypnogram.csv").n_epochs == 10
+
+
+def test_demo_uses_a_sleep_edf_night_found_on_disk(tmp_path, capsys, monkeypatch, psg_excerpt,
+                                                   shared_data):
+    """Without --edf the demo takes SC4001 from MNE's folder (no download when it is there).
+
+    The real 5-min excerpt and the real SC4001 hypnogram stand in for the full night here.
+    """
+    import shutil
+
+    folder = tmp_path / "mne" / "physionet-sleep-data"
+    folder.mkdir(parents=True)
+    shutil.copy(psg_excerpt, folder / "SC4001E0-PSG.edf")
+    shutil.copy(shared_data / "hypnograms" / "SC4001EC-Hypnogram.edf", folder)
+    monkeypatch.setenv("MNE_DATA", str(tmp_path / "mne"))
+    monkeypatch.delenv("PHYSIONET_SLEEP_PATH", raising=False)
+    assert main(["demo", "-o", str(tmp_path / "out"), "--speed", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "real Sleep-EDF night SC4001" in out and "SIMULATED" not in out
+    assert "agreement with the night's hypnogram" in out
+    assert read_hypnogram(tmp_path / "out" / "hypnogram.csv").n_epochs == 10

@@ -10,23 +10,11 @@ from edge_scorer.offline import score_file
 from edge_scorer.pipeline import render_night
 from edge_scorer.psg import read_psg
 from edge_scorer.rolling import FINAL, PROVISIONAL, REVISED, RollingScorer
-from edge_scorer.scorer import ScoringModel
-from edge_scorer.simulate import simulate_nights
 from edge_scorer.sinks import LOG_COLUMNS, CsvLog, output_sinks, read_epoch_log
 from edge_scorer.stages import Stage
 from edge_scorer.windows import sliding_window_proba
 
-
-@pytest.fixture(scope="module")
-def model() -> ScoringModel:
-    return ScoringModel.load()
-
-
-@pytest.fixture(scope="module")
-def night(tmp_path_factory):
-    (psg, hyp), = simulate_nights(tmp_path_factory.mktemp("night"), 1, layout="sleep-edf",
-                                  seed=11, duration_h=0.4)
-    return psg, hyp
+SIM_NIGHT = (0.4, 11)  # (hours, seed) of the module's simulated night
 
 
 @pytest.mark.parametrize("n", [1, 4, 9, 10, 11, 25])
@@ -59,8 +47,8 @@ def test_rolling_updates_follow_the_window_rule(model, n):
         rs.add(feats[:1], logits[:1])
 
 
-def test_offline_engine_equals_whole_night_scoring(model, night, tmp_path):
-    psg, hyp = night
+def test_offline_engine_equals_whole_night_scoring(model, sim_night, tmp_path):
+    psg, hyp = sim_night
     scored = score_file(psg, model, tmp_path / "out", progress=False, block_epochs=7)
     rendered = render_night(psg, model.spec, hyp)
     ref = model.score_night(rendered.images)
@@ -75,8 +63,8 @@ def test_offline_engine_equals_whole_night_scoring(model, night, tmp_path):
     assert set(info["status"]) == {FINAL} and info["n_torn"] == 0
 
 
-def test_nan_input_marks_epochs_and_long_gaps_are_unscorable(model, night):
-    psg, _ = night
+def test_nan_input_marks_epochs_and_long_gaps_are_unscorable(model, sim_night):
+    psg, _ = sim_night
     rec = read_psg(psg, model.spec)
     rows, rates = rec.native_rows()
     rows = [r.copy() for r in rows]
@@ -98,8 +86,8 @@ def test_nan_input_marks_epochs_and_long_gaps_are_unscorable(model, night):
     assert info[4].invalid_fraction == 0.0 and 0 < info[5].invalid_fraction < 0.01
 
 
-def test_gap_filled_samples_flag_their_epoch(model, night):
-    psg, _ = night
+def test_gap_filled_samples_flag_their_epoch(model, sim_night):
+    psg, _ = sim_night
     rows, rates = read_psg(psg, model.spec).native_rows()
     filled = [np.zeros(int(200 * fs), dtype=bool) for fs in rates]
     filled[1][int(65 * 100):int(65.5 * 100)] = True  # epoch 2
@@ -109,8 +97,8 @@ def test_gap_filled_samples_flag_their_epoch(model, night):
     assert flagged == {2}
 
 
-def test_csv_log_survives_a_torn_line_and_is_appended(tmp_path, model, night):
-    psg, _ = night
+def test_csv_log_survives_a_torn_line_and_is_appended(tmp_path, model, sim_night):
+    psg, _ = sim_night
     rows, rates = read_psg(psg, model.spec).native_rows()
     sinks = output_sinks(tmp_path)
     engine = Engine(model, rates, sinks=sinks)

@@ -22,8 +22,6 @@ from edge_scorer.offline import score_file
 from edge_scorer.psg import read_psg
 from edge_scorer.replay import Replayer
 from edge_scorer.rolling import FINAL
-from edge_scorer.scorer import ScoringModel
-from edge_scorer.simulate import simulate_nights
 from edge_scorer.sinks import LOG_COLUMNS, STAGE_CHANNELS, read_epoch_log
 from edge_scorer.stages import Stage
 
@@ -34,16 +32,7 @@ def _name() -> str:
     return f"test-live-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(scope="module")
-def model() -> ScoringModel:
-    return ScoringModel.load()
-
-
-@pytest.fixture(scope="module")
-def night(tmp_path_factory):
-    (psg, hyp), = simulate_nights(tmp_path_factory.mktemp("live"), 1, layout="sleep-edf",
-                                  seed=21, duration_h=0.3)
-    return psg, hyp
+SIM_NIGHT = (0.3, 21)  # (hours, seed) of the module's simulated night
 
 
 def _score_live(model, psg, out_dir, speed=SPEED, **kw):
@@ -56,8 +45,8 @@ def _score_live(model, psg, out_dir, speed=SPEED, **kw):
     return live
 
 
-def test_live_replay_equals_offline_scoring(model, night, tmp_path):
-    psg, _ = night
+def test_live_replay_equals_offline_scoring(model, sim_night, tmp_path):
+    psg, _ = sim_night
     live = _score_live(model, psg, tmp_path / "live")
     offline = score_file(psg, model, tmp_path / "offline", progress=False)
     got, ref = live.engine.hypnogram(), offline.hypnogram
@@ -148,8 +137,8 @@ def _live_with(streams, model, tmp_path, **kw):
     return live
 
 
-def test_gaps_are_filled_or_marked_and_never_shift_epochs(model, night, tmp_path):
-    psg, _ = night
+def test_gaps_are_filled_or_marked_and_never_shift_epochs(model, sim_night, tmp_path):
+    psg, _ = sim_night
     rec = read_psg(psg, model.spec)
     streams = _Streams(rec, model.spec, _name(), drop_s=[(100.0, 100.5), (300.0, 340.0)],
                        nan_s=[(500.0, 505.0)])
@@ -168,8 +157,8 @@ def test_gaps_are_filled_or_marked_and_never_shift_epochs(model, night, tmp_path
     np.testing.assert_array_equal(hyp.stages[far], offline.stages[far])
 
 
-def test_stream_that_stops_and_comes_back(model, night, tmp_path):
-    psg, _ = night
+def test_stream_that_stops_and_comes_back(model, sim_night, tmp_path):
+    psg, _ = sim_night
     name = _name()
     rep = Replayer(psg, model.spec, name=name, speed=SPEED, wait_for_consumers_s=5,
                    source_id="test-outage")
@@ -198,8 +187,8 @@ def test_stream_that_stops_and_comes_back(model, night, tmp_path):
     assert hyp.n_epochs >= n_before + len(unscorable) + 10
 
 
-def test_missing_channel_lists_what_the_stream_has(model, night, tmp_path):
-    rec = read_psg(night[0], model.spec)
+def test_missing_channel_lists_what_the_stream_has(model, sim_night, tmp_path):
+    rec = read_psg(sim_night[0], model.spec)
     streams = _Streams(rec, model.spec, _name(), rows=[0, 1, 3])  # no EOG channel
     live = LiveScorer(model, name=streams.name, out_dir=tmp_path)
     with pytest.raises(ChannelMapError, match="EOG horizontal") as exc:
@@ -208,8 +197,8 @@ def test_missing_channel_lists_what_the_stream_has(model, night, tmp_path):
     streams.close()
 
 
-def test_unlabelled_channels_map_with_overrides(model, night, tmp_path):
-    rec = read_psg(night[0], model.spec)
+def test_unlabelled_channels_map_with_overrides(model, sim_night, tmp_path):
+    rec = read_psg(sim_night[0], model.spec)
     labels = {0: None, 1: None, 2: None, 3: "EMG submental"}  # a device without labels
     streams = _Streams(rec, model.spec, _name(), labels=labels)
     with pytest.raises(ChannelMapError, match="'ch1', 'ch2', 'ch3'"):
@@ -237,8 +226,8 @@ def test_wrong_rate_is_refused(model, tmp_path):
     del outlet
 
 
-def test_ambiguous_and_missing_streams_are_refused(model, night):
-    psg, _ = night
+def test_ambiguous_and_missing_streams_are_refused(model, sim_night):
+    psg, _ = sim_night
     name = _name()
     with Replayer(psg, model.spec, name=name, source_id="a"), \
             Replayer(psg, model.spec, name=name, source_id="b"):
@@ -252,9 +241,9 @@ def test_ambiguous_and_missing_streams_are_refused(model, night):
 
 
 @pytest.mark.slow
-def test_kill_mid_night_keeps_every_published_epoch(model, night, tmp_path):
+def test_kill_mid_night_keeps_every_published_epoch(model, sim_night, tmp_path):
     """SIGKILL the `stream` command: every stage it published is in its CSV log."""
-    psg, _ = night
+    psg, _ = sim_night
     name = _name()
     out = tmp_path / "out"
     rep = Replayer(psg, model.spec, name=name, speed=60.0, wait_for_consumers_s=30)
@@ -299,10 +288,10 @@ def test_kill_mid_night_keeps_every_published_epoch(model, night, tmp_path):
     assert not (out / "hypnogram.csv").exists()  # killed: no clean finish, the log is it
 
 
-def test_stream_and_score_cli(model, night, tmp_path, capsys):
+def test_stream_and_score_cli(model, sim_night, tmp_path, capsys):
     from edge_scorer.cli import main
 
-    psg, hyp = night
+    psg, hyp = sim_night
     assert main(["score", str(psg), "-o", str(tmp_path / "s"), "--hypnogram", str(hyp),
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
