@@ -329,6 +329,10 @@ class LslSource:
     def __exit__(self, *exc: object) -> None:
         self.disconnect()
 
+    def desc_value(self, path: str) -> str | None:
+        """A value from the primary stream's ``desc`` (e.g. ``edge_scorer/start_time``)."""
+        return _desc_value(self.groups[0].info, path) if self.groups else None
+
     @property
     def stream_names(self) -> list[str]:
         return [g.info.name() for g in self.groups]

@@ -128,6 +128,8 @@ class LiveScorer:
                     self._stop.wait(self.poll_s)
                     continue
                 last_data = chunk.t_in
+                if engine.start_time is None:
+                    engine.start_time = self._wall_start()
                 self.n_samples += sum(len(r) for r in chunk.rows)
                 engine.push(chunk.rows, chunk.filled, chunk.t_in)
         except BaseException as exc:  # reported by stop()/join(); a thread cannot raise
@@ -141,6 +143,22 @@ class LiveScorer:
                 self.error = self.error or exc
                 log.error("finalizing the outputs failed: %s", exc)
             self.source.disconnect()
+
+    def _wall_start(self):
+        """Wall-clock time of epoch 0: the file's start for a replay, else from the clock."""
+        from datetime import datetime, timedelta
+
+        import pylsl
+
+        text = self.source.desc_value("edge_scorer/start_time")
+        if text:
+            try:
+                return datetime.fromisoformat(text)
+            except ValueError:
+                pass
+        if self.source.speed != 1.0 or self.source.t0 is None:
+            return None
+        return datetime.now() - timedelta(seconds=pylsl.local_clock() - self.source.t0)
 
     @property
     def is_running(self) -> bool:

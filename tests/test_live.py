@@ -54,6 +54,7 @@ def test_live_replay_equals_offline_scoring(model, sim_night, tmp_path):
     np.testing.assert_array_equal(got.stages, ref.stages)
     np.testing.assert_allclose(got.probabilities, ref.probabilities, atol=1e-5)
     assert live.source.n_gaps == 0
+    assert live.engine.start_time == offline.recording.start_time is not None  # from the desc
     logged, info = read_epoch_log(tmp_path / "live" / "epochs.csv")
     np.testing.assert_array_equal(logged.stages, ref.stages)
     assert set(info["status"]) == {FINAL}
@@ -311,3 +312,17 @@ def test_stream_and_score_cli(model, sim_night, tmp_path, capsys):
     assert code["rc"] == 0
     assert "scored 36 epochs" in capsys.readouterr().out
     assert main(["stream", "--name", _name(), "-o", str(tmp_path / "x")]) == 2  # not found
+
+
+def test_start_at_is_the_nearest_clock_time():
+    from datetime import datetime
+
+    from edge_scorer.cli import CliError
+    from edge_scorer.cli.stream import start_time_lsl
+
+    now = datetime(2026, 11, 22, 23, 0, 0)
+    t, at = start_time_lsl("22:30", now)
+    assert at == datetime(2026, 11, 22, 22, 30) and abs(t - pylsl.local_clock() + 1800) < 1
+    assert start_time_lsl("01:15:30", now)[1] == datetime(2026, 11, 23, 1, 15, 30)
+    with pytest.raises(CliError, match="HH:MM"):
+        start_time_lsl("25:99", now)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timedelta
+from datetime import time as time_of_day
 from pathlib import Path
 
 from .._log import get_logger
@@ -30,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float,
                         help="signal seconds per second of time stamps (default: from the "
                              "stream's description, else 1)")
+    parser.add_argument("--start-at", metavar="HH:MM[:SS]",
+                        help="align epoch 0 to this local clock time (e.g. lights-off) instead "
+                             "of the first sample; a time within the last or next 12 h")
     parser.add_argument("--fill-gap-s", type=float, default=1.0,
                         help="fill gaps up to this long by interpolation (default 1 s)")
     parser.add_argument("--max-invalid", type=float, default=0.5,
@@ -52,6 +57,27 @@ def log_updates(updates, engine) -> None:
             log.info("epoch %d final %s", u.index, u.label)
 
 
+def start_time_lsl(text: str, now: datetime | None = None) -> tuple[float, datetime]:
+    """LSL clock time of the local clock time ``HH:MM[:SS]`` nearest to now (within 12 h)."""
+    import pylsl
+
+    try:
+        parts = [int(v) for v in text.split(":")]
+        if len(parts) not in (2, 3):
+            raise ValueError
+        at = time_of_day(*parts)
+    except ValueError:
+        raise CliError(f"--start-at {text!r} is not a clock time; use HH:MM or HH:MM:SS "
+                       "(e.g. 22:30)") from None
+    now = now or datetime.now()
+    target = datetime.combine(now.date(), at)
+    if (target - now).total_seconds() > 12 * 3600:
+        target -= timedelta(days=1)
+    elif (now - target).total_seconds() > 12 * 3600:
+        target += timedelta(days=1)
+    return pylsl.local_clock() + (target - now).total_seconds(), target
+
+
 def run(args: argparse.Namespace) -> int:
     """Connect, score until Ctrl-C or idle, finalize the outputs."""
     import time
@@ -65,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     if (args.out / "epochs.csv").exists():
         raise CliError(f"{args.out} already holds a scored night (epochs.csv); choose another "
                        "output folder")
+    start_time, start_dt = None, None
+    if args.start_at:
+        start_time, start_dt = start_time_lsl(args.start_at)
+        log.info("epoch 0 starts at %s", start_dt.isoformat(timespec="seconds"))
     model = load_model(args)
     outlet = args.outlet or f"{args.name or args.source_id or args.stype}-stages"
     live = LiveScorer(
@@ -72,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
         outlet_name=None if outlet.lower() == "none" else outlet,
         sinks=[Callback(log_updates)], channel_overrides=channel_overrides(args),
         idle_timeout_s=args.until_idle,
-        source_kwargs={"speed": args.speed, "fill_gap_s": args.fill_gap_s},
-        engine_kwargs={"max_invalid_fraction": args.max_invalid})
+        source_kwargs={"speed": args.speed, "fill_gap_s": args.fill_gap_s,
+                       "start_time": start_time},
+        engine_kwargs={"max_invalid_fraction": args.max_invalid, "start_time": start_dt})
     try:
         live.start()
     except (StreamNotFound, AmbiguousStream) as exc:
