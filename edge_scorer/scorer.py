@@ -82,9 +82,13 @@ class ScoringModel:
 
     @classmethod
     def load(cls, intra: str | Path | None = None, inter: str | Path | None = None,
-             spec: RenderSpec | str | None = None, backend: str = "onnxruntime"
-             ) -> ScoringModel:
-        """Open model files (default: the shipped model, scored with its own spec)."""
+             spec: RenderSpec | str | None = None, backend: str = "onnxruntime",
+             **backend_options) -> ScoringModel:
+        """Open model files (default: the shipped model, scored with its own spec).
+
+        ``backend`` and ``backend_options`` go to :func:`~edge_scorer.backends.create_backend`
+        (e.g. ``precision``/``engine_dir`` for TensorRT, ``half``/``cuda_graphs`` for torch).
+        """
         if intra is None:
             folder = default_model_dir()
             intra, inter = folder / "intra.onnx", folder / "inter.onnx"
@@ -92,8 +96,9 @@ class ScoringModel:
                 raise FileNotFoundError(
                     f"the shipped default model is missing from {folder}; reinstall edge-scorer "
                     "or pass --intra/--inter model files")
-        intra_b = create_backend(intra, backend)
-        inter_b = create_backend(inter, backend) if inter is not None else None
+        intra_b = create_backend(intra, backend, **backend_options)
+        inter_b = (create_backend(inter, backend, **backend_options) if inter is not None
+                   else None)
         if spec is None:
             spec = intra_b.metadata.get("render_spec", "sleep-edf")
         spec = load_spec(spec) if isinstance(spec, str) else spec

@@ -1,10 +1,18 @@
-"""Model export: ONNX (with the metadata the engine checks); TensorRT engines later.
+"""Model export: ONNX (with the metadata the engine checks), int8 ONNX, TensorRT engines.
 
-Heavy dependencies (torch, onnx) are imported inside the functions.
+- :mod:`export.onnx_export`: torch module -> ONNX file -> metadata -> check -> parity report.
+- :mod:`export.checkpoints`: ``edge-scorer export onnx`` (checkpoints -> ONNX + weights + parity).
+- :mod:`export.epochs`: rendered epochs for parity, calibration and held-out checks.
+- :mod:`export.quantize`: ONNX Runtime int8 (dynamic / static), refused below an agreement.
+- :mod:`export.tensorrt_build`: TensorRT engines in small steps, and their verification.
+
+Heavy dependencies (torch, onnx, tensorrt) are imported inside the functions.
 """
 
 from __future__ import annotations
 
+from .checkpoints import export_checkpoints, resolve_run
+from .epochs import compare_logits, load_epochs, model_feeds, simulated_epochs
 from .onnx_export import (
     OPSET,
     export_inter,
@@ -13,6 +21,11 @@ from .onnx_export import (
     parity_report,
     read_metadata,
 )
+from .quantize import DEFAULT_MIN_AGREEMENT, QuantizationRefused, QuantizeReport, quantize_model
+from .tensorrt_build import DEFAULT_PROFILES, build_engine, verify_engine
 
-__all__ = ["OPSET", "export_inter", "export_intra", "model_metadata", "parity_report",
-           "read_metadata"]
+__all__ = ["DEFAULT_MIN_AGREEMENT", "DEFAULT_PROFILES", "OPSET", "QuantizationRefused",
+           "QuantizeReport", "build_engine", "compare_logits", "export_checkpoints",
+           "export_inter", "export_intra", "load_epochs", "model_feeds", "model_metadata",
+           "parity_report", "quantize_model", "read_metadata", "resolve_run",
+           "simulated_epochs", "verify_engine"]

@@ -12,8 +12,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--intra", metavar="ONNX",
                         help="intra-epoch model (default: the shipped model)")
     parser.add_argument("--inter", metavar="ONNX", help="inter-epoch model (with --intra)")
-    parser.add_argument("--backend", default="onnxruntime",
-                        help="inference backend (default onnxruntime, CPU)")
+    from ..backends import BACKENDS
+
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
+                        help="inference backend (default onnxruntime, CPU; auto: the best one "
+                             "present, logged)")
     parser.add_argument("--channel", action="append", default=[], metavar="ROW=LABEL",
                         help="use channel LABEL for spec row ROW (repeatable)")
 

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     hyp = night.hypnogram
     elapsed = time.perf_counter() - t0
     print(f"scored {hyp.n_epochs} epochs of {args.psg.name} in {elapsed:.1f} s "
-          f"({model.intra.metadata.get('preset', '')}, backend {args.backend})")
+          f"({model.intra.metadata.get('preset', '')}, backend {model.intra.name})")
     for w in night.warnings:
         print(f"warning: {w}")
     print(hypnogram_text(hyp.stages))

@@ -1,0 +1,198 @@
+"""``edge-scorer export onnx|quantize|tensorrt``: exported, optimized, checked models.
+
+``onnx CHECKPOINT -o DIR``
+    intra (+ inter) checkpoints -> ONNX (dynamic batch, opset 17, checked, metadata), weights
+    beside them, and a parity report against torch on rendered epochs.
+``quantize MODEL.onnx``
+    ONNX Runtime int8 (dynamic, or static calibrated on rendered epochs); compared with fp32
+    on held-out epochs; refused (nothing written, exit 2) below ``--min-agreement``.
+``tensorrt MODEL.onnx``
+    A TensorRT engine for this GPU (fp32/fp16/int8), profiles for live and offline batches,
+    a timing cache; ``--verify`` runs it against ONNX Runtime on rendered epochs.
+
+Epoch sources (``--epochs``, ``--calibration``, ``--held-out``): ``simulated`` (default; a
+simulated night of the model's spec), an ``epochs.npy`` from ``edge-scorer render`` (or its
+folder), or a PSG file (EDF/BDF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .._log import get_logger
+from . import CliError
+
+log = get_logger("cli.export")
+
+HELP = ("export models: onnx (from checkpoints, parity report), quantize (int8, refused below "
+        "an agreement threshold), tensorrt (engines for this GPU, --verify)")
+
+
+def _epochs_args(p: argparse.ArgumentParser, *names: str) -> None:
+    for name in names:
+        p.add_argument(f"--{name}", metavar="SRC", default="simulated",
+                       help=f"{name} epochs: 'simulated' (default), epochs.npy (edge-scorer "
+                            "render) or a PSG file")
+    p.add_argument("--duration-h", type=float, default=0.5,
+                   help="length of each simulated night in hours (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated nights")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``export`` subcommands and their options."""
+    sub = parser.add_subparsers(dest="export_command", metavar="WHAT", required=True)
+
+    p = sub.add_parser("onnx", help="checkpoints -> ONNX + weights + parity report")
+    p.add_argument("checkpoint", help="intra checkpoint (.pt), its folder, or a `train all` run "
+                                      "folder (intra/ and inter/ inside)")
+    p.add_argument("--inter", metavar="CKPT", help="inter checkpoint (default: the run's inter/)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--force-spec", action="store_true",
+                   help="export although the checkpoint's render-spec hash differs from the "
+                        "current one (only when the images are unchanged)")
+    _epochs_args(p, "epochs")
+
+    p = sub.add_parser("quantize", help="ONNX Runtime int8, checked against fp32")
+    p.add_argument("model", help="fp32 ONNX model exported by edge-scorer")
+    p.add_argument("-o", "--out", metavar="FILE", help="int8 model (default MODEL.int8-MODE.onnx)")
+    p.add_argument("--mode", choices=("dynamic", "static"), default="dynamic",
+                   help="dynamic (weights only, default) or static (calibrated activations)")
+    p.add_argument("--min-agreement", type=float, default=None,
+                   help="refuse below this argmax agreement with fp32 (default 0.95)")
+    p.add_argument("--intra", metavar="ONNX",
+                   help="for an inter model: the intra model making its features "
+                        "(default intra.onnx beside it)")
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads for the comparison")
+    _epochs_args(p, "calibration", "held-out")
+
+    p = sub.add_parser("tensorrt", help="TensorRT engine for this GPU")
+    p.add_argument("model", help="ONNX model exported by edge-scorer")
+    p.add_argument("-o", "--out", metavar="DIR", help="engine folder (default: the model's)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+                   help="engine precision (default fp16)")
+    p.add_argument("--profile", action="append", metavar="MIN:OPT:MAX",
+                   help="batch profile, repeatable (default 1:1:1 and 2:64:256)")
+    p.add_argument("--timing-cache", metavar="FILE", help="timing cache file (default beside "
+                                                          "the engine)")
+    p.add_argument("--workspace-mb", type=int, help="builder workspace limit in MiB")
+    p.add_argument("--gpu", metavar="NAME", help="GPU model the engine is named for (default: "
+                                                 "detected)")
+    p.add_argument("--intra", metavar="ONNX", help="for an inter model: its intra model")
+    p.add_argument("--verify", action="store_true",
+                   help="run the engine on held-out epochs against ONNX Runtime CPU fp32")
+    _epochs_args(p, "calibration", "held-out")
+
+
+def _load(source: str, spec: str, args: argparse.Namespace, seed_offset: int = 0):
+    from export.epochs import load_epochs
+
+    try:
+        return load_epochs(source, spec, seed=args.seed + seed_offset,
+                           duration_h=args.duration_h)
+    except FileNotFoundError as exc:
+        raise CliError(f"epochs source not found: {exc}") from exc
+
+
+def _model_spec(model: str) -> str:
+    from edge_scorer.backends import onnx_metadata
+
+    meta = onnx_metadata(model)
+    if meta.get("kind") not in ("intra", "inter"):
+        raise CliError(f"{model}: not an edge-scorer intra/inter model (kind "
+                       f"{meta.get('kind')!r}); export it with edge-scorer export onnx")
+    return meta.get("render_spec", "sleep-edf")
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    try:
+        import onnx  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise CliError(f"ONNX export needs PyTorch and onnx: pip install 'edge-scorer[train]' "
+                       f"({exc})") from exc
+    from export.checkpoints import checkpoint_spec, export_checkpoints, resolve_run
+
+    intra, inter = resolve_run(args.checkpoint, args.inter)
+    spec = checkpoint_spec(intra, args.force_spec)  # refuses a stale spec before any work
+    images, desc = _load(args.epochs, spec.name, args)
+    out = export_checkpoints(intra, args.out, inter=inter, images=images, images_desc=desc,
+                             force_spec=args.force_spec, spec=spec)
+    for kind in ("intra", "inter"):
+        if out[kind] is not None:
+            r = out["parity"][kind]
+            print(f"{kind}: {out[kind]}  parity vs torch: max |diff| {r['max_abs_diff']:.2e}, "
+                  f"argmax agreement {r['argmax_agreement']:.4f} (n={r['n']})")
+    print(f"parity report: {out['report']} ({desc})")
+    return 0
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from export.epochs import HELD_OUT_SEED_OFFSET
+    from export.quantize import DEFAULT_MIN_AGREEMENT, QuantizationRefused, quantize_model
+
+    spec = _model_spec(args.model)
+    held, held_desc = _load(args.held_out, spec, args, HELD_OUT_SEED_OFFSET)
+    calib, calib_desc = (None, "")
+    if args.mode == "static":
+        calib, calib_desc = _load(args.calibration, spec, args)
+    try:
+        report = quantize_model(
+            args.model, args.out, mode=args.mode, held_out=held, calibration=calib,
+            held_out_desc=held_desc, calibration_desc=calib_desc, intra=args.intra,
+            min_agreement=DEFAULT_MIN_AGREEMENT if args.min_agreement is None
+            else args.min_agreement, threads=args.threads)
+    except QuantizationRefused as exc:
+        print(exc.report.table())
+        raise CliError(str(exc)) from exc
+    except ImportError as exc:
+        raise CliError(str(exc)) from exc
+    print(report.table())
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"report: {Path(report.output).with_suffix('.json')}")
+    return 0
+
+
+def _run_tensorrt(args: argparse.Namespace) -> int:
+    from edge_scorer.backends import BackendUnavailable
+    from export.epochs import HELD_OUT_SEED_OFFSET
+    from export.tensorrt_build import DEFAULT_PROFILES, build_engine, parse_profile, verify_engine
+
+    spec = _model_spec(args.model)
+    try:
+        profiles = [parse_profile(p) for p in args.profile] if args.profile else DEFAULT_PROFILES
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    calib = None
+    if args.precision == "int8":
+        calib, desc = _load(args.calibration, spec, args)
+        log.info("INT8 calibration: %s", desc)
+    try:
+        engine = build_engine(args.model, args.out, precision=args.precision, profiles=profiles,
+                              calibration=calib, gpu=args.gpu, timing_cache=args.timing_cache,
+                              workspace_mb=args.workspace_mb, intra=args.intra,
+                              verbose=bool(args.verbose))
+    except BackendUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    print(f"engine: {engine}")
+    if not args.verify:
+        return 0
+    held, desc = _load(args.held_out, spec, args, HELD_OUT_SEED_OFFSET)
+    report = verify_engine(engine, args.model, held, intra=args.intra, gpu=args.gpu)
+    report["epochs"] = desc
+    path = engine.with_name(engine.name + ".verify.json")
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    for bs, r in report["batches"].items():
+        print(f"batch {bs:>3s}: argmax agreement {r['argmax_agreement']:.4f}, max |dp| "
+              f"{r['max_abs_diff_proba']:.4f} (n={r['n']})")
+    print(f"verify: {'passed' if report['passed'] else 'FAILED'} (threshold "
+          f"{report['min_agreement']:g}; {desc}); {path}")
+    return 0 if report["passed"] else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the export subcommand."""
+    return {"onnx": _run_onnx, "quantize": _run_quantize,
+            "tensorrt": _run_tensorrt}[args.export_command](args)
