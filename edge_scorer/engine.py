@@ -197,7 +197,11 @@ class Engine:
 
     # ------------------------------------------------------------------ results
     def hypnogram(self) -> Hypnogram:
-        """The night so far: current stages and probabilities (final after :meth:`finish`)."""
+        """The night so far: current stages and probabilities (final after :meth:`finish`).
+
+        Call it from the thread that feeds the engine (or after it has stopped); other
+        threads (a GUI) should build their view from the updates a sink receives.
+        """
         return Hypnogram(self.rolling.stages(), self.spec.epoch_s, start_time=self.start_time,
                          probabilities=self.rolling.probabilities().astype(np.float32),
                          meta={"scorer": "edge-scorer",

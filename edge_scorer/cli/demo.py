@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated night")
     parser.add_argument("--duration-h", type=float, default=None,
                         help="length of the simulated night in hours (default: as sampled)")
+    parser.add_argument("--gui", action="store_true",
+                        help="show the live run in the bedside window (the gui extra)")
 
 
 def _night(args: argparse.Namespace, out: Path) -> tuple[Path, Path | None, str]:
@@ -124,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if (out / "epochs.csv").exists():
         raise CliError(f"{out} holds an earlier demo run (epochs.csv); delete it or pass -o DIR")
+    if args.gui:  # fail fast, before a night is fetched or simulated
+        from .gui import require_gui
+
+        require_gui()
     t0 = time.perf_counter()
     psg, hyp_path, where = _night(args, out)
     print(f"night: {where}\n  {psg}")
@@ -131,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
     name = f"edge-scorer-demo-{uuid.uuid4().hex[:6]}"
     header = read_edf_header(psg)
     speed = args.speed or max(1.0, header.n_records * header.record_s / TARGET_S)
+    if args.gui:
+        from gui.launch import run_demo_gui
+
+        print(f"opening the bedside window: replay at {speed:.0f}x, outputs in {out}")
+        return run_demo_gui(psg, hyp_path, out, speed)
     rep = Replayer(psg, model.spec, name=name, speed=speed, hypnogram=hyp_path,
                    wait_for_consumers_s=10.0)
     print(f"replaying {rep.duration_s / 3600:.2f} h as LSL streams {', '.join(rep.stream_names)}"

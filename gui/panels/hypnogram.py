@@ -1,0 +1,221 @@
+"""The night so far: hypnogram, hypnodensity and per-channel quality strip, on one time axis.
+
+* **Hypnogram.** Final epochs are drawn as a solid step line; the epochs still inside the
+  rolling inter-epoch window (provisional or revised: their stage may still change) as a dashed
+  orange line on an orange band. An epoch whose current stage differs from its first,
+  provisional one is marked with a red ring at the stage it first got (a revision).
+* **Hypnodensity.** The stage probabilities of every epoch stacked to 1 (W on top, as in the
+  hypnogram).
+* **Quality strip.** One line per channel row; per epoch the worst signal-quality flag
+  (:data:`gui.store.FLAGS`: ok, clipped, flat, missing).
+
+Clicking any of the three selects the epoch under the mouse (:attr:`HypnogramPanel.epochClicked`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from edge_scorer.stages import CLASS_NAMES
+
+from ..store import FLAGS, NightStore
+from ..theme import (
+    DENSITY_ORDER,
+    FINAL_PEN,
+    FLAG_COLORS,
+    PROVISIONAL_PEN,
+    REVISION_PEN,
+    SELECTION_BRUSH,
+    STAGE_COLORS,
+    STAGE_LEVEL,
+    hex_rgb,
+    stage_ticks,
+)
+
+#: Vertical resolution of the hypnodensity image (pixels per epoch column).
+DENSITY_STEPS = 100
+#: The time axis spans at least this many epochs (the start of a night is not stretched).
+MIN_EPOCHS_SHOWN = 120
+
+
+def stage_levels(stages: np.ndarray) -> np.ndarray:
+    """Hypnogram levels (:data:`~gui.theme.STAGE_LEVEL`) of stage codes."""
+    lut = np.zeros(8, dtype=np.float64)
+    for code, lvl in STAGE_LEVEL.items():
+        lut[code + 1] = lvl
+    return lut[np.asarray(stages, dtype=np.int64) + 1]
+
+
+def density_image(proba: np.ndarray, steps: int = DENSITY_STEPS) -> np.ndarray:
+    """RGBA image ``(steps, n_epochs, 4)`` of stacked probabilities (row 0 = bottom, N3 first,
+    W on top); columns whose probabilities are all zero stay transparent."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[1] != len(CLASS_NAMES):
+        raise ValueError(f"proba must be (n_epochs, {len(CLASS_NAMES)}), got {proba.shape}")
+    ordered = proba[:, list(DENSITY_ORDER)]
+    total = ordered.sum(1, keepdims=True)
+    cum = np.cumsum(ordered / np.where(total > 0, total, 1.0), axis=1)   # (n, 5)
+    y = (np.arange(steps) + 0.5) / steps
+    band = np.minimum((y[:, None, None] > cum[None, :, :]).sum(-1), len(DENSITY_ORDER) - 1)
+    colors = np.array([(*hex_rgb(STAGE_COLORS[c]), 255) for c in DENSITY_ORDER], np.uint8)
+    img = colors[band]
+    img[:, total[:, 0] <= 0] = 0
+    return img
+
+
+def quality_image(codes: np.ndarray) -> np.ndarray:
+    """RGBA image ``(n_rows, n_epochs, 4)`` of quality codes (row 0 = the last spec row, so
+    the first is drawn on top); unknown (-1) is transparent."""
+    codes = np.asarray(codes, dtype=np.int64)
+    colors = np.array([(0, 0, 0, 0)] + [(*hex_rgb(c), 255) for c in FLAG_COLORS], np.uint8)
+    return colors[codes[::-1] + 1]
+
+
+class HypnogramPanel(QtWidgets.QWidget):
+    """The hypnogram, hypnodensity and quality strip of a night (see the module docstring)."""
+
+    #: The epoch under a mouse click.
+    epochClicked = QtCore.Signal(int)
+
+    def __init__(self, row_names: tuple[str, ...], epoch_s: float = 30.0,
+                 parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.row_names = tuple(row_names)
+        self.epoch_s = float(epoch_s)
+        self.epoch_h = self.epoch_s / 3600.0
+        self.view = pg.GraphicsLayoutWidget()
+        self.view.ci.setSpacing(2)
+        self.hyp = self.view.addPlot(row=0, col=0)
+        self.density = self.view.addPlot(row=1, col=0)
+        self.quality = self.view.addPlot(row=2, col=0)
+        self.view.ci.layout.setRowStretchFactor(0, 5)
+        self.view.ci.layout.setRowStretchFactor(1, 2)
+        self.view.ci.layout.setRowStretchFactor(2, 1)
+        for p in (self.hyp, self.density, self.quality):
+            p.setMenuEnabled(False)
+            p.setMouseEnabled(x=False, y=False)
+            p.hideButtons()
+            p.getAxis("left").setWidth(110)
+            if p is not self.hyp:
+                p.setXLink(self.hyp)
+        self.hyp.getAxis("left").setTicks([stage_ticks()])
+        self.hyp.setYRange(-0.3, 5.3, padding=0)
+        self.hyp.setTitle("hypnogram (solid: final, dashed: provisional, ring: first stage "
+                          "of a revised epoch)", size="9pt")
+        self.hyp.getAxis("bottom").setStyle(showValues=False)
+        self.density.getAxis("left").setTicks([[(0.5, "hypnodensity")]])
+        self.density.setYRange(0, 1, padding=0)
+        self.density.getAxis("bottom").setStyle(showValues=False)
+        self.quality.getAxis("left").setTicks([[(len(self.row_names) - r - 0.5, name)
+                                                 for r, name in enumerate(self.row_names)]])
+        self.quality.setYRange(0, len(self.row_names), padding=0)
+        self.quality.setLabel("bottom", "time (h)")
+        self.final_curve = pg.PlotDataItem(stepMode="center", pen=pg.mkPen(FINAL_PEN, width=2))
+        self.prov_curve = pg.PlotDataItem(stepMode="center", pen=pg.mkPen(
+            PROVISIONAL_PEN, width=2, style=QtCore.Qt.PenStyle.DashLine))
+        self.prov_band = pg.LinearRegionItem((0, 0), movable=False,
+                                             brush=pg.mkBrush(255, 159, 28, 35))
+        self.prov_band.setZValue(-10)
+        self.revisions = pg.ScatterPlotItem(symbol="o", size=9, pen=pg.mkPen(REVISION_PEN,
+                                                                            width=1.5),
+                                            brush=None)
+        for item in (self.prov_band, self.final_curve, self.prov_curve, self.revisions):
+            self.hyp.addItem(item)
+        self.density_item = pg.ImageItem(axisOrder="row-major")
+        self.density.addItem(self.density_item)
+        self.quality_item = pg.ImageItem(axisOrder="row-major")
+        self.quality.addItem(self.quality_item)
+        self.selection = [pg.LinearRegionItem((0, 0), movable=False,
+                                              brush=pg.mkBrush(*SELECTION_BRUSH))
+                          for _ in range(3)]
+        for p, sel in zip((self.hyp, self.density, self.quality), self.selection):
+            sel.setZValue(10)
+            sel.setVisible(False)
+            p.addItem(sel)
+        legend = "  ".join(f"<span style='color:{STAGE_COLORS[c]}'>&#9632; {CLASS_NAMES[c]}"
+                           "</span>" for c in DENSITY_ORDER[::-1])
+        flags = "  ".join(f"<span style='color:{c}'>&#9632; {f}</span>"
+                          for f, c in zip(FLAGS, FLAG_COLORS))
+        self.legend = QtWidgets.QLabel(f"{legend} &nbsp;&nbsp;&nbsp; quality: {flags}")
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view)
+        layout.addWidget(self.legend)
+        self.view.scene().sigMouseClicked.connect(self._clicked)
+        self.n_epochs = 0
+        self.n_final = 0
+        self.n_revised = 0
+        self.selected: int | None = None
+        self._set_x_range(0)
+
+    # ------------------------------------------------------------------ drawing
+    def _set_x_range(self, n: int) -> None:
+        self.hyp.setXRange(0, max(n, MIN_EPOCHS_SHOWN) * self.epoch_h, padding=0.01)
+
+    def update_night(self, store: NightStore) -> None:
+        """Redraw everything from the store."""
+        n = store.n_epochs
+        self.n_epochs = n
+        levels = stage_levels(store.stage_array())
+        edges = np.arange(n + 1) * self.epoch_h
+        k = store.n_final_prefix()
+        self.n_final = k
+        if k:
+            self.final_curve.setData(edges[:k + 1], levels[:k])
+        else:
+            self.final_curve.clear()
+        if k < n:
+            self.prov_curve.setData(edges[k:], levels[k:])
+            self.prov_band.setRegion((edges[k], edges[n]))
+            self.prov_band.setVisible(True)
+        else:
+            self.prov_curve.clear()
+            self.prov_band.setVisible(False)
+        changed = np.flatnonzero(store.changed_mask())
+        self.n_revised = int(changed.size)
+        first = stage_levels(np.asarray(store.first_stage, dtype=np.int8))
+        self.revisions.setData((changed + 0.5) * self.epoch_h, first[changed])
+        if n:
+            self.density_item.setImage(density_image(store.proba_array()), autoLevels=False)
+            self.density_item.setRect(QtCore.QRectF(0, 0, n * self.epoch_h, 1))
+            self.quality_item.setImage(quality_image(store.quality_codes()), autoLevels=False)
+            self.quality_item.setRect(QtCore.QRectF(0, 0, n * self.epoch_h,
+                                                    len(self.row_names)))
+        else:
+            self.density_item.clear()
+            self.quality_item.clear()
+        self._set_x_range(n)
+
+    def select(self, index: int | None) -> None:
+        """Highlight epoch ``index`` (None: no highlight)."""
+        self.selected = index
+        for sel in self.selection:
+            sel.setVisible(index is not None)
+            if index is not None:
+                sel.setRegion((index * self.epoch_h, (index + 1) * self.epoch_h))
+
+    # ------------------------------------------------------------------ clicks
+    def epoch_at(self, scene_pos: QtCore.QPointF) -> int | None:
+        """The epoch under a scene position (None outside the plots or the night)."""
+        for p in (self.hyp, self.density, self.quality):
+            if p.vb.sceneBoundingRect().contains(scene_pos):
+                x = p.vb.mapSceneToView(scene_pos).x()
+                i = int(np.floor(x / self.epoch_h))
+                return i if 0 <= i < self.n_epochs else None
+        return None
+
+    def scene_pos_of(self, index: int, level: float = 2.5) -> QtCore.QPointF:
+        """Scene position of the middle of epoch ``index`` in the hypnogram (for tests and
+        keyboard navigation)."""
+        return self.hyp.vb.mapViewToScene(QtCore.QPointF((index + 0.5) * self.epoch_h, level))
+
+    def _clicked(self, ev) -> None:
+        i = self.epoch_at(ev.scenePos())
+        if i is not None:
+            ev.accept()
+            self.epochClicked.emit(i)
+
+
+__all__ = ["DENSITY_STEPS", "HypnogramPanel", "density_image", "quality_image", "stage_levels"]
