@@ -24,8 +24,11 @@ COMMANDS: dict[str, str] = {
     "data": ".data",
     "evaluate": ".evaluate",
     "replay": ".replay",
+    "export": ".export",
     "score": ".score",
     "stream": ".stream",
+    "gui": ".gui",
+    "explain": ".explain",
 }
 
 log = get_logger("cli")
