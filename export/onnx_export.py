@@ -85,7 +85,8 @@ def _to_onnx(module, example, path: Path, input_names, output_names, dynamic_axe
     return path
 
 
-def _stamp(path: Path, meta: Mapping[str, str]) -> None:
+def stamp_metadata(path: Path, meta: Mapping[str, str]) -> None:
+    """Replace a model's metadata with ``meta`` (keys ``edge_scorer.*``) and check it."""
     import onnx
 
     model = onnx.load(str(path))
@@ -115,7 +116,7 @@ def export_intra(model, path: str | Path, *, spec, provenance: str = "",
     example = torch.zeros(2, chans, spec.image_height, spec.image_width)
     path = _to_onnx(_Both(model), (example,), Path(path), ["image"], ["logits", "features"],
                     {"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}})
-    _stamp(path, model_metadata(kind="intra", spec=spec, model_cfg=model.cfg,
+    stamp_metadata(path, model_metadata(kind="intra", spec=spec, model_cfg=model.cfg,
                                 provenance=provenance,
                                 extra={"feature_dim": str(model.num_features), **(extra or {})}))
     return path
@@ -130,7 +131,7 @@ def export_inter(model, path: str | Path, *, spec, provenance: str = "",
     example = torch.zeros(2, window, dim)
     path = _to_onnx(model, (example,), Path(path), ["features"], ["logits"],
                     {"features": {0: "batch"}, "logits": {0: "batch"}})
-    _stamp(path, model_metadata(kind="inter", spec=spec, model_cfg=cfg, window=window,
+    stamp_metadata(path, model_metadata(kind="inter", spec=spec, model_cfg=cfg, window=window,
                                 provenance=provenance,
                                 extra={"feature_dim": str(dim), **(extra or {})}))
     return path

@@ -123,19 +123,6 @@ def latency_ms(session, feed: dict[str, np.ndarray], repeats: int = 30) -> float
     return float(np.median(times) * 1e3)
 
 
-def stamp_metadata(path: Path, meta: dict[str, str]) -> None:
-    """Replace a model's metadata with ``meta`` (keys ``edge_scorer.*``) and check it."""
-    import onnx
-
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
 def default_output(model: Path, mode: str) -> Path:
     """``MODEL.int8-<mode>.onnx`` beside the model."""
     return model.with_name(f"{model.stem}.int8-{mode}.onnx")
@@ -194,7 +181,7 @@ def quantize_model(
     ValueError
         Bad mode/threshold, static without calibration epochs, or no held-out epochs.
     """
-    from export.onnx_export import META_PREFIX
+    from export.onnx_export import META_PREFIX, stamp_metadata
 
     if mode not in MODES:
         raise ValueError(f"unknown quantization mode {mode!r}; use one of {MODES}")

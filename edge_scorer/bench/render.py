@@ -159,7 +159,7 @@ def _matplotlib_renderer(spec: RenderSpec) -> Callable[[np.ndarray], np.ndarray]
     return draw
 
 
-def _time_each(fn: Callable[[], object], n: int) -> np.ndarray:
+def time_each(fn: Callable[[], object], n: int) -> np.ndarray:
     out = np.empty(n)
     for i in range(n):
         t0 = time.perf_counter()
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         native, rates = simulated_night(spec, args.epochs)
         night = _at_model_rate(native, rates, spec)
         if set(rates) != {spec.sfreq}:
-            mixed_s = _time_each(lambda: condition(native, rates, spec), args.repeats)
+            mixed_s = time_each(lambda: condition(native, rates, spec), args.repeats)
             rows.append(("condition, native rates " + "/".join(f"{r:g}" for r in sorted(
                 set(rates), reverse=True)) + " Hz", *_stats_ms(mixed_s), "", None))
     else:
@@ -201,8 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     night_h = n_ep * spec.epoch_s / 3600
 
     # conditioning: whole night, offline
-    cond_s = _time_each(lambda: condition(night, spec.sfreq, spec), args.repeats)
-    base_s = _time_each(lambda: _baseline_condition(night, spec), max(1, args.repeats // 2))
+    cond_s = time_each(lambda: condition(night, spec.sfreq, spec), args.repeats)
+    base_s = time_each(lambda: _baseline_condition(night, spec), max(1, args.repeats // 2))
     rows.append((f"condition, whole night ({night_h:.1f} h)", *_stats_ms(cond_s),
                  "MNE FIR filter_data+notch", float(np.median(base_s) * 1e3)))
     rows.append(("condition, per epoch (night / n)", float(np.median(cond_s) / n_ep * 1e3),
@@ -223,14 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         up = np.vstack([np.interp(np.arange(int(night.shape[1] * hi_rate / spec.sfreq))
                                   * spec.sfreq / hi_rate, np.arange(night.shape[1]), r)
                         for r in night])
-        down_s = _time_each(lambda: condition(up, hi_rate, spec), max(1, args.repeats // 2))
+        down_s = time_each(lambda: condition(up, hi_rate, spec), max(1, args.repeats // 2))
         rows.append((f"condition, whole night from {hi_rate:g} Hz", *_stats_ms(down_s), "", None))
 
     epochs = epochs_from_signal(condition(night, spec.sfreq, spec), spec)
     # render: one epoch per call
-    one_s = np.concatenate([_time_each(lambda e=e: render_epoch(e, spec), 1) for e in epochs])
+    one_s = np.concatenate([time_each(lambda e=e: render_epoch(e, spec), 1) for e in epochs])
     n_base = min(args.baseline_epochs, n_ep)
-    loop_s = np.concatenate([_time_each(lambda e=e: baseline_render_loop(e, spec), 1)
+    loop_s = np.concatenate([time_each(lambda e=e: baseline_render_loop(e, spec), 1)
                              for e in epochs[:n_base]])
     same = all(np.array_equal(render_epoch(e, spec), baseline_render_loop(e, spec))
                for e in epochs[:n_base])
@@ -238,10 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                  float(np.median(loop_s) * 1e3)))
     mpl = _matplotlib_renderer(spec)
     if mpl is not None:
-        mpl_s = np.concatenate([_time_each(lambda e=e: mpl(e), 1) for e in epochs[:n_base]])
+        mpl_s = np.concatenate([time_each(lambda e=e: mpl(e), 1) for e in epochs[:n_base]])
         rows.append(("render_epoch", *_stats_ms(one_s), "matplotlib Agg line plot",
                      float(np.median(mpl_s) * 1e3)))
-    batch_s = _time_each(lambda: render_epochs(epochs, spec), args.repeats) / n_ep
+    batch_s = time_each(lambda: render_epochs(epochs, spec), args.repeats) / n_ep
     rows.append((f"render_epochs (batch of {n_ep}), per epoch", *_stats_ms(batch_s),
                  "per-column Python loop", float(np.median(loop_s) * 1e3)))
 

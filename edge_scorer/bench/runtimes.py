@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .._log import get_logger
+from .render import time_each as _time
 
 log = get_logger("bench.runtimes")
 
@@ -51,15 +52,6 @@ class Row:
     epoch_ms: float
     throughput: float
     agreement: float
-
-
-def _time(fn: Callable[[], object], n: int) -> np.ndarray:
-    out = np.empty(n)
-    for i in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out[i] = time.perf_counter() - t0
-    return out
 
 
 def cpu_name() -> str:
