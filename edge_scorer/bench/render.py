@@ -160,6 +160,7 @@ def _matplotlib_renderer(spec: RenderSpec) -> Callable[[np.ndarray], np.ndarray]
 
 
 def time_each(fn: Callable[[], object], n: int) -> np.ndarray:
+    """Wall-clock seconds of ``n`` calls of ``fn``, one per call."""
     out = np.empty(n)
     for i in range(n):
         t0 = time.perf_counter()
