@@ -57,10 +57,7 @@ class RenderedNight:
         A hypnogram longer than the signal is cropped, a shorter one padded with UNSCORED;
         both are recorded in ``warnings``.
         """
-        from .hypnogram_io import read_hypnogram
-
-        hyp = read_hypnogram(hypnogram, epoch_s=self.spec.epoch_s)
-        self.stages = align_hypnogram(hyp, self.n_epochs * self.spec.epoch_s,
+        self.stages = align_hypnogram(hypnogram, self.n_epochs * self.spec.epoch_s,
                                       epoch_s=self.spec.epoch_s, warnings=self.warnings).stages
         return self.stages
 

@@ -319,9 +319,13 @@ def read_psg(
 
 
 def align_hypnogram(
-    hyp: Hypnogram, duration_s: float, *, epoch_s: float = 30.0, warnings: list[str] | None = None,
+    hyp: Hypnogram | str | Path, duration_s: float, *, epoch_s: float = 30.0,
+    warnings: list[str] | None = None,
 ) -> Hypnogram:
     """Return the hypnogram laid on the signal's epoch grid (epoch 0 starts at sample 0).
+
+    ``hyp`` is a :class:`Hypnogram` or a file :func:`~edge_scorer.hypnogram_io.read_hypnogram`
+    reads (read with ``epoch_s``).
 
     Epochs of the hypnogram before the recording start or after its end are dropped (warned);
     signal epochs the hypnogram does not cover become UNSCORED (warned). Hypnograms whose
@@ -332,6 +336,10 @@ def align_hypnogram(
     ValueError
         When the epoch lengths differ or the onset is not a whole number of epochs.
     """
+    if not isinstance(hyp, Hypnogram):
+        from .hypnogram_io import read_hypnogram
+
+        hyp = read_hypnogram(hyp, epoch_s=epoch_s)
     messages = warnings if warnings is not None else []
     if hyp.epoch_s != epoch_s:
         raise ValueError(

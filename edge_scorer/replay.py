@@ -196,11 +196,7 @@ class Replayer:
 
     # ------------------------------------------------------------------ setup
     def _markers(self, hypnogram: str | Path | Hypnogram) -> list[str]:
-        from .hypnogram_io import read_hypnogram
-
-        hyp = hypnogram if isinstance(hypnogram, Hypnogram) else read_hypnogram(
-            hypnogram, epoch_s=self.spec.epoch_s)
-        aligned = align_hypnogram(hyp, self.duration_s, epoch_s=self.spec.epoch_s,
+        aligned = align_hypnogram(hypnogram, self.duration_s, epoch_s=self.spec.epoch_s,
                                   warnings=self.recording.warnings)
         return [Stage(int(s)).label for s in aligned.stages]
 

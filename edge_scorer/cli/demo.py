@@ -185,10 +185,8 @@ def run(args: argparse.Namespace) -> int:
     print("\nsleep statistics of the model hypnogram:")
     print(hyp.sleep_statistics())
     if hyp_path is not None:
-        from ..hypnogram_io import read_hypnogram
-
-        ref = align_hypnogram(read_hypnogram(hyp_path, epoch_s=model.spec.epoch_s),
-                              hyp.n_epochs * model.spec.epoch_s, epoch_s=model.spec.epoch_s)
+        ref = align_hypnogram(hyp_path, hyp.n_epochs * model.spec.epoch_s,
+                              epoch_s=model.spec.epoch_s)
         kind = ("SIMULATED night: a pipeline check, not clinical accuracy"
                 if where.startswith("SIMULATED") else where)
         print(f"\nagreement with the night's hypnogram ({kind}):")

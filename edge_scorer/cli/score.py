@@ -50,10 +50,7 @@ def run(args: argparse.Namespace) -> int:
     print(hypnogram_text(hyp.stages))
     print(hyp.sleep_statistics())
     if args.hypnogram:
-        from ..hypnogram_io import read_hypnogram
-
-        ref = read_hypnogram(args.hypnogram, epoch_s=model.spec.epoch_s)
-        ref = align_hypnogram(ref, hyp.n_epochs * model.spec.epoch_s,
+        ref = align_hypnogram(args.hypnogram, hyp.n_epochs * model.spec.epoch_s,
                               epoch_s=model.spec.epoch_s)
         print(f"agreement with {args.hypnogram.name}:")
         print(agreement(ref.stages, hyp.stages))
