@@ -310,8 +310,7 @@ class LslSource:
         for grp in groups:
             for row, _ in grp.rows:
                 self.row_sfreq[row] = grp.sfreq
-        self.labels = {self.spec.rows[row].name: channel_labels(grp.info)[c]
-                       for grp in groups for row, c in grp.rows}
+        self.labels = {row.name: labels[k] for row, k in zip(self.spec.rows, picks, strict=True)}
         log.info("connected to %s at speed %g: %s", source, speed,
                  ", ".join(f"{r} <- {lb}" for r, lb in self.labels.items()))
 

@@ -69,7 +69,6 @@ class LiveScorer:
         self.engine_kwargs = dict(engine_kwargs or {})
         self.engine: Engine | None = None
         self.error: BaseException | None = None
-        self.n_samples = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -130,7 +129,6 @@ class LiveScorer:
                 last_data = chunk.t_in
                 if engine.start_time is None:
                     engine.start_time = self._wall_start()
-                self.n_samples += sum(len(r) for r in chunk.rows)
                 engine.push(chunk.rows, chunk.filled, chunk.t_in)
         except BaseException as exc:  # reported by stop()/join(); a thread cannot raise
             self.error = exc

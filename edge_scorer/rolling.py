@@ -224,8 +224,8 @@ class RollingScorer:
             touched.update(range(last + 1))
         else:
             ends = list(range(max(first, L - 1), last + 1))
-            feats = np.stack(self._feats[ends[0] - L + 1:])
-            index = np.array(ends)[:, None] - (ends[0] - L + 1) + np.arange(-L + 1, 1)[None, :]
+            feats = np.stack(self._feats[ends[0] - L + 1:])  # window k is feats[k:k + L]
+            index = np.arange(len(ends))[:, None] + np.arange(L)[None, :]
             proba = softmax(np.asarray(self.inter_logits(feats[index]), dtype=np.float64))
             for e, p in zip(ends, proba, strict=True):
                 for j in range(L):

@@ -79,6 +79,7 @@ class ScoringModel:
                     f"intra model makes {intra.metadata.get('feature_dim')}-d ones")
         self.intra, self.inter, self.spec = intra, inter, spec
         self.window = int(inter.metadata.get("window_length") or 10) if inter else 1
+        self._warm = False
 
     @classmethod
     def load(cls, intra: str | Path | None = None, inter: str | Path | None = None,
@@ -105,7 +106,10 @@ class ScoringModel:
         return cls(intra_b, inter_b, spec)
 
     def warmup(self) -> None:
-        """Run each model once on blank inputs (the first run of a session is slow)."""
+        """Run each model once on blank inputs (the first run of a session is slow); once."""
+        if self._warm:
+            return
+        self._warm = True
         _, feats = self.epoch_outputs(np.zeros((1, *self.spec.image_shape), dtype=np.uint8))
         if self.inter is not None:
             self.inter_logits(np.repeat(feats[None], self.window, axis=1))

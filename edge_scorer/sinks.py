@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,6 @@ class CsvLog:
 
     def write(self, updates: list[EpochUpdate], engine: Any = None) -> None:
         """Append the updates and make them durable."""
-        import time
-
         wall = time.time()
         for u in updates:
             self._writer.writerow([
