@@ -23,6 +23,7 @@ model's ``edge_scorer.*`` keys without the prefix, so the render-spec check of
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -77,6 +78,15 @@ def _ort():
     import onnxruntime as ort
 
     return ort
+
+
+def file_hash(path: str | Path, n_hex: int = 16) -> str:
+    """SHA-256 of a file's bytes (first ``n_hex`` hex digits): model and checkpoint identity."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n_hex]
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:

@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from ._log import get_logger
-from .backends import INSTALL_HINTS, BackendUnavailable, check_feed, onnx_metadata
+from .backends import (
+    INSTALL_HINTS,
+    META_PREFIX,
+    BackendUnavailable,
+    check_feed,
+    onnx_metadata,
+)
 
 log = get_logger("backends.torch")
 
@@ -54,7 +60,7 @@ def checkpoint_metadata(ckpt: dict[str, Any]) -> dict[str, str]:
     out = model_metadata(kind=kind, spec=load_spec(spec_info["name"]), model_cfg=cfg,
                          window=window, provenance=json.dumps(meta.get("data", {})),
                          extra={"feature_dim": str(dim)})
-    out = {k.removeprefix("edge_scorer."): v for k, v in out.items()}
+    out = {k.removeprefix(META_PREFIX): v for k, v in out.items()}
     out["render_spec_hash"] = str(spec_info.get("hash", out["render_spec_hash"]))
     return out
 

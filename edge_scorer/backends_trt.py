@@ -16,7 +16,6 @@ batch, ``set_input_shape`` for every input, ``set_tensor_address`` for every I/O
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ import numpy as np
 
 from ._log import get_logger
 from .backends import INSTALL_HINTS, BackendUnavailable, check_feed
+from .backends import file_hash as model_hash  # an engine is named by its model file's hash
 
 log = get_logger("backends.tensorrt")
 
@@ -76,14 +76,6 @@ def gpu_slug(name: str) -> str:
         raise ValueError(f"GPU name {name!r} has no letters or digits")
     return slug
 
-
-def model_hash(path: str | Path, n_hex: int = 16) -> str:
-    """SHA-256 of a model file's bytes (first ``n_hex`` hex digits)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:n_hex]
 
 
 def sidecar_path(engine: str | Path) -> Path:

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from edge_scorer._log import get_logger
+from edge_scorer.backends import META_PREFIX  # the one metadata key prefix
 
 log = get_logger("export.onnx")
 
 #: ONNX opset used for every exported model.
 OPSET = 17
-META_PREFIX = "edge_scorer."
 
 
 def _torch():

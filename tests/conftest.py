@@ -54,3 +54,16 @@ def sim_night(request, tmp_path_factory):
     (psg, hyp), = simulate_nights(tmp_path_factory.mktemp("night"), 1, layout="sleep-edf",
                                   seed=seed, duration_h=duration_h)
     return psg, hyp
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """The shipped intra/inter ONNX models copied to a scratch folder (outputs go beside)."""
+    import shutil
+
+    from edge_scorer.scorer import default_model_dir
+
+    folder = tmp_path_factory.mktemp("models")
+    for name in ("intra.onnx", "inter.onnx"):
+        shutil.copy(default_model_dir() / name, folder / name)
+    return folder

@@ -5,7 +5,6 @@ nothing."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -13,17 +12,9 @@ import pytest
 pytest.importorskip("onnx")
 
 from edge_scorer.backends import OrtBackend  # noqa: E402
-from edge_scorer.scorer import ScoringModel, default_model_dir  # noqa: E402
+from edge_scorer.scorer import ScoringModel  # noqa: E402
 from export.epochs import simulated_epochs  # noqa: E402
 from export.quantize import QuantizationRefused, quantize_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("quant-models")
-    for name in ("intra.onnx", "inter.onnx"):
-        shutil.copy(default_model_dir() / name, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="module")

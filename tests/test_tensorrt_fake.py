@@ -32,7 +32,7 @@ from edge_scorer.backends_trt import (
     model_hash,
     sidecar_path,
 )
-from edge_scorer.scorer import ScoringModel, default_model_dir
+from edge_scorer.scorer import ScoringModel
 from export.epochs import image_input, simulated_epochs
 from export.tensorrt_build import (
     build_engine,
@@ -47,15 +47,6 @@ from export.tensorrt_build import (
 )
 
 GPU = "NVIDIA Fake GPU 16GB"
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """The shipped intra/inter models copied to a scratch folder (engines are written beside)."""
-    folder = tmp_path_factory.mktemp("trt-models")
-    for name in ("intra.onnx", "inter.onnx"):
-        shutil.copy(default_model_dir() / name, folder / name)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ seed, and the edge-scorer / torch versions. ``state`` is the trainer's resume st
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from edge_scorer._log import get_logger
+from edge_scorer.backends import file_hash  # re-exported: checkpoint identity
 from edge_scorer.stages import CLASS_NAMES
 
 log = get_logger("training.checkpoint")
@@ -164,15 +164,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     return model, ckpt
 
 
-def file_hash(path: str | Path, n_hex: int = 16) -> str:
-    """SHA-256 of a file's bytes (first ``n_hex`` hex digits)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:n_hex]
-
-
 def make_meta(
     *,
     task: str,
@@ -224,15 +215,17 @@ def save_weights(model: nn.Module, path: str | Path, meta: dict | None = None) -
     return save_checkpoint(path, model, meta=meta)
 
 
-def _onnx_named_initializers(onnx_path: Path) -> dict[str, np.ndarray]:
+def _onnx_contents(onnx_path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """An ONNX file's initializers by name and its metadata properties, from one load."""
     try:
         import onnx
         from onnx import numpy_helper
     except ImportError as exc:  # pragma: no cover - onnx is in the train/test extras
         raise ImportError("checking weights against an ONNX model needs the onnx package: "
                           "pip install 'edge-scorer[train]'") from exc
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    return {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return ({i.name: numpy_helper.to_array(i) for i in proto.graph.initializer},
+            {m.key: m.value for m in proto.metadata_props})
 
 
 def load_beside_onnx(onnx_path: str | Path, map_location: str | torch.device = "cpu"
@@ -261,7 +254,7 @@ def load_beside_onnx(onnx_path: str | Path, map_location: str | torch.device = "
             f"exported beside {onnx_path.name}; re-export the model with `edge-scorer train "
             "all` / `python -m training.ship_default`, or pass the training checkpoint (.pt)")
     model, ckpt = load_checkpoint(pt, map_location)
-    inits = _onnx_named_initializers(onnx_path)
+    inits, meta = _onnx_contents(onnx_path)
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     # the exporter may wrap the model (e.g. "inner." prefix): match on the name suffix
     matched, differ = 0, []
@@ -278,9 +271,9 @@ def load_beside_onnx(onnx_path: str | Path, map_location: str | torch.device = "
             f"{pt} does not hold the weights of {onnx_path.name} ("
             + (f"tensors differ: {differ[:5]}" if differ else "no tensor in common")
             + "); export both from the same checkpoint")
-    from edge_scorer.backends import OrtBackend  # metadata reader, no session reuse
+    from edge_scorer.backends import META_PREFIX
 
-    meta_cfg = OrtBackend(onnx_path).metadata.get("model_cfg")
+    meta_cfg = meta.get(META_PREFIX + "model_cfg")
     if meta_cfg and json.loads(meta_cfg) != json.loads(json.dumps(model.cfg)):
         raise ValueError(f"{pt}: architecture {model.cfg} differs from {onnx_path.name}'s "
                          f"model_cfg metadata {meta_cfg}")
