@@ -137,11 +137,15 @@ class ScoringModel:
 
     def score_images(self, images: np.ndarray) -> np.ndarray:
         """Per-epoch class probabilities ``(N, 5)`` of one night's images, in time order."""
+        return self.proba_from_outputs(*self.epoch_outputs(images))
+
+    def proba_from_outputs(self, logits: np.ndarray, feats: np.ndarray) -> np.ndarray:
+        """Final probabilities ``(N, 5)`` from a night's intra outputs (in time order): the
+        sliding-window rule over the features, or the intra softmax without an inter model."""
         from .windows import softmax
 
-        logits, feats = self.epoch_outputs(images)
         if self.inter is None:
-            return softmax(logits.astype(np.float64))
+            return softmax(np.asarray(logits, dtype=np.float64))
         return sliding_window_proba(self.inter_logits, feats, L=self.window)
 
     def score_night(self, images: np.ndarray, epoch_s: float | None = None) -> Hypnogram:

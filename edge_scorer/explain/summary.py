@@ -92,7 +92,7 @@ class ExplainedNight:
         n = night.n_epochs
         if only is None:
             logits, feats = model.epoch_outputs(night.images)
-            proba = _final_proba(model, logits, feats)
+            proba = model.proba_from_outputs(logits, feats)
             valid = np.ones(n, dtype=bool)
         else:
             logits, feats, proba, valid = _score_around(model, night.images, only)
@@ -124,17 +124,9 @@ def _score_around(model, images: np.ndarray, only: Sequence[int]):
             feats = np.full((n, ft.shape[1]), np.nan, dtype=np.float32)
             proba = np.full((n, lg.shape[1]), np.nan)
         logits[lo:hi], feats[lo:hi] = lg, ft
-        proba[lo:hi] = _final_proba(model, lg, ft)
+        proba[lo:hi] = model.proba_from_outputs(lg, ft)
     proba[~valid] = np.nan
     return logits, feats, proba, valid
-
-
-def _final_proba(model, logits: np.ndarray, feats: np.ndarray) -> np.ndarray:
-    from ..windows import sliding_window_proba, softmax
-
-    if model.inter is None:
-        return softmax(np.asarray(logits, dtype=np.float64))
-    return sliding_window_proba(model.inter_logits, feats, L=model.window)
 
 
 @dataclass
