@@ -158,6 +158,25 @@ class LiveScorer:
             return None
         return datetime.now() - timedelta(seconds=pylsl.local_clock() - self.source.t0)
 
+    def follow(self, replayer, drain_timeout_s: float = 10.0,
+               stop: threading.Event | None = None, poll_s: float = 0.05) -> None:
+        """Wait until ``replayer`` (a :class:`~edge_scorer.replay.Replayer` feeding this
+        scorer) has finished and every sample it pushed has been pulled, then return.
+
+        Returns early when scoring stops, when ``stop`` is set, or ``drain_timeout_s`` after the
+        end of the replay (samples lost in transit). Call :meth:`stop` afterwards to finalize.
+        """
+        def halted() -> bool:
+            return not self.is_running or (stop is not None and stop.is_set())
+
+        while not replayer.wait(poll_s):
+            if halted():
+                return
+        deadline = time.perf_counter() + drain_timeout_s
+        while (not halted() and self.source.n_pulled < sum(replayer.n_pushed)
+               and time.perf_counter() < deadline):
+            time.sleep(poll_s)
+
     @property
     def is_running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

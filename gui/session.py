@@ -170,14 +170,7 @@ class Session:
 
     def _watch_replay(self) -> None:
         """File sources: at the end of the replay, drain the inlet and finish the night."""
-        rep, live = self.replayer, self.live
-        while not self._stop.is_set() and not rep.wait(0.1):
-            if not live.is_running:
-                break
-        deadline = time.perf_counter() + self.drain_timeout_s
-        while (not self._stop.is_set() and live.is_running
-               and live.source.n_pulled < sum(rep.n_pushed) and time.perf_counter() < deadline):
-            time.sleep(0.02)
+        self.live.follow(self.replayer, self.drain_timeout_s, stop=self._stop, poll_s=0.02)
         if not self._stop.is_set():
             self._finish()
 

@@ -155,14 +155,7 @@ def run(args: argparse.Namespace) -> int:
         live.start()
         print("final hypnogram as it grows (one character per 30-s epoch: W 1 2 3 R, "
               "? unscorable):")
-        while not rep.wait(0.2):
-            if not live.is_running:
-                break
-        # drain what is in flight, then end the stream
-        deadline = time.perf_counter() + 10.0
-        while (live.is_running and live.source.n_pulled < sum(rep.n_pushed)
-               and time.perf_counter() < deadline):
-            time.sleep(0.05)
+        live.follow(rep)  # the whole night, then what is in flight
         live.stop()
     except KeyboardInterrupt:
         print("interrupted: finalizing the epochs scored so far")
