@@ -68,7 +68,8 @@ def test_replay_excerpt_equals_native_rows(psg_excerpt: Path, shared_data: Path)
                    wait_for_consumers_s=10.0)
     assert [g.stream_name for g in rep.groups] == [name, f"{name}-1Hz"]
     with rep:
-        inlets = {n: _inlet(n) for n in rep.stream_names}
+        # the marker stream is not waited for: subscribe to it before the signal streams
+        inlets = {n: _inlet(n) for n in reversed(rep.stream_names)}
         infos = {n: inlet.info(timeout=5.0) for n, inlet in inlets.items()}
         counts = {g.stream_name: len(g.data) for g in rep.groups}
         counts[f"{name}-hypnogram"] = len(rep.markers)
