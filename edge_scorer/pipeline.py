@@ -7,7 +7,7 @@ are the ones the engine shows the model. Training, ``edge-scorer render`` and th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,10 @@ from .render import render_epochs
 from .spec import RenderSpec, load_spec
 
 log = get_logger("pipeline")
+
+#: A change of a recording's native-rate rows before conditioning (training augmentations):
+#: ``transform(rows, rates) -> rows`` with the rows in spec order and the same rates.
+RowsTransform = Callable[[list[np.ndarray], list[float]], Sequence[np.ndarray]]
 
 
 @dataclass
@@ -62,8 +66,18 @@ class RenderedNight:
         return self.stages
 
 
-def condition_recording(rec: PsgRecording, spec: RenderSpec) -> tuple[np.ndarray, np.ndarray]:
+def condition_recording(
+    rec: PsgRecording, spec: RenderSpec, transform: RowsTransform | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Condition a whole recording at its rows' native rates (flushed at the end).
+
+    Parameters
+    ----------
+    rec : PsgRecording
+    spec : RenderSpec
+    transform : callable, optional
+        Applied to the native-rate rows before conditioning (``transform(rows, rates)``,
+        e.g. :func:`training.augment.apply_augmentation`); it must keep the rates.
 
     Returns
     -------
@@ -73,20 +87,25 @@ def condition_recording(rec: PsgRecording, spec: RenderSpec) -> tuple[np.ndarray
         Non-finite input samples per row.
     """
     rows, rates = rec.native_rows()
+    if transform is not None:
+        rows = list(transform(rows, rates))
     cond = Conditioner(spec, rates)
     conditioned = np.concatenate((cond.process(rows), cond.flush()), axis=1)
     return conditioned, cond.n_invalid.copy()
 
 
-def render_recording(rec: PsgRecording, spec: RenderSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Condition and render every complete epoch of a recording.
+def render_recording(
+    rec: PsgRecording, spec: RenderSpec, transform: RowsTransform | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Condition and render every complete epoch of a recording (``transform``: see
+    :func:`condition_recording`).
 
     Returns
     -------
     images : ndarray of uint8, shape (n_epochs, *spec.image_shape)
     n_invalid : ndarray, shape (n_rows,)
     """
-    conditioned, n_invalid = condition_recording(rec, spec)
+    conditioned, n_invalid = condition_recording(rec, spec, transform)
     return render_epochs(epochs_from_signal(conditioned, spec), spec), n_invalid
 
 

@@ -11,7 +11,8 @@ The resolved configuration is a nested dict of plain values, saved beside the ch
     an array of ``{psg, hypnogram, subject}`` tables; the cache is (re)built from them), ``layout``,
     ``cache_dir`` (default ``cache/<spec>``), ``split`` (a split file or committed split name; none:
     a seeded split by subject with ``split_fractions`` / ``split_seed``), ``trim_wake_min``,
-    ``skip_bad``.
+    ``skip_bad``, ``augment_copies`` (augmented copies of each training night, 0: none; see
+    :mod:`training.augment`) and ``augment_seed``.
 ``[model]``
     ``preset`` (a :func:`training.models.list_models` name); every other key overrides a field of
     the preset's config (``depth = 1``, ``embed_dim = 32``).
@@ -63,6 +64,8 @@ DEFAULTS: dict = {
         "split_seed": 0,
         "trim_wake_min": 30.0,
         "skip_bad": False,
+        "augment_copies": 0,
+        "augment_seed": 0,
     },
     "model": {"preset": "vit_tiny"},
     "train": {
@@ -205,6 +208,9 @@ def _validate(cfg: dict) -> None:
         if cfg[task]["imbalance"] not in IMBALANCE:
             raise ValueError(f"{task}.imbalance {cfg[task]['imbalance']!r}: use one of "
                              f"{list(IMBALANCE)}")
+    if cfg["data"]["augment_copies"] < 0:
+        raise ValueError(f"data.augment_copies must be 0 or more, got "
+                         f"{cfg['data']['augment_copies']}")
     if not 0.0 <= cfg["intra"]["linemix_prob"] <= 1.0:
         raise ValueError("intra.linemix_prob must lie in [0, 1]")
     if "preset" not in cfg["model"]:

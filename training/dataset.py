@@ -12,8 +12,15 @@ subject, psg, hypnogram, n_epochs, offset, trim; build time; edge-scorer version
 Unscored epochs stay in the cache with label -1 (losses mask them; sequence models keep their
 continuity). Wake at both ends of a night is trimmed the usual Sleep-EDF way (30 min before the
 first to 30 min after the last sleep epoch, :func:`edge_scorer.hypnogram_io.inbed_crop`).
-A cache is reused while the spec hash, the night list (paths, sizes, modification times) and
-the trim are unchanged, and rebuilt otherwise.
+A cache is reused while the spec hash, the night list (paths, sizes, modification times), the
+trim and the augmentation settings are unchanged, and rebuilt otherwise.
+
+With an :class:`~training.augment.AugmentConfig` of ``copies > 0``, each night of the given
+training subjects is followed by ``copies`` augmented versions (``NAME+aug1``, ...): its
+native-rate rows changed by :mod:`training.augment`, then the same conditioning and renderer
+(:func:`edge_scorer.pipeline.condition_recording` with a ``transform``). They keep the night's
+subject, labels and trim, carry ``"augmented": k`` in ``cache.json``, and only ever serve
+training (:meth:`EpochCache.nights_of` leaves them out unless asked).
 
 Nights are rendered one after the other, never more than one night's images in memory (a
 process pool would hold several; rendering is a one-off ~2.5 s per 8-h night on 2 cores).
@@ -33,6 +40,7 @@ import numpy as np
 from edge_scorer._log import get_logger
 from edge_scorer.spec import RenderSpec, load_spec
 from edge_scorer.stages import CLASS_NAMES, Stage
+from training.augment import AugmentConfig
 from training.nights import (
     NightSource,
     canonical_subject,
@@ -119,10 +127,19 @@ class EpochCache:
         """Sorted distinct subject ids of the cached nights."""
         return sorted({n["subject"] for n in self.nights})
 
-    def nights_of(self, subjects: Iterable[str]) -> list[int]:
-        """Indices of the nights of ``subjects`` (matched by :func:`canonical_subject`)."""
+    def is_augmented(self, i: int) -> bool:
+        """Whether night ``i`` is an augmented copy (training only)."""
+        return bool(self.nights[i].get("augmented", 0))
+
+    def nights_of(self, subjects: Iterable[str], *, augmented: bool = False) -> list[int]:
+        """Indices of the nights of ``subjects`` (matched by :func:`canonical_subject`).
+
+        Augmented copies are left out unless ``augmented`` (only training uses them; never
+        validation, test or evaluation).
+        """
         want = {canonical_subject(s) for s in subjects}
-        return [i for i, n in enumerate(self.nights) if canonical_subject(n["subject"]) in want]
+        return [i for i, n in enumerate(self.nights) if canonical_subject(n["subject"]) in want
+                and (augmented or not n.get("augmented", 0))]
 
     def select(self, night_indices: Iterable[int]) -> np.ndarray:
         """Row indices (int64, in night order) of the given nights."""
@@ -201,9 +218,13 @@ def trim_window(stages: np.ndarray, epoch_s: float, trim_wake_min: float | None)
     return start, start + crop.n_epochs
 
 
-def _request(nights: Sequence[NightSource], spec: RenderSpec, trim_wake_min) -> dict:
-    return {"format": CACHE_FORMAT, "spec_hash": spec.hash, "trim_wake_min": trim_wake_min,
-            "nights": [n.fingerprint() for n in nights]}
+def _request(nights: Sequence[NightSource], spec: RenderSpec, trim_wake_min,
+             augment: AugmentConfig | None, augment_subjects: list[str] | None) -> dict:
+    out = {"format": CACHE_FORMAT, "spec_hash": spec.hash, "trim_wake_min": trim_wake_min,
+           "nights": [n.fingerprint() for n in nights]}
+    if augment is not None and augment.copies > 0:  # absent otherwise: older caches stay valid
+        out["augment"] = {"settings": augment.to_dict(), "subjects": augment_subjects}
+    return out
 
 
 def _reusable(path: Path, request: dict, signals: bool) -> EpochCache | None:
@@ -215,6 +236,8 @@ def _reusable(path: Path, request: dict, signals: bool) -> EpochCache | None:
     if old != request:
         why = ("the spec changed" if old and old.get("spec_hash") != request["spec_hash"]
                else "the night list changed" if old and old.get("nights") != request["nights"]
+               else "the augmentation settings changed"
+               if old and old.get("augment") != request.get("augment")
                else "the trim setting changed" if old else "it has no build record")
         log.info("rebuilding the epoch cache in %s: %s", path, why)
         return None
@@ -232,6 +255,8 @@ def build_cache(
     signals: bool = False,
     trim_wake_min: float | None = 30.0,
     skip_bad: bool = False,
+    augment: AugmentConfig | None = None,
+    augment_subjects: Iterable[str] | None = None,
 ) -> EpochCache:
     """Render nights into an epoch cache, or reuse the one in ``cache_dir`` when up to date.
 
@@ -251,6 +276,12 @@ def build_cache(
     skip_bad : bool
         Skip nights that cannot be read (logged and listed in ``cache.json``) instead of
         raising.
+    augment : AugmentConfig, optional
+        With ``copies > 0``: that many augmented versions of each night of
+        ``augment_subjects`` follow it (see the module docstring). None or 0 copies: none.
+    augment_subjects : iterable of str, optional
+        The training subjects whose nights are augmented (matched by
+        :func:`canonical_subject`); None: every night.
 
     Returns
     -------
@@ -261,9 +292,13 @@ def build_cache(
     ValueError
         No nights, duplicate night names, a night that cannot be read (without ``skip_bad``).
     """
+    from functools import partial
+
     from edge_scorer import __version__
     from edge_scorer.conditioning import epochs_from_signal
     from edge_scorer.pipeline import condition_recording, render_night
+    from edge_scorer.render import render_epochs
+    from training.augment import apply_augmentation, copy_seed, plan_augmentation
 
     spec_source = spec if isinstance(spec, str) else spec.name
     spec = load_spec(spec) if isinstance(spec, str) else spec
@@ -274,8 +309,11 @@ def build_cache(
     if len(set(names)) != len(names):
         dup = sorted({x for x in names if names.count(x) > 1})
         raise ValueError(f"duplicate night names {dup}; give every night a unique name")
+    copies = augment.copies if augment is not None else 0
+    aug_subjects = (None if augment_subjects is None or not copies
+                    else sorted({canonical_subject(s) for s in augment_subjects}))
     path = Path(cache_dir)
-    request = _request(nights, spec, trim_wake_min)
+    request = _request(nights, spec, trim_wake_min, augment, aug_subjects)
     cache = _reusable(path, request, signals)
     if cache is not None:
         log.info("reusing the epoch cache in %s (%d nights, %d epochs, spec %s %s)", path,
@@ -287,12 +325,8 @@ def build_cache(
     (path / "cache.json").unlink(missing_ok=True)  # an interrupted build is never "complete"
     if not signals:
         (path / "signals.npy").unlink(missing_ok=True)
-    # new files are written beside the old ones and renamed over them at the end, so a process
-    # still holding the old cache's memmaps keeps reading the old data (no truncation under it)
-    img_w = _NpyAppender(path / "images.npy.tmp", np.uint8, tuple(spec.image_shape))
-    sig_w = (_NpyAppender(path / "signals.npy.tmp", np.float16,
-                          (spec.n_rows, spec.epoch_samples)) if signals else None)
-    labels, night_idx, epoch_idx, infos, skipped = [], [], [], [], []
+    types = [r.type for r in spec.rows]
+    out = _CacheWriter(path, spec, signals)
     try:
         for k, src in enumerate(nights):
             t0 = time.perf_counter()
@@ -302,71 +336,131 @@ def build_cache(
                 if not skip_bad:
                     raise ValueError(f"night {src.name} ({src.psg}): {exc}") from exc
                 log.warning("skipping night %s: %s", src.name, exc)
-                skipped.append({"name": src.name, "psg": str(src.psg), "error": str(exc)})
+                out.skipped.append({"name": src.name, "psg": str(src.psg), "error": str(exc)})
                 continue
-            n_all = rendered.n_epochs
+            rec, n_all = rendered.recording, rendered.n_epochs
             stages = (rendered.stages if rendered.stages is not None
                       else np.full(n_all, Stage.UNSCORED, dtype=np.int8))
             start, stop = trim_window(stages, spec.epoch_s, trim_wake_min)
-            img_w.append(rendered.images[start:stop])
-            if sig_w is not None:
-                conditioned, _ = condition_recording(rendered.recording, spec)
-                ep = epochs_from_signal(conditioned, spec)[start:stop]
-                big = int((np.abs(ep) > _F16_MAX).sum())
-                if big:
-                    log.warning("%s: %d conditioned samples beyond float16 range were clipped",
-                                src.name, big)
-                sig_w.append(np.clip(ep, -_F16_MAX, _F16_MAX))
-                del conditioned, ep
-            kept = stages[start:stop]
-            labels.append(kept.astype(np.int8))
-            night_idx.append(np.full(stop - start, len(infos), dtype=np.int32))
-            epoch_idx.append(np.arange(start, stop, dtype=np.int32))
-            offset = sum(i["n_epochs"] for i in infos)
-            infos.append({
+            info = {
                 "name": src.name, "subject": src.subject, "psg": str(Path(src.psg).resolve()),
                 "hypnogram": str(Path(src.hypnogram).resolve()) if src.hypnogram else None,
-                "n_epochs": stop - start, "offset": offset,
                 "trim": {"start": start, "stop": stop, "n_rendered": n_all},
-                "n_unscored": int((kept < 0).sum()), "warnings": list(rendered.warnings),
-                "render_s": round(time.perf_counter() - t0, 3),
-            })
+                "n_unscored": int((stages[start:stop] < 0).sum()),
+                "warnings": list(rendered.warnings),
+            }
+            cond = condition_recording(rec, spec)[0] if signals else None
+            out.add(info, rendered.images, cond, stages, t0)
             log.info("%s (%d/%d): %d epochs kept of %d (trimmed %d + %d wake epochs at the "
                      "ends), %d unscored, %.1f s", src.name, k + 1, len(nights), stop - start,
-                     n_all, start, n_all - stop, int((kept < 0).sum()),
+                     n_all, start, n_all - stop, info["n_unscored"], time.perf_counter() - t0)
+            del rendered, cond
+            if not copies or (aug_subjects is not None
+                              and canonical_subject(src.subject) not in aug_subjects):
+                continue
+            for c in range(1, copies + 1):
+                t1 = time.perf_counter()
+                plan = plan_augmentation(augment, types, rec.duration_s,
+                                         copy_seed(augment.seed, src.name, c))
+                cond, _ = condition_recording(rec, spec,
+                                              partial(apply_augmentation, plan=plan))
+                images = render_epochs(epochs_from_signal(cond, spec), spec)
+                if len(images) != n_all:
+                    raise ValueError(f"augmented copy {c} of {src.name} has {len(images)} "
+                                     f"epochs, the night {n_all}")
+                out.add({**info, "name": f"{src.name}+aug{c}", "augmented": c,
+                         "augment": plan.summary()}, images, cond if signals else None,
+                        stages, t1)
+                del cond, images
+            log.info("%s: %d augmented copies, %.1f s", src.name, copies,
                      time.perf_counter() - t0)
-            del rendered
     finally:
-        img_w.close()
-        if sig_w is not None:
-            sig_w.close()
-    if not infos:
-        raise ValueError("every night failed to load; nothing cached (see the warnings above)")
-    all_labels = np.concatenate(labels)
-    for name, arr in (("labels", all_labels), ("night", np.concatenate(night_idx)),
-                      ("epoch", np.concatenate(epoch_idx))):
-        with open(path / f"{name}.npy.tmp", "wb") as fh:
-            np.save(fh, arr)
-    for name in ("images", "labels", "night", "epoch") + (("signals",) if signals else ()):
-        (path / f"{name}.npy.tmp").replace(path / f"{name}.npy")
+        out.close()
+    data = out.finish()
     meta = {
         "format": CACHE_FORMAT,
         "spec": {"name": spec.name, "hash": spec.hash, "source": str(spec_source)},
         "image_shape": list(spec.image_shape), "signals": bool(signals),
         "signal_shape": [spec.n_rows, spec.epoch_samples] if signals else None,
         "row_names": list(spec.row_names), "epoch_s": spec.epoch_s,
-        "n_epochs": int(len(all_labels)), "trim_wake_min": trim_wake_min,
-        "class_counts": dict(zip(CLASS_NAMES, np.bincount(
-            all_labels[all_labels >= 0].astype(np.int64), minlength=len(CLASS_NAMES)).tolist())),
-        "nights": infos, "skipped": skipped,
+        "n_epochs": data["n_epochs"], "trim_wake_min": trim_wake_min,
+        "class_counts": data["class_counts"], "nights": data["nights"],
+        "skipped": data["skipped"],
         "build_time": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_s": round(time.perf_counter() - t_start, 2),
         "edge_scorer_version": __version__, "request": request,
     }
+    if copies:
+        meta["augment"] = {"copies": copies, "seed": augment.seed, "subjects": aug_subjects}
     tmp = path / "cache.json.tmp"
     tmp.write_text(json.dumps(meta, indent=1) + "\n")
     tmp.replace(path / "cache.json")
-    log.info("built the epoch cache in %s: %d nights, %d epochs (%s), %.1f s", path, len(infos),
-             len(all_labels), ", ".join(f"{k} {v}" for k, v in meta["class_counts"].items()),
-             meta["build_s"])
+    log.info("built the epoch cache in %s: %d nights, %d epochs (%s), %.1f s", path,
+             len(meta["nights"]), meta["n_epochs"],
+             ", ".join(f"{k} {v}" for k, v in meta["class_counts"].items()), meta["build_s"])
     return open_cache(path)
+
+
+class _CacheWriter:
+    """The arrays of a cache being built: appended night by night, renamed into place at the
+    end (a process still holding the old cache's memmaps keeps reading the old data)."""
+
+    def __init__(self, path: Path, spec: RenderSpec, signals: bool) -> None:
+        self.path, self.spec = path, spec
+        self.img_w = _NpyAppender(path / "images.npy.tmp", np.uint8, tuple(spec.image_shape))
+        self.sig_w = (_NpyAppender(path / "signals.npy.tmp", np.float16,
+                                   (spec.n_rows, spec.epoch_samples)) if signals else None)
+        self.labels: list[np.ndarray] = []
+        self.night_idx: list[np.ndarray] = []
+        self.epoch_idx: list[np.ndarray] = []
+        self.infos: list[dict] = []
+        self.skipped: list[dict] = []
+
+    def add(self, info: dict, images: np.ndarray, conditioned: np.ndarray | None,
+            stages: np.ndarray, t0: float) -> None:
+        """Append one night: its rendered images and (with signals) conditioned rows, cut to
+        ``info["trim"]``."""
+        from edge_scorer.conditioning import epochs_from_signal
+
+        start, stop = info["trim"]["start"], info["trim"]["stop"]
+        self.img_w.append(images[start:stop])
+        if self.sig_w is not None:
+            if conditioned is None:
+                raise ValueError("a cache with signals needs the conditioned rows of each night")
+            ep = epochs_from_signal(conditioned, self.spec)[start:stop]
+            big = int((np.abs(ep) > _F16_MAX).sum())
+            if big:
+                log.warning("%s: %d conditioned samples beyond float16 range were clipped",
+                            info["name"], big)
+            self.sig_w.append(np.clip(ep, -_F16_MAX, _F16_MAX))
+        self.labels.append(stages[start:stop].astype(np.int8))
+        self.night_idx.append(np.full(stop - start, len(self.infos), dtype=np.int32))
+        self.epoch_idx.append(np.arange(start, stop, dtype=np.int32))
+        offset = sum(i["n_epochs"] for i in self.infos)
+        self.infos.append({**info, "n_epochs": stop - start, "offset": offset,
+                           "render_s": round(time.perf_counter() - t0, 3)})
+
+    def close(self) -> None:
+        self.img_w.close()
+        if self.sig_w is not None:
+            self.sig_w.close()
+
+    def finish(self) -> dict:
+        """Write the small arrays, rename everything into place; the data part of the meta."""
+        if not self.infos:
+            raise ValueError("every night failed to load; nothing cached (see the warnings "
+                             "above)")
+        all_labels = np.concatenate(self.labels)
+        for name, arr in (("labels", all_labels), ("night", np.concatenate(self.night_idx)),
+                          ("epoch", np.concatenate(self.epoch_idx))):
+            with open(self.path / f"{name}.npy.tmp", "wb") as fh:
+                np.save(fh, arr)
+        names = ("images", "labels", "night", "epoch") + (
+            ("signals",) if self.sig_w is not None else ())
+        for name in names:
+            (self.path / f"{name}.npy.tmp").replace(self.path / f"{name}.npy")
+        counts = np.bincount(all_labels[all_labels >= 0].astype(np.int64),
+                             minlength=len(CLASS_NAMES))
+        return {"n_epochs": int(len(all_labels)),
+                "class_counts": dict(zip(CLASS_NAMES, counts.tolist())),
+                "nights": self.infos, "skipped": self.skipped}

@@ -369,7 +369,8 @@ def evaluate(
     intra, inter, stqs : path-like, optional
         Checkpoints (``.pt`` or run folder). ``inter`` needs ``intra`` (its features).
     part : {"test", "val", "train"}
-        Which part's nights to score.
+        Which part's nights to score (original nights only: augmented training copies,
+        :mod:`training.augment`, are never scored).
     batch_size : int
         Images / windows per forward pass.
     stqs_mode : {"sliding", "blocks"}

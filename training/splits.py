@@ -173,6 +173,11 @@ def resolve_split(
     return out
 
 
-def split_nights(cache, split: dict[str, list[str]]) -> dict[str, list[int]]:
-    """Night indices of an :class:`~training.dataset.EpochCache` per split part."""
-    return {p: cache.nights_of(split[p]) for p in PARTS}
+def split_nights(cache, split: dict[str, list[str]], *, augmented: bool = True,
+                 ) -> dict[str, list[int]]:
+    """Night indices of an :class:`~training.dataset.EpochCache` per split part.
+
+    Augmented copies (:mod:`training.augment`) go to the training part only (and not there
+    either when ``augmented`` is False); validation and test hold original nights only.
+    """
+    return {p: cache.nights_of(split[p], augmented=augmented and p == "train") for p in PARTS}

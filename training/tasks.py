@@ -27,9 +27,16 @@ from torch import nn
 from edge_scorer._log import get_logger
 from edge_scorer.spec import RenderSpec, load_spec
 from edge_scorer.stages import N_CLASSES
+from training.augment import AugmentConfig
 from training.checkpoint import file_hash, make_meta, resolve_checkpoint
 from training.config import save_config
-from training.dataset import EpochCache, build_cache, load_nights, open_cache
+from training.dataset import (
+    EpochCache,
+    build_cache,
+    canonical_subject,
+    load_nights,
+    open_cache,
+)
 from training.features import cached_features, image_batch
 from training.models import class_weights, create_model, linemix, linemix_loss
 from training.splits import PARTS, find_split, resolve_split, save_split, split_nights
@@ -59,7 +66,10 @@ def prepare_data(cfg: dict, *, signals: bool = False) -> TrainData:
     """Build or open the epoch cache of ``cfg["data"]`` and split its nights by subject.
 
     With ``data.nights`` set the cache is built (or reused when up to date); without, an existing
-    cache in ``data.cache_dir`` is opened.
+    cache in ``data.cache_dir`` is opened. With ``data.augment_copies > 0`` the nights of the
+    training subjects get that many augmented copies (:mod:`training.augment`), used in the
+    training part only; validation and test hold original nights only, and a copy is never a
+    subject of its own.
 
     Raises
     ------
@@ -70,10 +80,17 @@ def prepare_data(cfg: dict, *, signals: bool = False) -> TrainData:
     """
     d = cfg["data"]
     spec = load_spec(d["spec"])
+    augment = AugmentConfig(copies=int(d["augment_copies"]), seed=int(d["augment_seed"]))
     if d["nights"] is not None:
         nights = load_nights(d["nights"], d["layout"])
+        train_subjects = None
+        if augment.copies:  # the split of the night list decides which nights are augmented
+            train_subjects = resolve_split([n.subject for n in nights], d["split"],
+                                           d["split_fractions"], d["split_seed"])["train"]
         cache = build_cache(nights, spec, d["cache_dir"], signals=signals,
-                            trim_wake_min=d["trim_wake_min"], skip_bad=d["skip_bad"])
+                            trim_wake_min=d["trim_wake_min"], skip_bad=d["skip_bad"],
+                            augment=augment if augment.copies else None,
+                            augment_subjects=train_subjects)
     else:
         try:
             cache = open_cache(d["cache_dir"])
@@ -90,16 +107,41 @@ def prepare_data(cfg: dict, *, signals: bool = False) -> TrainData:
             raise ValueError(f"cache {cache.path} has no conditioned signals (STQS input); set "
                              "data.nights so it is rebuilt with them")
     split = resolve_split(cache.subjects(), d["split"], d["split_fractions"], d["split_seed"])
-    parts = split_nights(cache, split)
+    _check_augmented(cache, augment)
+    parts = split_nights(cache, split, augmented=augment.copies > 0)
+    if augment.copies:
+        have = {canonical_subject(cache.nights[i]["subject"]) for i in parts["train"]
+                if cache.is_augmented(i)}
+        lacking = [s for s in split["train"] if canonical_subject(s) not in have]
+        if lacking:
+            log.warning("training subject(s) %s have no augmented copies in the cache (the "
+                        "split changed after the build, e.g. a skipped night)", lacking)
     for p in PARTS:
         rows = cache.select(parts[p])
         counts = cache.class_counts(rows)
-        log.info("%s: %d subject(s), %d night(s), %d epochs (%s)", p, len(split[p]),
-                 len(parts[p]), len(rows), ", ".join(f"{k} {v}" for k, v in counts.items()))
+        n_aug = sum(cache.is_augmented(i) for i in parts[p])
+        log.info("%s: %d subject(s), %d night(s)%s, %d epochs (%s)", p, len(split[p]),
+                 len(parts[p]), f" ({n_aug} augmented copies)" if n_aug else "", len(rows),
+                 ", ".join(f"{k} {v}" for k, v in counts.items()))
     if not parts["train"]:
         raise ValueError(f"the training part of the split has no night (subjects "
                          f"{cache.subjects()}); check data.split")
     return TrainData(spec, cache, split, parts)
+
+
+def _check_augmented(cache: EpochCache, augment: AugmentConfig) -> None:
+    """Say when the cache's augmented copies differ from what the config asks for."""
+    n_aug = sum(cache.is_augmented(i) for i in range(cache.n_nights))
+    built = cache.meta.get("augment") or {}
+    if augment.copies == 0:
+        if n_aug:
+            log.info("data.augment_copies = 0: the %d augmented nights of the cache %s are not "
+                     "used", n_aug, cache.path)
+    elif (built.get("copies"), built.get("seed")) != (augment.copies, augment.seed):
+        log.warning("the cache %s holds %d augmented nights (copies %s, seed %s) but the config "
+                    "asks for %d copies, seed %d; set data.nights so the cache is rebuilt",
+                    cache.path, n_aug, built.get("copies", 0), built.get("seed"),
+                    augment.copies, augment.seed)
 
 
 def _model(cfg: dict, **derived) -> nn.Module:
