@@ -25,7 +25,7 @@ _LAZY = {
     "LslSource": "inlet", "find_streams": "inlet", "resolve_stream": "inlet",
     "AmbiguousStream": "inlet", "StreamNotFound": "inlet", "LiveScorer": "live",
     "score_file": "offline", "Replayer": "replay", "CsvLog": "sinks",
-    "read_epoch_log": "sinks", "LslStageOutlet": "sinks",
+    "read_epoch_log": "sinks", "LslStageOutlet": "sinks", "Familiarity": "familiarity",
 }
 
 
@@ -46,6 +46,7 @@ __all__ = [
     "ChannelMapError",
     "Conditioner",
     "Epocher",
+    "Familiarity",
     "Hypnogram",
     "ModelSpecMismatch",
     "PsgReadError",

@@ -8,7 +8,9 @@ runs, in order:
 2. :class:`~edge_scorer.conditioning.Epocher` (30-s epochs aligned to the first sample);
 3. :func:`~edge_scorer.render.render_epochs` (the one renderer);
 4. the intra model (:meth:`~edge_scorer.scorer.ScoringModel.epoch_outputs`, batched over the
-   epochs a call completes);
+   epochs a call completes), and each epoch's distance to the training data from its feature
+   (:meth:`~edge_scorer.scorer.ScoringModel.familiarity_of`: the unfamiliar-signal flag, off
+   for a model without the statistics);
 5. :class:`~edge_scorer.rolling.RollingScorer` (inter model over the last 10 epochs,
    provisional / revised / final stages);
 6. every sink (:mod:`edge_scorer.sinks`: append-only CSV, LSL outlet, printers), in order.
@@ -17,7 +19,8 @@ Epoch quality: the fraction of an epoch's conditioned samples that came from mis
 non-finite input (NaN after conditioning) is reported per epoch; above
 ``max_invalid_fraction`` the epoch is *unscorable* (stage UNSCORED; its probabilities are still
 computed so that the window of its neighbours stays intact). An epoch holding samples filled by
-the inlet's gap interpolation is flagged ``gap_filled``.
+the inlet's gap interpolation is flagged ``gap_filled``. An epoch whose intra feature is far
+from the model's training data is flagged ``unfamiliar`` (review it; not a diagnosis).
 
 Errors never lose what is scored: sinks write each update as it is made, and
 :meth:`Engine.finish` can always be called to finalize the epochs scored so far.
@@ -138,9 +141,11 @@ class Engine:
             images = render_epochs(arr, self.spec)
             invalid = np.isnan(arr).mean(axis=(1, 2))
             logits, feats = self.model.epoch_outputs(images, batch_size=self.batch_size)
+            dist, flag = self.model.familiarity_of(feats)
             infos = [{"invalid_fraction": float(f), "gap_filled": i in self._filled_epochs,
-                      "unscorable": bool(f > self.max_invalid_fraction)}
-                     for (i, _), f in zip(part, invalid, strict=True)]
+                      "unscorable": bool(f > self.max_invalid_fraction),
+                      "familiarity": float(d), "unfamiliar": bool(u)}
+                     for (i, _), f, d, u in zip(part, invalid, dist, flag, strict=True)]
             new = self.rolling.add(feats, logits, infos)
             now = time.perf_counter()
             for u in new:
@@ -207,6 +212,24 @@ class Engine:
                          meta={"scorer": "edge-scorer",
                                "model": str(getattr(self.model.intra, "path", "")),
                                "spec": self.spec.name, "spec_hash": self.spec.hash})
+
+    def familiarity_summary(self) -> dict:
+        """The unfamiliar-signal flag over the epochs so far.
+
+        Returns
+        -------
+        dict
+            ``available`` (the model carries the statistics), ``n_epochs``, ``n_unfamiliar``,
+            ``fraction`` (None when not available or no epoch), ``threshold`` and ``quantile``
+            (None when not available).
+        """
+        fam = self.model.familiarity
+        _, flags = self.rolling.familiarity()
+        n, k = int(flags.size), int(flags.sum())
+        return {"available": fam is not None, "n_epochs": n, "n_unfamiliar": k,
+                "fraction": (k / n) if fam is not None and n else None,
+                "threshold": fam.threshold if fam is not None else None,
+                "quantile": fam.quantile if fam is not None else None}
 
     def latency_summary(self) -> dict[str, float]:
         """Median, p99 and max provisional latency in milliseconds (empty before any epoch)."""

@@ -85,9 +85,11 @@ class LiveScorer:
         if self.out_dir is not None:
             sinks += output_sinks(self.out_dir, run_info)
         if self.outlet_name:
+            fam = self.model.familiarity
             sinks.append(LslStageOutlet(self.outlet_name,
                                         f"edge-scorer:{src.stream_names[0]}:stages",
-                                        stamp=src.epoch_stamp))
+                                        stamp=src.epoch_stamp,
+                                        familiarity_threshold=fam.threshold if fam else None))
         return Engine(self.model, src.row_sfreq, sinks=sinks + self.extra_sinks,
                       **self.engine_kwargs)
 

@@ -1,8 +1,9 @@
 """Agreement between two hypnograms: confusion matrix, accuracy, Cohen's kappa, F1 (numpy only).
 
 Used by offline evaluation (``edge-scorer evaluate``), ``score --hypnogram``, the demo and the
-realism bench. Stage codes are the canonical ones (:mod:`edge_scorer.stages`): ``0..4`` are
-W, N1, N2, N3, REM and ``-1`` is UNSCORED.
+realism bench. :func:`expected_calibration_error` measures how well probabilities are
+calibrated (``training.calibrate``). Stage codes are the canonical ones
+(:mod:`edge_scorer.stages`): ``0..4`` are W, N1, N2, N3, REM and ``-1`` is UNSCORED.
 
 Conventions
 -----------
@@ -249,3 +250,44 @@ def agreement(y_true: Any, y_pred: Any, n_classes: int = N_CLASSES) -> Agreement
     cm = np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(
         n_classes, n_classes)
     return Agreement.from_confusion(cm, n_excluded)
+
+
+def expected_calibration_error(proba: Any, labels: Any, n_bins: int = 15) -> float:
+    """Expected calibration error of class probabilities (Guo et al. 2017), UNSCORED excluded.
+
+    Epochs are put in ``n_bins`` equal-width bins of confidence (the largest probability,
+    bins ``(k / n_bins, (k + 1) / n_bins]``); the ECE is the mean over epochs of
+    ``|accuracy - mean confidence|`` of their bin.
+
+    Parameters
+    ----------
+    proba : array-like, shape (n_epochs, n_classes)
+        Class probabilities (rows summing to 1).
+    labels : array-like of int, shape (n_epochs,)
+        Reference stage codes; ``-1`` (UNSCORED) epochs are left out.
+    n_bins : int
+        Number of confidence bins.
+
+    Returns
+    -------
+    float
+        In 0..1; NaN when no epoch is scored.
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    y = _codes(labels, "labels")
+    if p.ndim != 2 or p.shape[0] != y.shape[0]:
+        raise ValueError(f"proba must be (n_epochs, n_classes) with one row per label, got "
+                         f"{p.shape} for {y.shape[0]} labels")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    if np.any((y < Stage.UNSCORED) | (y >= p.shape[1])):
+        raise ValueError(f"labels must be -1 (unscored) or 0..{p.shape[1] - 1}")
+    keep = y >= 0
+    p, y = p[keep], y[keep]
+    if y.size == 0:
+        return math.nan
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    gap = np.abs(np.bincount(bins, correct, n_bins) - np.bincount(bins, conf, n_bins))
+    return float(gap.sum() / y.size)

@@ -61,13 +61,16 @@ class FileSource:
 
 @dataclass
 class ScoredNight:
-    """What :func:`score_file` returns."""
+    """What :func:`score_file` returns (``familiarity``: ``Engine.familiarity_summary()``;
+    ``unfamiliar``: the flag of every epoch)."""
 
     hypnogram: Hypnogram
     recording: PsgRecording
     out_dir: Path | None
     latency: dict
     warnings: list[str]
+    familiarity: dict = field(default_factory=dict)
+    unfamiliar: np.ndarray | None = None
 
 
 def score_file(psg: str | Path, model: ScoringModel, out_dir: str | Path | None = None, *,
@@ -115,4 +118,5 @@ def score_file(psg: str | Path, model: ScoringModel, out_dir: str | Path | None 
             bar.update(engine.n_epochs - bar.n)
             bar.close()
     return ScoredNight(engine.hypnogram(), rec, Path(out_dir) if out_dir else None,
-                       engine.latency_summary(), list(rec.warnings))
+                       engine.latency_summary(), list(rec.warnings),
+                       engine.familiarity_summary(), engine.rolling.familiarity()[1])

@@ -69,6 +69,12 @@ class EpochUpdate:
     latency_s : float or None
         For the provisional update: seconds from the arrival of the chunk that completed the
         epoch to this update (set by the engine).
+    familiarity : float
+        Distance of the epoch's intra feature to the training data
+        (:mod:`edge_scorer.familiarity`); NaN when the model carries no statistics.
+    unfamiliar : bool
+        The distance is above the model's threshold: the signal is far from the training data,
+        review the epoch (not a diagnosis of artifact). Always False when the flag is off.
     """
 
     index: int
@@ -81,6 +87,8 @@ class EpochUpdate:
     gap_filled: bool = False
     unscorable: bool = False
     latency_s: float | None = None
+    familiarity: float = float("nan")
+    unfamiliar: bool = False
 
     @property
     def label(self) -> str:
@@ -93,6 +101,8 @@ class _EpochInfo:
     invalid_fraction: float = 0.0
     gap_filled: bool = False
     unscorable: bool = False
+    familiarity: float = float("nan")
+    unfamiliar: bool = False
 
 
 @dataclass
@@ -146,7 +156,8 @@ class RollingScorer:
         info = self._info[t]
         stage = int(Stage.UNSCORED) if info.unscorable else int(np.argmax(p))
         return EpochUpdate(t, t * self.epoch_s, stage, p.copy(), status, self._counts[t],
-                           info.invalid_fraction, info.gap_filled, info.unscorable)
+                           info.invalid_fraction, info.gap_filled, info.unscorable,
+                           familiarity=info.familiarity, unfamiliar=info.unfamiliar)
 
     def probabilities(self) -> np.ndarray:
         """Current probabilities of every epoch, ``(n_epochs, 5)``."""
@@ -162,6 +173,12 @@ class RollingScorer:
             if info.unscorable:
                 out[t] = Stage.UNSCORED
         return out
+
+    def familiarity(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to the training data (NaN: flag off) and unfamiliar-signal flag of every
+        epoch, ``(n_epochs,)`` each."""
+        return (np.array([i.familiarity for i in self._info], dtype=np.float64),
+                np.array([i.unfamiliar for i in self._info], dtype=bool))
 
     def is_final(self, t: int) -> bool:
         """Whether epoch ``t``'s stage can no longer change."""
@@ -179,7 +196,8 @@ class RollingScorer:
         logits : ndarray, shape (m, 5)
             Intra-model logits (used when there is no inter model).
         infos : list of dict, optional
-            Per new epoch: ``invalid_fraction``, ``gap_filled``, ``unscorable``.
+            Per new epoch: ``invalid_fraction``, ``gap_filled``, ``unscorable``,
+            ``familiarity``, ``unfamiliar``.
 
         Returns
         -------

@@ -6,6 +6,14 @@ images are rendered with, and scores epoch images with SleepXViT's rule: the int
 each epoch's CLS feature, the inter model scores every window of 10 epochs, and each epoch's
 probabilities are the softmax summed over every window covering it.
 
+Calibration (Guo et al. 2017, temperature scaling): each model may carry a ``temperature``
+(metadata, default 1.0). :meth:`ScoringModel.epoch_outputs` divides the intra logits by the
+intra model's and :meth:`ScoringModel.inter_logits` the inter logits by the inter model's, so
+every softmax downstream (each window's, before the sliding sum; the intra-only softmax) is the
+calibrated one, live and offline alike. The intra model may also carry the statistics of the
+unfamiliar-signal flag (:mod:`edge_scorer.familiarity`), read into
+:attr:`ScoringModel.familiarity`.
+
 Clinical caveat: the shipped default model is trained on *simulated* nights; it is for demos
 and pipeline checks and is not validated on real recordings (see its MODEL_CARD.md).
 """
@@ -19,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import Backend, create_backend
+from .familiarity import Familiarity, read_familiarity, read_temperature
 from .hypnogram import Hypnogram
 from .spec import RenderSpec, load_spec
 from .stages import CLASS_NAMES
@@ -64,6 +73,13 @@ class ScoringModel:
         Opened models (``inter`` may be None: intra-only scoring).
     spec : RenderSpec
         The spec the images are rendered with (checked against both models).
+
+    Attributes
+    ----------
+    intra_temperature, inter_temperature : float
+        Softmax temperatures from the models' ``temperature`` metadata (1.0 when absent).
+    familiarity : Familiarity or None
+        The unfamiliar-signal statistics of the intra model (None: the flag is off).
     """
 
     def __init__(self, intra: Backend, inter: Backend | None, spec: RenderSpec) -> None:
@@ -79,7 +95,20 @@ class ScoringModel:
                     f"intra model makes {intra.metadata.get('feature_dim')}-d ones")
         self.intra, self.inter, self.spec = intra, inter, spec
         self.window = int(inter.metadata.get("window_length") or 10) if inter else 1
+        self.intra_temperature = read_temperature(intra.metadata)
+        self.inter_temperature = read_temperature(inter.metadata) if inter else 1.0
+        self.familiarity: Familiarity | None = read_familiarity(intra.metadata)
+        dim = intra.metadata.get("feature_dim")
+        if self.familiarity is not None and dim and int(dim) != self.familiarity.dim:
+            raise ValueError(f"the intra model's familiarity statistics are "
+                             f"{self.familiarity.dim}-d, its features {dim}-d")
         self._warm = False
+
+    @property
+    def temperature(self) -> float:
+        """Temperature of the final probabilities: the inter model's, or the intra model's
+        when scoring with the intra model alone."""
+        return self.inter_temperature if self.inter is not None else self.intra_temperature
 
     @classmethod
     def load(cls, intra: str | Path | None = None, inter: str | Path | None = None,
@@ -114,9 +143,12 @@ class ScoringModel:
         if self.inter is not None:
             self.inter_logits(np.repeat(feats[None], self.window, axis=1))
 
-    def epoch_outputs(self, images: np.ndarray, batch_size: int = 64
+    def epoch_outputs(self, images: np.ndarray, batch_size: int = 64, *, raw: bool = False
                       ) -> tuple[np.ndarray, np.ndarray]:
-        """Intra logits ``(N, 5)`` and CLS features ``(N, D)`` of rendered uint8 images."""
+        """Intra logits ``(N, 5)`` and CLS features ``(N, D)`` of rendered uint8 images.
+
+        The logits are divided by :attr:`intra_temperature` unless ``raw`` (fitting it).
+        """
         logits, feats = [], []
         for i in range(0, len(images), batch_size):
             x = np.asarray(images[i:i + batch_size], dtype=np.float32)
@@ -127,21 +159,46 @@ class ScoringModel:
             out = self.intra.infer({"image": x})
             logits.append(out["logits"])
             feats.append(out["features"])
-        return np.concatenate(logits), np.concatenate(feats)
+        logits_all = np.concatenate(logits)
+        if not raw and self.intra_temperature != 1.0:
+            logits_all = logits_all / np.float32(self.intra_temperature)
+        return logits_all, np.concatenate(feats)
 
-    def inter_logits(self, windows: np.ndarray) -> np.ndarray:
-        """Inter logits ``(B, L, 5)`` of feature windows ``(B, L, D)``."""
+    def inter_logits(self, windows: np.ndarray, *, raw: bool = False) -> np.ndarray:
+        """Inter logits ``(B, L, 5)`` of feature windows ``(B, L, D)``, divided by
+        :attr:`inter_temperature` unless ``raw``: the one place the temperature meets the
+        windows (each window's softmax is taken of these)."""
         if self.inter is None:
             raise ValueError("no inter model loaded")
-        return self.inter.infer({"features": windows})["logits"]
+        logits = self.inter.infer({"features": windows})["logits"]
+        if not raw and self.inter_temperature != 1.0:
+            logits = logits / np.float32(self.inter_temperature)
+        return logits
+
+    def familiarity_of(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to the training data and unfamiliar-signal flag of each epoch feature.
+
+        Returns
+        -------
+        distance : ndarray of float64, shape (N,)
+            NaN when the model carries no familiarity statistics.
+        unfamiliar : ndarray of bool, shape (N,)
+            All False when it carries none (the flag is off).
+        """
+        n = len(feats)
+        if self.familiarity is None:
+            return np.full(n, np.nan), np.zeros(n, dtype=bool)
+        dist = self.familiarity.distance(feats)
+        return dist, ~(dist <= self.familiarity.threshold)
 
     def score_images(self, images: np.ndarray) -> np.ndarray:
         """Per-epoch class probabilities ``(N, 5)`` of one night's images, in time order."""
         return self.proba_from_outputs(*self.epoch_outputs(images))
 
     def proba_from_outputs(self, logits: np.ndarray, feats: np.ndarray) -> np.ndarray:
-        """Final probabilities ``(N, 5)`` from a night's intra outputs (in time order): the
-        sliding-window rule over the features, or the intra softmax without an inter model."""
+        """Final probabilities ``(N, 5)`` from a night's intra outputs (in time order, as
+        :meth:`epoch_outputs` returns them: calibrated logits): the sliding-window rule over the
+        features (calibrated inter logits), or the intra softmax without an inter model."""
         from .windows import softmax
 
         if self.inter is None:

@@ -8,8 +8,14 @@ Every sink has ``write(updates, engine)`` (called with each batch of
   (the last row of each epoch wins; a torn last line is ignored).
 * :class:`LslStageOutlet` publishes each update as one sample of a numeric LSL stream
   (``STAGE_CHANNELS``), stamped with the epoch's start on the source's clock when known.
-* :class:`NightFiles` writes the hypnogram (CSV with probabilities, EDF+ annotations) and the
-  sleep statistics (JSON and text) when the run closes.
+* :class:`NightFiles` writes the hypnogram (CSV with probabilities and the unfamiliar-signal
+  columns, EDF+ annotations) and the sleep statistics (JSON and text, with the fraction of
+  epochs flagged unfamiliar) when the run closes.
+
+Every per-epoch output carries the unfamiliar-signal flag (:mod:`edge_scorer.familiarity`):
+``familiarity`` (distance of the epoch's feature to the training data; empty/NaN when the model
+carries no statistics) and ``unfamiliar`` (0/1; always 0 then). A flag asks for review of the
+epoch; it is not a diagnosis of artifact.
 * :class:`Callback` calls a function with each batch (printers, GUIs, tests).
 """
 
@@ -33,13 +39,16 @@ from .stages import CLASS_NAMES, Stage
 
 log = get_logger("sinks")
 
-#: Columns of the append-only epoch log.
-LOG_COLUMNS = ("epoch", "onset_s", "status", "stage", *(f"p_{c}" for c in CLASS_NAMES),
-               "n_windows", "invalid_fraction", "gap_filled", "unscorable", "latency_ms",
-               "wall_time")
-#: Channels of the stage outlet (one sample per update).
+#: Columns of the epoch log before the unfamiliar-signal flag (still read).
+LEGACY_LOG_COLUMNS = ("epoch", "onset_s", "status", "stage", *(f"p_{c}" for c in CLASS_NAMES),
+                      "n_windows", "invalid_fraction", "gap_filled", "unscorable", "latency_ms",
+                      "wall_time")
+#: Columns of the append-only epoch log (``wall_time`` stays last: a torn line lacks it).
+LOG_COLUMNS = (*LEGACY_LOG_COLUMNS[:-1], "familiarity", "unfamiliar", "wall_time")
+#: Channels of the stage outlet (one sample per update; ``familiarity`` is NaN when the model
+#: carries no statistics).
 STAGE_CHANNELS = ("epoch", "stage", *(f"p_{c}" for c in CLASS_NAMES), "status", "n_windows",
-                  "invalid_fraction", "gap_filled", "unscorable")
+                  "invalid_fraction", "gap_filled", "unscorable", "familiarity", "unfamiliar")
 #: Numeric code of each status in the stage outlet.
 STATUS_CODES = {PROVISIONAL: 0, REVISED: 1, FINAL: 2}
 
@@ -61,6 +70,9 @@ class CsvLog:
         if not new:
             with open(self.path, newline="") as fh:
                 header = fh.readline().strip().split(",")
+            if tuple(header) == LEGACY_LOG_COLUMNS:
+                raise ValueError(f"{self.path} is an epoch log of an older edge-scorer (no "
+                                 "unfamiliar-signal columns); choose another output folder")
             if tuple(header) != LOG_COLUMNS:
                 raise ValueError(f"{self.path} exists and is not an edge-scorer epoch log; "
                                  "choose another output folder")
@@ -82,7 +94,8 @@ class CsvLog:
                 u.index, f"{u.onset_s:g}", u.status, Stage(u.stage).label,
                 *(f"{p:.6f}" for p in u.proba), u.n_windows, f"{u.invalid_fraction:.4f}",
                 int(u.gap_filled), int(u.unscorable),
-                "" if u.latency_s is None else f"{u.latency_s * 1000:.2f}", f"{wall:.3f}"])
+                "" if u.latency_s is None else f"{u.latency_s * 1000:.2f}",
+                _distance_text(u.familiarity), int(u.unfamiliar), f"{wall:.3f}"])
         self._sync()
 
     def close(self, engine: Any = None) -> None:
@@ -92,15 +105,24 @@ class CsvLog:
             self._fh.close()
 
 
+def _distance_text(d: float) -> str:
+    """A familiarity distance for a CSV cell (empty when not available)."""
+    return "" if not math.isfinite(d) else f"{d:.4f}"
+
+
 def read_epoch_log(path: str | Path, epoch_s: float = 30.0) -> tuple[Hypnogram, dict]:
     """Rebuild a night from an epoch log (after a crash, or to review a run).
+
+    Logs of older versions (without the unfamiliar-signal columns) are read too.
 
     Returns
     -------
     hypnogram : Hypnogram
         The last state of every epoch (stages, probabilities; unscorable epochs UNSCORED).
     info : dict
-        ``status`` (the last status per epoch), ``n_rows`` read, ``n_torn`` (ignored lines).
+        ``status`` (the last status per epoch), ``familiarity`` (float array, NaN where not
+        available) and ``unfamiliar`` (bool array) per epoch, ``n_rows`` read, ``n_torn``
+        (ignored lines).
     """
     from .stages import parse_stage
 
@@ -109,27 +131,31 @@ def read_epoch_log(path: str | Path, epoch_s: float = 30.0) -> tuple[Hypnogram, 
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
-        if header is None or tuple(header) != LOG_COLUMNS:
+        if header is None or tuple(header) not in (LOG_COLUMNS, LEGACY_LOG_COLUMNS):
             raise ValueError(f"{path} is not an edge-scorer epoch log (header {header})")
+        col = {c: k for k, c in enumerate(header)}
         for row in reader:
-            if len(row) != len(LOG_COLUMNS) or not row[-1]:
+            if len(row) != len(header) or not row[-1]:
                 n_torn += 1
                 continue
             n_rows += 1
             last[int(row[0])] = row
-    if not last:
-        return Hypnogram(np.zeros(0, np.int8), epoch_s), {"status": [], "n_rows": 0,
-                                                           "n_torn": n_torn}
-    n = max(last) + 1
+    n = max(last) + 1 if last else 0
     stages = np.full(n, int(Stage.UNSCORED), dtype=np.int8)
     proba = np.full((n, len(CLASS_NAMES)), np.nan, dtype=np.float32)
     status = ["missing"] * n
+    distance = np.full(n, np.nan)
+    unfamiliar = np.zeros(n, dtype=bool)
     for i, row in last.items():
         stages[i] = parse_stage(row[3])
         proba[i] = [float(v) for v in row[4:4 + len(CLASS_NAMES)]]
         status[i] = row[2]
-    hyp = Hypnogram(stages, epoch_s, probabilities=np.nan_to_num(proba))
-    return hyp, {"status": status, "n_rows": n_rows, "n_torn": n_torn}
+        if "familiarity" in col:
+            distance[i] = float(row[col["familiarity"]] or "nan")
+            unfamiliar[i] = row[col["unfamiliar"]] == "1"
+    hyp = Hypnogram(stages, epoch_s, probabilities=np.nan_to_num(proba) if n else None)
+    return hyp, {"status": status, "familiarity": distance, "unfamiliar": unfamiliar,
+                 "n_rows": n_rows, "n_torn": n_torn}
 
 
 class LslStageOutlet:
@@ -144,10 +170,14 @@ class LslStageOutlet:
     stamp : callable, optional
         ``epoch index -> LSL time`` of the epoch start (e.g.
         :meth:`~edge_scorer.inlet.LslSource.epoch_stamp`); default: the publish time.
+    familiarity_threshold : float, optional
+        The model's unfamiliar-signal threshold, written into the stream description (absent:
+        the model carries no statistics, the ``familiarity`` channel is NaN).
     """
 
     def __init__(self, name: str, source_id: str,
-                 stamp: Callable[[int], float | None] | None = None) -> None:
+                 stamp: Callable[[int], float | None] | None = None,
+                 familiarity_threshold: float | None = None) -> None:
         import pylsl
 
         info = pylsl.StreamInfo(name, "SleepStages", len(STAGE_CHANNELS), pylsl.IRREGULAR_RATE,
@@ -156,10 +186,15 @@ class LslStageOutlet:
         for c in STAGE_CHANNELS:
             ch = chans.append_child("channel")
             ch.append_child_value("label", c)
-            ch.append_child_value("unit", "probability" if c.startswith("p_") else "code")
+            ch.append_child_value("unit", "probability" if c.startswith("p_") else
+                                  "distance" if c == "familiarity" else "code")
         es = info.desc().append_child("edge_scorer")
         es.append_child_value("stage_codes", "W=0 N1=1 N2=2 N3=3 REM=4 UNSCORED=-1")
         es.append_child_value("status_codes", "provisional=0 revised=1 final=2")
+        es.append_child_value("unfamiliar_codes", "0=familiar or flag off, 1=far from the "
+                              "training data (review; not a diagnosis)")
+        if familiarity_threshold is not None:
+            es.append_child_value("familiarity_threshold", f"{familiarity_threshold:.6g}")
         self.name = name
         self.outlet = pylsl.StreamOutlet(info)
         self.stamp = stamp
@@ -172,7 +207,7 @@ class LslStageOutlet:
             ts = self.stamp(u.index) if self.stamp is not None else None
             sample = [u.index, u.stage, *u.proba.tolist(), STATUS_CODES[u.status],
                       u.n_windows, u.invalid_fraction, float(u.gap_filled),
-                      float(u.unscorable)]
+                      float(u.unscorable), float(u.familiarity), float(u.unfamiliar)]
             self.outlet.push_sample(sample, ts if ts is not None else pylsl.local_clock())
             self.n_pushed += 1
 
@@ -183,9 +218,11 @@ class LslStageOutlet:
 class NightFiles:
     """At the end of a run, write the night's hypnogram files and sleep statistics.
 
-    Files in ``out_dir``: ``hypnogram.csv`` (stages + probabilities), ``hypnogram.edf``
-    (EDF+ annotations, opens in EDFbrowser), ``stats.json`` and ``stats.txt``, ``run.json``
-    (model, spec, source, epochs, latency).
+    Files in ``out_dir``: ``hypnogram.csv`` (stages + probabilities + ``familiarity`` and
+    ``unfamiliar`` per epoch), ``hypnogram.edf`` (EDF+ annotations, opens in EDFbrowser),
+    ``stats.json`` and ``stats.txt`` (with ``unfamiliar_epochs``/``unfamiliar_fraction``, the
+    latter null when the model carries no familiarity statistics), ``run.json`` (model, spec,
+    source, epochs, latency, ``familiarity`` summary, temperatures).
     """
 
     def __init__(self, out_dir: str | Path, run_info: dict | None = None) -> None:
@@ -197,27 +234,50 @@ class NightFiles:
         """Nothing to do per epoch (the CSV log has it)."""
 
     def close(self, engine: Any) -> None:
+        from .familiarity import summary_line
         from .sleepstats import sleep_statistics
 
         self.out.mkdir(parents=True, exist_ok=True)
         hyp = engine.hypnogram()
+        fam = engine.familiarity_summary()
         info = {**self.run_info, "n_epochs": hyp.n_epochs, "spec": engine.spec.name,
                 "spec_hash": engine.spec.hash, "latency": engine.latency_summary(),
-                "n_unscorable": int(np.sum(hyp.stages == Stage.UNSCORED))}
+                "n_unscorable": int(np.sum(hyp.stages == Stage.UNSCORED)),
+                "familiarity": fam,
+                "temperature": {"intra": engine.model.intra_temperature,
+                                "inter": engine.model.inter_temperature}}
         if hyp.n_epochs == 0:
             log.warning("no complete epoch was scored; no hypnogram written to %s", self.out)
         else:
             self.written.append(hyp.write(self.out / "hypnogram.csv"))
+            distance, flags = engine.rolling.familiarity()
+            _append_columns(self.out / "hypnogram.csv", {
+                "familiarity": [_distance_text(d) for d in distance],
+                "unfamiliar": [str(int(f)) for f in flags]})
             self.written.append(hyp.write(self.out / "hypnogram.edf"))
             stats = sleep_statistics(hyp)
             clean = {k: (None if isinstance(v, float) and math.isnan(v) else v)
                      for k, v in stats.as_dict().items()}
+            clean.update(unfamiliar_epochs=fam["n_unfamiliar"],
+                         unfamiliar_fraction=fam["fraction"],
+                         familiarity_threshold=fam["threshold"])
             (self.out / "stats.json").write_text(json.dumps(clean, indent=2) + "\n")
-            (self.out / "stats.txt").write_text(str(stats) + "\n")
+            (self.out / "stats.txt").write_text(f"{stats}\n{summary_line(fam)}\n")
             self.written += [self.out / "stats.json", self.out / "stats.txt"]
         (self.out / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
         self.written.append(self.out / "run.json")
         log.info("wrote %s", ", ".join(p.name for p in self.written))
+
+
+def _append_columns(path: Path, columns: dict[str, list[str]]) -> None:
+    """Add columns (one value per data row, in order) to a comma-separated file."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    values = list(zip(*columns.values(), strict=True))
+    if len(values) != len(lines) - 1:
+        raise ValueError(f"{path}: {len(lines) - 1} rows, {len(values)} values per column")
+    out = [",".join([lines[0], *columns])]
+    out += [",".join([line, *vals]) for line, vals in zip(lines[1:], values, strict=True)]
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
 class Callback:

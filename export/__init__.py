@@ -20,6 +20,7 @@ from .onnx_export import (
     model_metadata,
     parity_report,
     read_metadata,
+    update_metadata,
 )
 from .quantize import DEFAULT_MIN_AGREEMENT, QuantizationRefused, QuantizeReport, quantize_model
 from .tensorrt_build import DEFAULT_PROFILES, build_engine, verify_engine
@@ -28,4 +29,4 @@ __all__ = ["DEFAULT_MIN_AGREEMENT", "DEFAULT_PROFILES", "OPSET", "QuantizationRe
            "QuantizeReport", "build_engine", "compare_logits", "export_checkpoints",
            "export_inter", "export_intra", "load_epochs", "model_feeds", "model_metadata",
            "parity_report", "quantize_model", "read_metadata", "resolve_run",
-           "simulated_epochs", "verify_engine"]
+           "simulated_epochs", "update_metadata", "verify_engine"]

@@ -98,6 +98,48 @@ def stamp_metadata(path: Path, meta: Mapping[str, str]) -> None:
     onnx.save(model, str(path))
 
 
+def update_metadata(path: str | Path, updates: Mapping[str, str]) -> dict[str, str]:
+    """Set some ``edge_scorer.*`` metadata keys of an ONNX file and keep every other property.
+
+    The graph and its weights are untouched (the weights beside the model still match it, see
+    ``training.checkpoint.load_beside_onnx``); the file's bytes, hence its hash and the name
+    of any TensorRT engine built from it, change: engines are rebuilt for the new file. The
+    file is replaced atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The ONNX model.
+    updates : mapping
+        ``{key without the prefix: string value}``.
+
+    Returns
+    -------
+    dict
+        The model's ``edge_scorer.*`` metadata after the update (prefix removed).
+    """
+    import os
+
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    meta = {m.key: m.value for m in model.metadata_props}
+    for k, v in updates.items():
+        if not isinstance(v, str):
+            raise TypeError(f"metadata value of {k!r} must be a string, got {type(v).__name__}")
+        meta[META_PREFIX + k] = v
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.checker.check_model(model)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+    return {k[len(META_PREFIX):]: v for k, v in meta.items() if k.startswith(META_PREFIX)}
+
+
 def export_intra(model, path: str | Path, *, spec, provenance: str = "",
                  extra: Mapping[str, Any] | None = None) -> Path:
     """Export an intra-epoch ViT: ``image`` -> (``logits``, ``features``)."""

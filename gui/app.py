@@ -207,6 +207,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self._drawn_version = -1
             self.shown = None
             self.epoch.clear_explanation("")
+        fam = getattr(model, "familiarity", None)
+        self.store.familiarity_threshold = fam.threshold if fam is not None else None
+        self._update_familiarity()
         self.session = session
         self.night += 1
         self.follow = True
@@ -266,6 +269,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._shown_status = s.status[index]
         self.hypnogram.select(index)
         self.epoch.show_epoch(index, s.images.get(index), s.proba[index], s.describe(index))
+        self.epoch.show_familiarity(s.familiarity_text(index), s.unfamiliar[index])
         self.quality.show_quality(index, s.quality.get(index), s.invalid_fraction[index],
                                   s.gap_filled[index], s.unscorable[index])
         self._request_explanation(index)
@@ -305,6 +309,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 self._show(s.n_epochs - 1)
         if self.shown is not None and self.shown in touched:
             self.epoch.update_proba(s.proba[self.shown], s.describe(self.shown))
+            self.epoch.show_familiarity(s.familiarity_text(self.shown),
+                                        s.unfamiliar[self.shown])
             if s.status[self.shown] != self._shown_status:
                 self._shown_status = s.status[self.shown]
                 if self._shown_status == "final":
@@ -313,6 +319,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.signals.update_signals(self.session.latest_signals(self.spec.epoch_s))
         if s.n_epochs and now - self._last_stats >= STATS_S:
             self.stats.update_stats(s.hypnogram())
+            self._update_familiarity()
             self._last_stats = now
         sess = self.session
         if (sess is not None and sess.state == "running" and sess.live is not None
@@ -341,6 +348,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._drawn_version = s.version
         if s.n_epochs:
             self.stats.update_stats(s.hypnogram())
+        self._update_familiarity()
         sess = self.session
         self.controls.set_running(False, can_export=s.n_epochs > 0)
         if sess.error is not None:
@@ -351,6 +359,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self.controls.show_message(f"night finished: {s.n_epochs} epochs{where}")
         if self.screenshot_path is not None:
             self._screenshot_deadline = time.perf_counter() + 30.0
+
+    def _update_familiarity(self) -> None:
+        """The status panel's unfamiliar-signal line."""
+        s = self.store
+        self.stats.update_familiarity(s.familiarity_summary(), bool(s.unfamiliar_mask().any()))
 
     def _update_status(self) -> None:
         sess = self.session

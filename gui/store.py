@@ -3,8 +3,9 @@
 :class:`NightStore` lives on the GUI thread. It is fed the batches the scoring thread handed
 over (:class:`ScoredEpochs`, through :class:`~gui.session.Session`) and keeps, per epoch, the
 current stage and probabilities, the status (provisional, revised, final), the first
-(provisional) stage and how often the stage changed, the engine's quality flags, the rendered
-image (for the epoch panel and the explanations) and per-channel signal-quality flags
+(provisional) stage and how often the stage changed, the engine's quality flags, the
+unfamiliar-signal flag and its distance (:mod:`edge_scorer.familiarity`), the rendered image
+(for the epoch panel and the explanations) and per-channel signal-quality flags
 (:func:`channel_quality`). No Qt here.
 """
 
@@ -126,10 +127,14 @@ class NightStore:
     ----------
     spec : RenderSpec
         The model's spec (epoch length, row names, image shape).
+    familiarity_threshold : float, optional
+        The model's unfamiliar-signal threshold (None: the model carries no statistics, the
+        flag is off).
     """
 
-    def __init__(self, spec: RenderSpec) -> None:
+    def __init__(self, spec: RenderSpec, familiarity_threshold: float | None = None) -> None:
         self.spec = spec
+        self.familiarity_threshold = familiarity_threshold
         self.epoch_s = float(spec.epoch_s)
         self.stages: list[int] = []
         self.proba: list[np.ndarray] = []
@@ -140,6 +145,8 @@ class NightStore:
         self.invalid_fraction: list[float] = []
         self.gap_filled: list[bool] = []
         self.unscorable: list[bool] = []
+        self.familiarity: list[float] = []
+        self.unfamiliar: list[bool] = []
         self.latency_s: list[float | None] = []
         self.images: dict[int, np.ndarray] = {}
         self.quality: dict[int, list[ChannelQuality]] = {}
@@ -163,6 +170,8 @@ class NightStore:
             self.invalid_fraction.append(0.0)
             self.gap_filled.append(False)
             self.unscorable.append(False)
+            self.familiarity.append(float("nan"))
+            self.unfamiliar.append(False)
             self.latency_s.append(None)
 
     def apply(self, batch: ScoredEpochs) -> set[int]:
@@ -184,6 +193,8 @@ class NightStore:
             self.invalid_fraction[i] = float(u.invalid_fraction)
             self.gap_filled[i] = bool(u.gap_filled)
             self.unscorable[i] = bool(u.unscorable)
+            self.familiarity[i] = float(u.familiarity)
+            self.unfamiliar[i] = bool(u.unfamiliar)
             if u.latency_s is not None:
                 self.latency_s[i] = float(u.latency_s)
             touched.add(i)
@@ -224,6 +235,28 @@ class NightStore:
         """Epochs whose current stage differs from their first (provisional) stage."""
         return self.stage_array() != np.asarray(self.first_stage, dtype=np.int8)
 
+    def unfamiliar_mask(self) -> np.ndarray:
+        """Epochs flagged by the unfamiliar-signal flag (far from the training data)."""
+        return np.asarray(self.unfamiliar, dtype=bool)
+
+    def familiarity_text(self, i: int) -> str:
+        """The flag of epoch ``i`` in words, with its distance and the threshold."""
+        d = self.familiarity[i]
+        if self.familiarity_threshold is None or not np.isfinite(d):
+            return "unfamiliar-signal flag: off (the model carries no familiarity statistics)"
+        word = ("UNFAMILIAR signal: far from the training data, review this epoch (not a "
+                "diagnosis of artifact)" if self.unfamiliar[i] else "familiar signal")
+        rel = ">" if self.unfamiliar[i] else "<="
+        return f"{word}; distance {d:.2f} {rel} threshold {self.familiarity_threshold:.2f}"
+
+    def familiarity_summary(self) -> str:
+        """Flagged epochs of the night so far, e.g. ``unfamiliar signal: 3 of 40 epochs
+        (8 %)``."""
+        if self.familiarity_threshold is None:
+            return "unfamiliar signal: flag off (no statistics in the model)"
+        k, n = int(self.unfamiliar_mask().sum()), self.n_epochs
+        return f"unfamiliar signal: {k} of {n} epochs ({100.0 * k / max(n, 1):.0f} %)"
+
     def quality_codes(self) -> np.ndarray:
         """``(n_rows, n_epochs)`` severity codes (index into :data:`FLAGS`; -1: not known)."""
         out = np.full((self.spec.n_rows, self.n_epochs), -1, dtype=np.int8)
@@ -255,6 +288,8 @@ class NightStore:
             text += ", UNSCORABLE"
         elif self.gap_filled[i]:
             text += ", gap filled"
+        if self.unfamiliar[i]:
+            text += ", UNFAMILIAR signal"
         if self.latency_s[i] is not None:
             text += f", latency {self.latency_s[i] * 1000:.0f} ms"
         return text

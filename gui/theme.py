@@ -27,6 +27,8 @@ FLAG_COLORS: tuple[str, ...] = ("#2a9d8f", "#e9c46a", "#f4a261", "#e63946")
 FINAL_PEN = "#e0e0e0"
 PROVISIONAL_PEN = "#ff9f1c"
 REVISION_PEN = "#ff4d6d"
+#: Marker of an epoch flagged by the unfamiliar-signal flag (far from the training data).
+UNFAMILIAR_COLOR = "#f72585"
 SELECTION_BRUSH = (255, 255, 255, 40)
 BACKGROUND = "#101418"
 FOREGROUND = "#d0d4d8"
@@ -74,4 +76,4 @@ def apply_dark_palette(app) -> None:
 
 __all__ = ["BACKGROUND", "DENSITY_ORDER", "FINAL_PEN", "FLAG_COLORS", "FOREGROUND",
            "PROVISIONAL_PEN", "REVISION_PEN", "SELECTION_BRUSH", "STAGE_COLORS", "STAGE_LEVEL",
-           "apply_dark_palette", "class_color", "hex_rgb", "stage_ticks"]
+           "UNFAMILIAR_COLOR", "apply_dark_palette", "class_color", "hex_rgb", "stage_ticks"]

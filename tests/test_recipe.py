@@ -31,6 +31,12 @@ def _run(tmp_path, recipe: str, data) -> dict:
     meta = read_metadata(out / "export" / "intra.onnx")
     assert meta["kind"] == "intra" and meta["render_spec"] == recipe
     assert read_metadata(out / "export" / "inter.onnx")["window_length"] == "10"
+    # calibrated right after the export: temperatures and the unfamiliar-signal statistics
+    cal = json.loads((out / "export" / "calibration.json").read_text())
+    assert cal["quantile"] == 0.99 and cal["threshold"] > 0 and cal["temperature"] > 0
+    assert {"familiarity", "temperature"} <= set(meta)
+    assert float(read_metadata(out / "export" / "inter.onnx")["temperature"]) == \
+        cal["temperature"]
     for name in ("confusion.png", "lookahead.png", "report.md"):
         assert (out / "report" / name).stat().st_size > 0
     return report
@@ -59,6 +65,8 @@ def test_recipe_sleep_edf_layout(tmp_path, shared_data):
     model = ScoringModel.load(tmp_path / "shipped" / "intra.onnx",
                               tmp_path / "shipped" / "inter.onnx")
     assert model.intra.metadata["training_data"] == PROVENANCE
+    assert model.familiarity is not None and summary["calibration"]["quantile"] == 0.99
+    assert model.temperature == summary["calibration"]["temperature"]
     assert json.loads(model.inter.metadata["split"])["test"]
 
 

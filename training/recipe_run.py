@@ -7,7 +7,8 @@ folder::
     DIR/inter/   inter-epoch transformer on the ViT's features
     DIR/stqs/    STQS (CNN + BiLSTM on conditioned signals)
     DIR/report/  evaluation on the split's test subjects (report.md/json, figures)
-    DIR/export/  intra.onnx + inter.onnx with edge_scorer metadata, parity.json
+    DIR/export/  intra.onnx + inter.onnx with edge_scorer metadata, parity.json, calibrated
+                 (temperatures + unfamiliar-signal statistics, calibration.json)
 
 Every step is the same code as the single-task commands; nothing here trains on its own.
 ``--set key=value`` applies to every task, ``--set intra:key=value`` to one task only.
@@ -97,12 +98,16 @@ def evaluate_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path]) -> Pa
 def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path], *,
                 dest: Path | None = None, provenance: str | None = None,
                 n_parity: int = 256) -> Path:
-    """Export intra (+ inter) to ONNX and check parity with torch on rendered test epochs.
+    """Export intra (+ inter) to ONNX, check parity with torch on rendered test epochs, and
+    calibrate the exported models (:func:`training.calibrate.calibrate`).
 
     Writes ``intra.onnx``, ``inter.onnx`` (each with its weights-only ``.pt`` beside it, see
-    :func:`training.checkpoint.save_weights`) and ``parity.json`` into ``dest`` (default
-    ``out/export``). ``provenance`` (default: the cache, nights and split as JSON) becomes the
-    models' ``training_data`` metadata; the nights and split are also stored as their own keys.
+    :func:`training.checkpoint.save_weights`), ``parity.json`` and ``calibration.json`` into
+    ``dest`` (default ``out/export``). Calibration needs training and validation nights of the
+    split in the cache; without them it is skipped with a warning (the models then score
+    uncalibrated, with the unfamiliar-signal flag off). ``provenance`` (default: the cache,
+    nights and split as JSON) becomes the models' ``training_data`` metadata; the nights and
+    split are also stored as their own keys.
     """
     import numpy as np
 
@@ -146,4 +151,10 @@ def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path], *,
         parity["inter"] = parity_report(inter, inter_onnx, windows)
     (dest / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
     log.info("recipe: ONNX models in %s, parity %s", dest, parity)
+    from training.calibrate import CalibrationUnavailable, calibrate
+
+    try:
+        calibrate(dest, cache_dir, ckpt["meta"]["data"]["split"])
+    except CalibrationUnavailable as exc:
+        log.warning("recipe: models left uncalibrated: %s", exc)
     return dest

@@ -1,8 +1,10 @@
 """Export a finished ``train all`` run as the package's shipped default model.
 
 ``python -m training.ship_default runs/default`` writes ``edge_scorer/models/intra.onnx``,
-``inter.onnx`` and ``default.json`` (the run's evaluation summary and ONNX parity). The model
-card (``edge_scorer/models/MODEL_CARD.md``) is written by a person from those numbers.
+``inter.onnx`` (calibrated: temperatures and unfamiliar-signal statistics, see
+:mod:`training.calibrate`) and ``default.json`` (the run's evaluation summary, ONNX parity and
+calibration report). The model card (``edge_scorer/models/MODEL_CARD.md``) is written by a
+person from those numbers.
 
 The default model is trained on simulated nights; its provenance metadata says so, and the
 runtime shows it. Reproduce it with the commands in MODEL_CARD.md.
@@ -40,6 +42,8 @@ def ship(run: Path, dest: Path) -> dict:
         "test_pooled": {m: v["pooled"] for m, v in report["methods"].items()},
         "lookahead": report.get("lookahead", {}),
         "onnx_parity": json.loads((dest / "parity.json").read_text()),
+        "calibration": (json.loads((dest / "calibration.json").read_text())
+                        if (dest / "calibration.json").is_file() else None),
     }
     (dest / "default.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -34,10 +34,28 @@ TARGET_S = 120.0
 LINE_EPOCHS = 60
 
 
-def hypnogram_text(stages, per_line: int = 120) -> str:
-    """One character per epoch (W 1 2 3 R, ? unscored), ``per_line`` epochs per line."""
+#: Marker under an epoch flagged by the unfamiliar-signal flag.
+UNFAMILIAR_MARK = "^"
+
+
+def _marks(flags) -> str:
+    """A line with :data:`UNFAMILIAR_MARK` under each flagged epoch ('' when none is)."""
+    line = "".join(UNFAMILIAR_MARK if f else " " for f in flags).rstrip()
+    return line
+
+
+def hypnogram_text(stages, per_line: int = 120, unfamiliar=None) -> str:
+    """One character per epoch (W 1 2 3 R, ? unscored), ``per_line`` epochs per line; with
+    ``unfamiliar`` (a flag per epoch) a line of ``^`` under the flagged epochs of each line."""
     chars = "".join(_GLYPH[int(s)] for s in stages)
-    return "\n".join(chars[i:i + per_line] for i in range(0, len(chars), per_line))
+    flags = [False] * len(chars) if unfamiliar is None else [bool(f) for f in unfamiliar]
+    lines = []
+    for i in range(0, len(chars), per_line):
+        lines.append(chars[i:i + per_line])
+        marks = _marks(flags[i:i + per_line])
+        if marks:
+            lines.append(marks)
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +104,7 @@ class _Printer:
     def __init__(self, epoch_s: float) -> None:
         self.epoch_s = epoch_s
         self.final: dict[int, int] = {}
+        self.unfamiliar: dict[int, bool] = {}
         self.printed = 0
         self.n_provisional = 0
 
@@ -93,6 +112,7 @@ class _Printer:
         for u in updates:
             if u.status == "final":
                 self.final[u.index] = u.stage
+                self.unfamiliar[u.index] = bool(u.unfamiliar)
             if u.status == "provisional":
                 self.n_provisional += 1
         while all(i in self.final for i in range(self.printed, self.printed + LINE_EPOCHS)):
@@ -100,8 +120,12 @@ class _Printer:
 
     def _line(self, n: int) -> None:
         start = self.printed * self.epoch_s
-        chars = "".join(_GLYPH[self.final[i]] for i in range(self.printed, self.printed + n))
+        epochs = range(self.printed, self.printed + n)
+        chars = "".join(_GLYPH[self.final[i]] for i in epochs)
         print(f"  {int(start // 3600):02d}:{int(start % 3600 // 60):02d}  {chars}", flush=True)
+        marks = _marks(self.unfamiliar.get(i, False) for i in epochs)
+        if marks:
+            print(f"  {'':5}  {marks}  ({UNFAMILIAR_MARK}: unfamiliar signal)", flush=True)
         self.printed += n
 
     def flush(self) -> None:
@@ -112,6 +136,7 @@ class _Printer:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the night, score it live, print the hypnogram, statistics and agreement."""
+    from ..familiarity import summary_line, warning_line
     from ..live import LiveScorer
     from ..metrics import agreement
     from ..psg import align_hypnogram, read_edf_header
@@ -154,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         live.start()
         print("final hypnogram as it grows (one character per 30-s epoch: W 1 2 3 R, "
-              "? unscorable):")
+              f"? unscorable; {UNFAMILIAR_MARK} below: unfamiliar signal, review):")
         live.follow(rep)  # the whole night, then what is in flight
         live.stop()
     except KeyboardInterrupt:
@@ -170,6 +195,10 @@ def run(args: argparse.Namespace) -> int:
     lat = engine.latency_summary()
     print(f"\nscored {hyp.n_epochs} epochs live in {time.perf_counter() - t0:.0f} s "
           f"({printer.n_provisional} provisional labels, each revised until final)")
+    fam = engine.familiarity_summary()
+    print(summary_line(fam))
+    if warning_line(fam):
+        print(warning_line(fam))
     if lat:
         print(f"provisional latency (chunk in -> label out): median {lat['median_ms']:.1f} ms, "
               f"p99 {lat['p99_ms']:.1f} ms")

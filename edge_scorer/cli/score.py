@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     """Score, write the outputs, print the statistics (and agreement)."""
     import time
 
+    from ..familiarity import summary_line, warning_line
     from ..metrics import agreement
     from ..offline import score_file
     from ..psg import align_hypnogram
@@ -47,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
           f"({model.intra.metadata.get('preset', '')}, backend {model.intra.name})")
     for w in night.warnings:
         print(f"warning: {w}")
-    print(hypnogram_text(hyp.stages))
+    print(hypnogram_text(hyp.stages, unfamiliar=night.unfamiliar))
+    print(summary_line(night.familiarity))
+    if warning_line(night.familiarity):
+        print(warning_line(night.familiarity))
     print(hyp.sleep_statistics())
     if args.hypnogram:
         ref = align_hypnogram(args.hypnogram, hyp.n_epochs * model.spec.epoch_s,

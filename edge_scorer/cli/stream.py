@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     """Connect, score until Ctrl-C or idle, finalize the outputs."""
     import time
 
+    from ..familiarity import summary_line, warning_line
     from ..inlet import AmbiguousStream, StreamNotFound
     from ..live import LiveScorer
     from ..sinks import Callback
@@ -124,5 +125,9 @@ def run(args: argparse.Namespace) -> int:
              f"{lat['p99_ms']:.1f} ms" if lat else ""))
     if hyp.n_epochs:
         print(hyp.sleep_statistics())
+    fam = live.engine.familiarity_summary()
+    print(summary_line(fam))
+    if warning_line(fam):
+        print(warning_line(fam))
     print(f"outputs: {args.out}")
     return 0

@@ -1,6 +1,10 @@
 """One epoch in detail: its rendered image with the relevance overlay, relevance per channel
 row, its stage probabilities, and the relevance of its neighbours in the inter-epoch window.
 
+A line under the header shows the unfamiliar-signal flag of the epoch, with its distance to the
+training data and the model's threshold (highlighted when flagged: review the epoch; it is not
+a diagnosis of artifact).
+
 The image is the exact uint8 PSG screen the model scored (x in seconds of the epoch, y in image
 pixels with the row names at their bands). The relevance overlay and bars come from an
 :class:`~gui.explainer.Explanation`, computed off the GUI thread; until it arrives the panel
@@ -17,7 +21,7 @@ from edge_scorer.spec import RenderSpec
 from edge_scorer.stages import CLASS_NAMES
 
 from ..explainer import Explanation
-from ..theme import STAGE_COLORS
+from ..theme import STAGE_COLORS, UNFAMILIAR_COLOR
 
 #: Largest opacity of the relevance overlay (at the most relevant pixels).
 OVERLAY_ALPHA = 0.7
@@ -55,6 +59,9 @@ class EpochPanel(QtWidgets.QWidget):
         self._heights = heights
         self.header = QtWidgets.QLabel("no epoch yet")
         self.header.setWordWrap(True)
+        self.familiarity_label = QtWidgets.QLabel("")
+        self.familiarity_label.setWordWrap(True)
+        self.flagged = False
         self.show_overlay = QtWidgets.QCheckBox("relevance overlay")
         self.show_overlay.setChecked(True)
         self.show_overlay.toggled.connect(self._overlay_toggled)
@@ -125,6 +132,7 @@ class EpochPanel(QtWidgets.QWidget):
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
+        layout.addWidget(self.familiarity_label)
         layout.addLayout(body, 1)
         self.shown_index: int | None = None
         self.explained_index: int | None = None
@@ -146,6 +154,13 @@ class EpochPanel(QtWidgets.QWidget):
         else:
             self.image_item.clear()
         self.proba_bars.setOpts(height=np.asarray(proba, dtype=np.float64))
+
+    def show_familiarity(self, text: str, flagged: bool) -> None:
+        """The unfamiliar-signal line of the shown epoch (highlighted when ``flagged``)."""
+        self.flagged = bool(flagged)
+        self.familiarity_label.setText(text)
+        self.familiarity_label.setStyleSheet(
+            f"color: {UNFAMILIAR_COLOR}; font-weight: bold;" if flagged else "")
 
     def update_proba(self, proba: np.ndarray, header: str) -> None:
         """New probabilities / header of the shown epoch (it was revised)."""

@@ -3,7 +3,9 @@
 * **Hypnogram.** Final epochs are drawn as a solid step line; the epochs still inside the
   rolling inter-epoch window (provisional or revised: their stage may still change) as a dashed
   orange line on an orange band. An epoch whose current stage differs from its first,
-  provisional one is marked with a red ring at the stage it first got (a revision).
+  provisional one is marked with a red ring at the stage it first got (a revision). An epoch
+  flagged by the unfamiliar-signal flag (far from the model's training data: review it) is
+  marked with a magenta triangle above the W line.
 * **Hypnodensity.** The stage probabilities of every epoch stacked to 1 (W on top, as in the
   hypnogram).
 * **Quality strip.** One line per channel row; per epoch the worst signal-quality flag
@@ -30,6 +32,7 @@ from ..theme import (
     SELECTION_BRUSH,
     STAGE_COLORS,
     STAGE_LEVEL,
+    UNFAMILIAR_COLOR,
     hex_rgb,
     stage_ticks,
 )
@@ -38,6 +41,8 @@ from ..theme import (
 DENSITY_STEPS = 100
 #: The time axis spans at least this many epochs (the start of a night is not stretched).
 MIN_EPOCHS_SHOWN = 120
+#: Hypnogram level of the unfamiliar-signal markers (above W at 5).
+UNFAMILIAR_LEVEL = 5.6
 
 
 def stage_levels(stages: np.ndarray) -> np.ndarray:
@@ -101,9 +106,9 @@ class HypnogramPanel(QtWidgets.QWidget):
             if p is not self.hyp:
                 p.setXLink(self.hyp)
         self.hyp.getAxis("left").setTicks([stage_ticks()])
-        self.hyp.setYRange(-0.3, 5.3, padding=0)
+        self.hyp.setYRange(-0.3, 5.9, padding=0)
         self.hyp.setTitle("hypnogram (solid: final, dashed: provisional, ring: first stage "
-                          "of a revised epoch)", size="9pt")
+                          "of a revised epoch, triangle: unfamiliar signal)", size="9pt")
         self.hyp.getAxis("bottom").setStyle(showValues=False)
         self.density.getAxis("left").setTicks([[(0.5, "hypnodensity")]])
         self.density.setYRange(0, 1, padding=0)
@@ -121,7 +126,10 @@ class HypnogramPanel(QtWidgets.QWidget):
         self.revisions = pg.ScatterPlotItem(symbol="o", size=9, pen=pg.mkPen(REVISION_PEN,
                                                                             width=1.5),
                                             brush=None)
-        for item in (self.prov_band, self.final_curve, self.prov_curve, self.revisions):
+        self.unfamiliar_marks = pg.ScatterPlotItem(symbol="t", size=9, pen=None,
+                                                   brush=pg.mkBrush(UNFAMILIAR_COLOR))
+        for item in (self.prov_band, self.final_curve, self.prov_curve, self.revisions,
+                     self.unfamiliar_marks):
             self.hyp.addItem(item)
         self.density_item = pg.ImageItem(axisOrder="row-major")
         self.density.addItem(self.density_item)
@@ -138,7 +146,9 @@ class HypnogramPanel(QtWidgets.QWidget):
                            "</span>" for c in DENSITY_ORDER[::-1])
         flags = "  ".join(f"<span style='color:{c}'>&#9632; {f}</span>"
                           for f, c in zip(FLAGS, FLAG_COLORS))
-        self.legend = QtWidgets.QLabel(f"{legend} &nbsp;&nbsp;&nbsp; quality: {flags}")
+        self.legend = QtWidgets.QLabel(
+            f"{legend} &nbsp;&nbsp;&nbsp; quality: {flags} &nbsp;&nbsp;&nbsp; "
+            f"<span style='color:{UNFAMILIAR_COLOR}'>&#9650; unfamiliar signal (review)</span>")
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
@@ -147,6 +157,7 @@ class HypnogramPanel(QtWidgets.QWidget):
         self.n_epochs = 0
         self.n_final = 0
         self.n_revised = 0
+        self.n_unfamiliar = 0
         self.selected: int | None = None
         self._set_x_range(0)
 
@@ -177,6 +188,10 @@ class HypnogramPanel(QtWidgets.QWidget):
         self.n_revised = int(changed.size)
         first = stage_levels(np.asarray(store.first_stage, dtype=np.int8))
         self.revisions.setData((changed + 0.5) * self.epoch_h, first[changed])
+        flagged = np.flatnonzero(store.unfamiliar_mask())
+        self.n_unfamiliar = int(flagged.size)
+        self.unfamiliar_marks.setData((flagged + 0.5) * self.epoch_h,
+                                      np.full(flagged.size, UNFAMILIAR_LEVEL))
         if n:
             self.density_item.setImage(density_image(store.proba_array()), autoLevels=False)
             self.density_item.setRect(QtCore.QRectF(0, 0, n * self.epoch_h, 1))
@@ -218,4 +233,5 @@ class HypnogramPanel(QtWidgets.QWidget):
             self.epochClicked.emit(i)
 
 
-__all__ = ["DENSITY_STEPS", "HypnogramPanel", "density_image", "quality_image", "stage_levels"]
+__all__ = ["DENSITY_STEPS", "UNFAMILIAR_LEVEL", "HypnogramPanel", "density_image",
+           "quality_image", "stage_levels"]

@@ -1,4 +1,5 @@
-"""Tables: signal quality per channel of the shown epoch, and the running sleep statistics."""
+"""Tables: signal quality per channel of the shown epoch, and the running sleep statistics with
+the fraction of epochs flagged by the unfamiliar-signal flag."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from edge_scorer.hypnogram import Hypnogram
 from edge_scorer.sleepstats import sleep_statistics
 
 from ..store import FLAGS, ChannelQuality
-from ..theme import FLAG_COLORS, FOREGROUND
+from ..theme import FLAG_COLORS, FOREGROUND, UNFAMILIAR_COLOR
 
 #: Statistics shown in the window: (field of SleepStatistics, label, unit).
 STATS_SHOWN: tuple[tuple[str, str, str], ...] = (
@@ -100,11 +101,21 @@ class StatsTable(QtWidgets.QWidget):
         self.table = _table(len(STATS_SHOWN), ["statistic", "value"])
         for r, (_, label, _) in enumerate(STATS_SHOWN):
             _set(self.table, r, 0, label)
+        self.familiarity = QtWidgets.QLabel("")
+        self.familiarity.setWordWrap(True)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.title)
         layout.addWidget(self.table)
+        layout.addWidget(self.familiarity)
         self.values: dict[str, float | int] = {}
+
+    def update_familiarity(self, text: str, any_flagged: bool) -> None:
+        """The unfamiliar-signal line (e.g. ``unfamiliar signal: 3 of 40 epochs (8 %)``),
+        highlighted when an epoch is flagged."""
+        self.familiarity.setText(text)
+        self.familiarity.setStyleSheet(
+            f"color: {UNFAMILIAR_COLOR}; font-weight: bold;" if any_flagged else "")
 
     def update_stats(self, hyp: Hypnogram) -> None:
         """Recompute and show the statistics of ``hyp`` (nothing for an empty night)."""
