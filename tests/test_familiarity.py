@@ -230,3 +230,18 @@ def test_stamped_model_keeps_its_weights_beside_it(tmp_path):
     load_beside_onnx(folder / "intra.onnx")  # the weights check still passes
     # the file's identity changed: TensorRT engines named by the old hash are not reused
     assert file_hash(folder / "intra.onnx") != digest
+
+
+def test_epoch_logs_without_the_flag_columns_are_still_read(tmp_path):
+    from edge_scorer.sinks import LEGACY_LOG_COLUMNS, CsvLog, read_epoch_log
+
+    path = tmp_path / "epochs.csv"
+    rows = [",".join(LEGACY_LOG_COLUMNS),
+            "0,0,final,N2,0.1,0.1,0.6,0.1,0.1,10,0.0000,0,0,,1.0",
+            "1,30,provisional,W,0.6,0.1,0.1,0.1,0.1,1,0.0000,0,0,5.00,2.0"]
+    path.write_text("\n".join(rows) + "\n")
+    hyp, info = read_epoch_log(path)
+    assert hyp.labels == ["N2", "W"] and info["status"] == ["final", "provisional"]
+    assert np.isnan(info["familiarity"]).all() and not info["unfamiliar"].any()
+    with pytest.raises(ValueError, match="older edge-scorer"):
+        CsvLog(path)  # not appended to in the new format
