@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration-h", type=float, metavar="H",
                         help="night length in hours (sampled nights are drawn to this length, "
                              "given hypnograms are cropped to it)")
+    parser.add_argument("--label-noise", type=float, default=None, metavar="X",
+                        help="scale of the scorer disagreement between the written hypnogram "
+                             "and the stages the signals follow (default 0.8; 0: none; 1: one "
+                             "AASM-program scorer against the majority)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--nights must be at least 1, got {args.nights}")
     if args.duration_h is not None and not args.duration_h > 0:
         raise CliError(f"--duration-h must be positive, got {args.duration_h}")
+    if args.label_noise is not None and not 0 <= args.label_noise <= 3:
+        raise CliError(f"--label-noise must be between 0 and 3, got {args.label_noise}")
+    extra = {} if args.label_noise is None else {"label_noise": args.label_noise}
     drivers = None
     if args.hypnogram is not None:
         if args.hypnogram.is_dir():
@@ -46,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--hypnogram {args.hypnogram} does not exist; give a hypnogram file "
                            "or a folder of them (e.g. ../shared/data/sleep-edf/hypnograms)")
     written = simulate_nights(args.output, args.nights, layout=args.layout, seed=args.seed,
-                              hypnograms_from=drivers, duration_h=args.duration_h)
+                              hypnograms_from=drivers, duration_h=args.duration_h, **extra)
     for psg, hyp in written:
         print(f"{psg}\t{hyp}")
     return 0

@@ -8,7 +8,10 @@ trained on thousands of real nights (``python -m edge_scorer.bench realism``, YA
 * :mod:`.architecture`: the fitted semi-Markov sleep-architecture model.
 * :mod:`.night`: :func:`simulate_night`, :func:`write_night`, :func:`simulate_nights` in the
   Sleep-EDF and SHHS file layouts.
-* :mod:`.profile`: per-subject variation (:class:`SubjectProfile`).
+* :mod:`.profile`: per-subject and per-night variation (:class:`SubjectProfile`).
+* :mod:`.label_noise`: scorer disagreement between a night's hypnogram and its signals.
+
+What is simulated, from which sources, and what is still missing: ``docs/SIMULATOR.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .architecture import (
     load_params,
     sample_hypnogram,
 )
+from .label_noise import scorer_disagreement
 from .night import (
     LAYOUTS,
     LayoutChannel,
@@ -29,7 +33,7 @@ from .night import (
     simulate_nights,
     write_night,
 )
-from .profile import SubjectProfile, draw_profile
+from .profile import SubjectProfile, draw_profile, night_variation
 from .signals import ChannelSpec, emg_envelope, simulate_signals
 
 __all__ = [
@@ -45,7 +49,9 @@ __all__ = [
     "fit_architecture",
     "load_hypnograms",
     "load_params",
+    "night_variation",
     "sample_hypnogram",
+    "scorer_disagreement",
     "simulate_night",
     "simulate_nights",
     "simulate_signals",

@@ -30,13 +30,17 @@ from .._log import get_logger
 from ..edf_writer import EdfSignal, write_edf
 from ..hypnogram import Hypnogram
 from .architecture import ArchitectureParams, load_hypnograms, sample_hypnogram
-from .profile import SubjectProfile, draw_profile
+from .label_noise import scorer_disagreement
+from .profile import SubjectProfile, draw_profile, night_variation
 from .signals import ChannelSpec, simulate_signals
 from .sources import stream
 
 log = get_logger("simulate.night")
 
 _EEG_PRE = "HP:0.5Hz LP:100Hz [enhanced cassette BW]"
+#: Default scale of the scorer disagreement between a simulated night's hypnogram and its
+#: signals (:mod:`edge_scorer.simulate.label_noise`).
+LABEL_NOISE = 0.8
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ def simulate_night(
     extra_channels: Sequence[ChannelSpec] = (),
     subject: int = 0,
     night: int = 1,
+    label_noise: float = LABEL_NOISE,
 ) -> SimulatedNight:
     """Simulate one night.
 
@@ -169,6 +174,11 @@ def simulate_night(
         Additional channels (e.g. a raw 100-Hz chin EMG beside the Sleep-EDF envelope).
     subject, night : int
         Used in file names.
+    label_noise : float
+        Scale of the scorer disagreement between the written hypnogram and the stages the
+        signals are drawn from (:mod:`~edge_scorer.simulate.label_noise`; 0 makes the signals
+        follow the hypnogram exactly). The hypnogram written and returned is always the
+        reference (e.g. the real expert one); the signal stages are in ``meta``.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
@@ -189,7 +199,10 @@ def simulate_night(
                     meta={"source": hypnogram.meta.get("source", "simulated")})
     profile = profile or draw_profile(stream(seed, "subject"))
     chans = [lc.spec for lc in LAYOUTS[layout]] + list(extra_channels)
-    data = simulate_signals(hyp, chans, seed=seed, profile=profile)
+    signal_stages = scorer_disagreement(hyp.stages, stream(seed, "scorer"), label_noise)
+    driven = Hypnogram(signal_stages, epoch_s=hyp.epoch_s, onset_s=0.0,
+                       start_time=hyp.start_time)
+    data = simulate_signals(driven, chans, seed=seed, profile=profile)
     header = {lc.spec.label: lc for lc in LAYOUTS[layout]}
     out = []
     for c in chans:
@@ -197,7 +210,9 @@ def simulate_night(
         out.append(SimulatedChannel(c.label, c.sfreq, c.unit, data[c.label], c.kind,
                                     lc.transducer, lc.prefilter, lc.phys_range))
     return SimulatedNight(out, hyp, layout, int(seed), profile, hyp.start_time, subject, night,
-                          {"driving_hypnogram": hyp.meta["source"]})
+                          {"driving_hypnogram": hyp.meta["source"],
+                           "signal_stages": signal_stages, "label_noise": float(label_noise),
+                           "reference_agreement": float(np.mean(signal_stages == hyp.stages))})
 
 
 def night_name(night: SimulatedNight) -> str:
@@ -259,8 +274,13 @@ def simulate_nights(
     hypnograms_from: str | Path | Sequence[Hypnogram] | None = None,
     *,
     duration_h: float | None = None,
+    label_noise: float = LABEL_NOISE,
 ) -> list[tuple[Path, Path]]:
     """Simulate and write ``n_nights`` nights (night ``i`` uses seed ``seed + i``).
+
+    Nights driven by real Sleep-EDF hypnograms share their subject's physiology; the recording
+    (electrodes, impedance, noise, amplifier gains) differs from night to night
+    (:func:`~edge_scorer.simulate.profile.night_variation`).
 
     Parameters
     ----------
@@ -268,6 +288,8 @@ def simulate_nights(
         Drive the nights by real hypnograms (a folder is read with
         :func:`~edge_scorer.simulate.architecture.load_hypnograms`, i.e. in-bed cropped), used in
         turn; default: sample each hypnogram from the architecture model.
+    label_noise : float
+        Scorer-disagreement scale (see :func:`simulate_night`).
 
     Returns
     -------
@@ -290,9 +312,11 @@ def simulate_nights(
             # Named after the real night that drives it (SC4012 -> SIM0012), with one simulated
             # physiology per subject, so subject-wise splits of the real data apply unchanged.
             subject, night_no = ids
-            profile = draw_profile(stream(seed, f"subject-{subject}"))
+            profile = night_variation(draw_profile(stream(seed, f"subject-{subject}")),
+                                      stream(seed + i, "night"))
         night = simulate_night(hyp, layout=layout, seed=seed + i, duration_h=duration_h,
-                               subject=subject, night=night_no, profile=profile)
+                               subject=subject, night=night_no, profile=profile,
+                               label_noise=label_noise)
         written.append(write_night(night, out_dir))
     return written
 

@@ -31,9 +31,9 @@ from scipy import signal as sps
 from .._log import get_logger
 from ..hypnogram import Hypnogram
 from .body import Body
-from .neuro import GAINS, SITES, channel_artifacts, eeg_sources, raw_emg
+from .neuro import SITES, channel_artifacts, eeg_sources, loose_lead_mask, raw_emg, site_gain
 from .profile import SubjectProfile, draw_profile
-from .sources import highpass, stream
+from .sources import band_noise, highpass, stream
 from .state import NightState
 
 log = get_logger("simulate")
@@ -202,20 +202,32 @@ def _brain_channels(
     n = n_samples(duration_s, sfreq)
     acc = {c.label: np.zeros(n) for c in channels}
     site_idx = {c.label: SITES.index(c.resolved_site) for c in channels}
+    p = state.profile
     for name, x in eeg_sources(state, sfreq, n):
         for c in channels:
-            g = GAINS[name][site_idx[c.label]]
+            g = site_gain(name, site_idx[c.label], p)
             if g:
                 acc[c.label] += g * x
     ecg = body.ecg(sfreq, n)
     out = {}
     for c in channels:
         x = acc.pop(c.label)
-        x += GAINS["ecg"][site_idx[c.label]] * ecg
+        x += site_gain("ecg", site_idx[c.label], p) * ecg
         x += channel_artifacts(state, c.label, sfreq, n)
         x = highpass(x, sfreq, _hp(c))
+        _hold_flat(x, loose_lead_mask(state, c.label, sfreq, n))
         out[c.label] = resample(x, sfreq, c.sfreq, n_samples(duration_s, c.sfreq))
     return out
+
+
+def _hold_flat(x: np.ndarray, mask: np.ndarray) -> None:
+    """A loose lead: hold the value at the start of each masked run (in place), plus the small
+    amplifier noise a disconnected input still shows."""
+    if not mask.any():
+        return
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
+    for a, b in zip(edges[::2], edges[1::2]):
+        x[a:b] = x[max(a - 1, 0)]
 
 
 def _emg_channels(
@@ -225,24 +237,42 @@ def _emg_channels(
     raw_rates = [c.sfreq for c in channels if c.kind == "emg"]
     sfreq = max([100.0, *raw_rates])
     n = n_samples(duration_s, sfreq)
-    raw = raw_emg(state, sfreq, n, body.ecg(sfreq, n))
+    raw, tone = raw_emg(state, sfreq, n, body.ecg(sfreq, n), with_tone=True)
     out = {}
     for c in channels:
         m = n_samples(duration_s, c.sfreq)
         if c.kind == "emg":
             out[c.label] = resample(highpass(raw, sfreq, _hp(c)), sfreq, c.sfreq, m)
         else:
-            out[c.label] = emg_envelope(raw, sfreq, c.sfreq, m)
+            rng = stream(state.seed, f"envelope-{c.label}")
+            env = emg_envelope(tone, sfreq, c.sfreq, m, rng)
+            out[c.label] = state.profile.emg_env_gain * env
     return out
 
 
-def emg_envelope(raw: np.ndarray, sfreq: float, sfreq_out: float, n_out: int) -> np.ndarray:
-    """Sleep-EDF style EMG envelope: high-pass 16 Hz, rectification, low-pass 0.7 Hz.
+#: Mean of the rectified signal over its RMS for Gaussian muscle noise (sqrt(2/pi)).
+_RECTIFIED_MEAN = float(np.sqrt(2.0 / np.pi))
+#: Relative fluctuation of a 0.7-Hz envelope of broadband (16-several kHz) EMG, about
+#: sqrt(0.7 / 5000); the real Sleep-EDF envelope varies by 1-2 % within a quiet epoch.
+_ENVELOPE_CV = 0.01
+#: Amplifier noise floor of the envelope (uV).
+_ENVELOPE_FLOOR_UV = 0.3
+
+
+def emg_envelope(tone: np.ndarray, sfreq: float, sfreq_out: float, n_out: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Sleep-EDF style EMG envelope (high-pass 16 Hz, rectification, low-pass 0.7 Hz) of a
+    muscle tone curve (RMS, uV, at ``sfreq``), sampled at ``sfreq_out`` (1 Hz in Sleep-EDF).
 
     This is what the Sleep-EDF SC files store as "EMG submental" (their header prefilter
-    field reads ``HP:16Hz Rectification LP:0.7Hz``), sampled at ``sfreq_out`` (1 Hz there).
+    field reads ``HP:16Hz Rectification LP:0.7Hz``). The raw EMG there was recorded with a
+    far wider band than a 100-Hz simulation can hold, so the envelope is computed from the
+    tone directly (the mean of the rectified signal) with the small fluctuation such a wide
+    band leaves, rather than by rectifying a 100-Hz simulated EMG (which fluctuates ~10 %).
     """
-    hp = sps.sosfiltfilt(sps.butter(4, 16.0, "highpass", fs=sfreq, output="sos"), raw)
-    env = sps.sosfiltfilt(sps.butter(2, 0.7, "lowpass", fs=sfreq, output="sos"), np.abs(hp))
+    lp = sps.butter(2, min(0.7, 0.45 * sfreq), "lowpass", fs=sfreq, output="sos")
+    env = sps.sosfiltfilt(lp, _RECTIFIED_MEAN * tone) + _ENVELOPE_FLOOR_UV
     t_out = np.arange(n_out) / sfreq_out
-    return np.maximum(np.interp(t_out, np.arange(len(env)) / sfreq, env), 0.0)
+    env = np.interp(t_out, np.arange(len(env)) / sfreq, env)
+    wobble = band_noise(rng, n_out, sfreq_out, 0.0, min(0.2, 0.45 * sfreq_out))
+    return np.maximum(env * (1.0 + _ENVELOPE_CV * wobble), 0.0)

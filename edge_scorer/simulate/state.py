@@ -18,10 +18,18 @@ from .sources import StageTimeline, box_envelope, event_times, stream
 
 W, N1, N2, N3, REM = (int(s) for s in (Stage.W, Stage.N1, Stage.N2, Stage.N3, Stage.REM))
 
-#: Spontaneous arousal rate per hour of each stage (W, N1, N2, N3, REM), healthy adult.
-AROUSALS_PER_H = (0.0, 10.0, 6.0, 1.5, 5.0)
-#: Body-movement rate per hour of each stage.
-MOVEMENTS_PER_H = (7.0, 4.0, 1.0, 0.3, 0.8)
+#: Spontaneous arousal rate per hour of each stage (W, N1, N2, N3, REM). Healthy adults have an
+#: arousal index of about 10-20 per hour of sleep, rising with age (Bonnet & Arand 2007, J Clin
+#: Sleep Med 3:133), most in N1/N2 and REM, few in N3.
+AROUSALS_PER_H = (0.0, 16.0, 10.0, 3.0, 10.0)
+#: Body-movement rate per hour of each stage (wake in bed is restless; N3 almost still).
+MOVEMENTS_PER_H = (10.0, 5.0, 1.5, 0.3, 1.0)
+#: N1: fraction of epochs with slow rolling eye movements, and the rate (per minute) of brief
+#: alpha returns (3-10 s). AASM v2.6: N1 is scored when alpha is replaced by low-amplitude mixed
+#: frequency for > 50 % of the epoch; SEMs, vertex waves and alpha fragments are common but
+#: not required, which is why N1 is the least reliable stage (63 % inter-scorer agreement,
+#: Rosenberg & Van Hout 2013, J Clin Sleep Med 9:81).
+N1_SEM_P, N1_ALPHA_RETURNS_PER_MIN = 0.6, 0.7
 #: Exponent that makes P(slow-wave fraction > 50 % | N3) = 41 % (uniform u -> 0.2 + 0.8 u**k).
 N3_SWA_POWER = 1.86
 
@@ -69,6 +77,12 @@ class NightState:
         self.drowsy = (st == W) & near
         self.eyes_closed = closed | (self.drowsy & (rng.random(n_ep) < 0.8))
         self.eyes_closed &= ~tl.unscored
+        # How busy the eyes are in an eyes-open wake epoch (reading, looking around, still).
+        self.wake_activity = np.clip(rng.lognormal(0.0, 0.6, n_ep), 0.15, 4.0)
+        # Slow rolling eye movements come and go at sleep onset: present in some N1 and
+        # drowsy-wake epochs only, with varying amplitude.
+        sem_on = rng.random(n_ep) < N1_SEM_P
+        self.sem_level = np.where(sem_on, np.clip(rng.lognormal(0.0, 0.5, n_ep), 0.2, 3.0), 0.0)
 
         # Slow-wave density: N3 holds >= 20 % of high-amplitude delta (AASM), N2 < 20 %.
         # In the real Sleep-EDF SC hypnograms, R&K stage 4 (> 50 % slow waves) is 41 % of the
@@ -116,6 +130,13 @@ class NightState:
         self.movement_times_s = np.r_[t_mv, t_un]
         self.movement_durations_s = np.r_[d_mv, d_un]
         self.movement = box_envelope(tl, self.movement_times_s, self.movement_durations_s, 0.5)
+
+        # Brief alpha returns in N1 (and a few at light N2 boundaries).
+        rng_r = stream(seed, "alpha-returns")
+        rate = tl.mix((0.0, N1_ALPHA_RETURNS_PER_MIN, 0.1, 0.0, 0.2)) / 60.0
+        t_r = event_times(rng_r, rate, tl.ctrl_hz)
+        d_r = rng_r.uniform(3.0, 10.0, len(t_r))
+        self.alpha_return = box_envelope(tl, t_r, d_r, ramp_s=1.0)
 
     # ------------------------------------------------------------------ helpers
     @property
