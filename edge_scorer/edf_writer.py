@@ -206,8 +206,9 @@ def write_edf(
     ])
     if len(header) != 256 * (ns + 1):
         raise RuntimeError("internal error: EDF header has the wrong size")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
+    from .outputs import atomic_open
+
+    with atomic_open(path, "wb") as f:
         f.write(header)
         for r in range(n_records):
             for d in digital:

@@ -16,11 +16,15 @@ runs, in order:
 6. every sink (:mod:`edge_scorer.sinks`: append-only CSV, LSL outlet, printers), in order.
 
 Epoch quality: the fraction of an epoch's conditioned samples that came from missing or
-non-finite input (NaN after conditioning) is reported per epoch; above
-``max_invalid_fraction`` the epoch is *unscorable* (stage UNSCORED; its probabilities are still
-computed so that the window of its neighbours stays intact). An epoch holding samples filled by
-the inlet's gap interpolation is flagged ``gap_filled``. An epoch whose intra feature is far
-from the model's training data is flagged ``unfamiliar`` (review it; not a diagnosis).
+non-finite input (NaN after conditioning) is measured per row, and the largest over the rows is
+reported per epoch (``invalid_fraction``); above ``max_invalid_fraction`` the epoch is
+*unscorable* (stage UNSCORED; its probabilities are still computed so that the window of its
+neighbours stays intact). One dead row (an EEG lead of NaN) therefore makes the epoch
+unscorable even when the other rows are fine: the model never saw such an image, and its
+confident stage would not be trustworthy. The first epoch a row goes missing is logged. An
+epoch holding samples filled by the inlet's gap interpolation is flagged ``gap_filled``. An
+epoch whose intra feature is far from the model's training data is flagged ``unfamiliar``
+(review it; not a diagnosis).
 
 Errors never lose what is scored: sinks write each update as it is made, and
 :meth:`Engine.finish` can always be called to finalize the epochs scored so far.
@@ -83,6 +87,7 @@ class Engine:
         self.start_time = start_time
         self._native = np.zeros(self.spec.n_rows, dtype=np.int64)
         self._filled_epochs: set[int] = set()
+        self._dead_rows: set[str] = set()
         #: Provisional-label latency of every epoch (s), in order.
         self.latencies: list[float] = []
         self.last_epoch: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -139,7 +144,9 @@ class Engine:
             part = epochs[start:start + self.batch_size]
             arr = np.stack([e for _, e in part])
             images = render_epochs(arr, self.spec)
-            invalid = np.isnan(arr).mean(axis=(1, 2))
+            per_row = np.isnan(arr).mean(axis=2)  # (epochs, rows)
+            invalid = per_row.max(axis=1)
+            self._warn_dead_rows(part, per_row)
             logits, feats = self.model.epoch_outputs(images, batch_size=self.batch_size)
             dist, flag = self.model.familiarity_of(feats)
             infos = [{"invalid_fraction": float(f), "gap_filled": i in self._filled_epochs,
@@ -157,6 +164,18 @@ class Engine:
             self._publish(new)
             updates += new
         return updates
+
+    def _warn_dead_rows(self, part: list[tuple[int, np.ndarray]], per_row: np.ndarray) -> None:
+        """Log the first epoch in which a row is more missing than ``max_invalid_fraction``."""
+        for (index, _), fractions in zip(part, per_row, strict=True):
+            new = [self.spec.row_names[r] for r in np.flatnonzero(
+                fractions > self.max_invalid_fraction) if self.spec.row_names[r]
+                not in self._dead_rows]
+            if new:
+                self._dead_rows.update(new)
+                log.warning("%s %s no signal for most of epoch %d: such epochs are unscorable "
+                            "(stage UNSCORED) while a row is missing", ", ".join(new),
+                            "has" if len(new) == 1 else "have", index)
 
     def _publish(self, updates: list[EpochUpdate]) -> None:
         if not updates:
@@ -230,6 +249,24 @@ class Engine:
                 "fraction": (k / n) if fam is not None and n else None,
                 "threshold": fam.threshold if fam is not None else None,
                 "quantile": fam.quantile if fam is not None else None}
+
+    def samples_summary(self) -> dict:
+        """Samples received per row, the signal they span, and the trailing part of an epoch
+        that no complete epoch holds (dropped at the end, as offline).
+
+        Returns
+        -------
+        dict
+            ``received`` (``{row: samples}``), ``signal_s`` (the shortest row's length in
+            seconds), ``epochs_complete`` and ``trailing_s`` (signal after the last complete
+            epoch).
+        """
+        seconds = [float(n) / fs for n, fs in zip(self._native, self.in_sfreq, strict=True)]
+        signal_s = min(seconds) if seconds else 0.0
+        done = self.rolling.n_epochs
+        return {"received": dict(zip(self.spec.row_names, self._native.tolist(), strict=True)),
+                "signal_s": signal_s, "epochs_complete": done,
+                "trailing_s": max(0.0, signal_s - done * self.spec.epoch_s)}
 
     def latency_summary(self) -> dict[str, float]:
         """Median, p99 and max provisional latency in milliseconds (empty before any epoch)."""

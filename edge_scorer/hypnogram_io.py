@@ -18,7 +18,7 @@ import csv
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -343,8 +343,12 @@ def _runs(stages: np.ndarray) -> list[tuple[int, int, Stage]]:
     return [(int(a), int(b - a), Stage(int(stages[a]))) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def write_hypnogram(hyp: Hypnogram, path: str | Path, *, fmt: str | None = None) -> Path:
-    """Write a hypnogram; the format follows the file name unless ``fmt`` is given.
+def write_hypnogram(hyp: Hypnogram, path: str | Path, *, fmt: str | None = None,
+                    extra_columns: Mapping[str, Sequence[str]] | None = None) -> Path:
+    """Write a hypnogram atomically; the format follows the file name unless ``fmt`` is given.
+
+    Every format is written through :func:`~edge_scorer.outputs.atomic_write` (a temporary
+    file renamed over ``path``): a failure never leaves half a file.
 
     * ``*events.tsv`` (``fmt="bids"``): BIDS events, one row per epoch with ``onset``,
       ``duration``, ``trial_type`` (stage label) and ``value`` (canonical code).
@@ -355,11 +359,20 @@ def write_hypnogram(hyp: Hypnogram, path: str | Path, *, fmt: str | None = None)
       ``"Sleep stage R"``, ``"Sleep stage ?"``; N3 is written as ``"Sleep stage 3"``).
     * ``*.xml`` (``fmt="nsrr"``): NSRR XML, see :func:`write_nsrr_xml`.
 
+    ``extra_columns`` (CSV/TSV only): more columns, ``{name: one text value per epoch}``.
+
     Returns
     -------
     Path
         The written file.
+
+    Raises
+    ------
+    OutputError
+        The file could not be written (named; a previous file there is unchanged).
     """
+    from .outputs import atomic_write
+
     path = Path(path)
     name = path.name.lower()
     if fmt is None:
@@ -370,7 +383,13 @@ def write_hypnogram(hyp: Hypnogram, path: str | Path, *, fmt: str | None = None)
             f"cannot choose a hypnogram format for {path.name!r}; name it *.csv, *.tsv, "
             "*events.tsv, *.edf or *.xml, or pass fmt=..."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = dict(extra_columns or {})
+    if extra and fmt not in ("csv", "tsv"):
+        raise ValueError(f"extra columns are written to CSV/TSV only, not {fmt}")
+    for name, values in extra.items():
+        if len(values) != hyp.n_epochs:
+            raise ValueError(f"extra column {name!r} has {len(values)} values for "
+                             f"{hyp.n_epochs} epochs")
     if fmt == "edf":
         return _write_edf(hyp, path)
     if fmt == "nsrr":
@@ -387,16 +406,16 @@ def write_hypnogram(hyp: Hypnogram, path: str | Path, *, fmt: str | None = None)
             rows[0] += list(PROBA_COLUMNS)
         if hyp.start_time is not None:
             rows[0].append("clock_time")
+        rows[0] += list(extra)
         for i, (o, s) in enumerate(zip(onsets, hyp.stages)):
             row = [str(i), _fmt(o), _fmt(hyp.epoch_s), Stage(int(s)).label]
             if hyp.probabilities is not None:
                 row += [f"{p:.6g}" for p in hyp.probabilities[i]]
             if hyp.start_time is not None:
                 row.append((hyp.start_time + timedelta(seconds=float(o))).isoformat())
-            rows.append(row)
+            rows.append(row + [str(v[i]) for v in extra.values()])
         delim = "\t" if fmt == "tsv" else ","
-    path.write_text("\n".join(delim.join(r) for r in rows) + "\n", encoding="utf-8")
-    return path
+    return atomic_write(path, "\n".join(delim.join(r) for r in rows) + "\n")
 
 
 def _write_edf(hyp: Hypnogram, path: Path) -> Path:
@@ -453,9 +472,9 @@ def write_nsrr_xml(hyp: Hypnogram, path: str | Path) -> Path:
         add(NSRR_STAGE_TYPE, NSRR_CONCEPTS[stage], hyp.onset_s + first * hyp.epoch_s,
             n * hyp.epoch_s)
     ET.indent(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="UTF-8", xml_declaration=True)
-    return path
+    from .outputs import atomic_write
+
+    return atomic_write(path, ET.tostring(root, encoding="UTF-8", xml_declaration=True))
 
 
 # ---------------------------------------------------------------------------- Sleep-EDF helpers

@@ -14,8 +14,13 @@ spec order, ready for :class:`~edge_scorer.conditioning.Conditioner`.
   :func:`~edge_scorer.montage.map_channels`, the same rules and ``--channel ROW=LABEL``
   overrides as for files; a missing row is an error listing what the streams have.
 * **Pulling.** Each inlet pulls with ``pull_chunk(timeout=0, dest_obj=...)`` straight into a
-  preallocated ring buffer (``buffer_s`` seconds per stream; the GUI reads the latest signal
-  from it). Time stamps are clock-corrected by liblsl (``proc_clocksync``).
+  preallocated ring buffer (``ring_s`` seconds per stream; the GUI reads the latest signal
+  from it). Time stamps are clock-corrected by liblsl (``proc_clocksync``). liblsl keeps
+  ``buffer_s`` seconds of *wall* time per inlet for a consumer that is busy or paused (its
+  buffer is sized in seconds at the nominal rate, so it is scaled by ``speed``; capped at the
+  replay's length plus a minute, or :data:`MAX_BUFFER_SIGNAL_S` of signal). When the newest
+  sample pulled is older than :attr:`LslSource.behind_warn_s` (the engine falls behind), a
+  warning says so before samples are lost; :attr:`LslSource.max_lag_s` keeps the worst lag.
 * **Time and gaps.** Sample ``n`` of a stream is expected at ``t0 + n * period`` with ``period =
   1 / (nominal_srate * speed)`` (``speed`` from the replay's ``desc``, 1 for a device). The
   expectation is de-jittered by exponential smoothing towards the observed stamps, so device
@@ -36,7 +41,6 @@ from __future__ import annotations
 import math
 import re
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +54,12 @@ from .spec import RenderSpec
 
 log = get_logger("inlet")
 
-#: numpy dtype of each numeric LSL channel format name.
+#: Most seconds of signal an inlet buffers when the stream's length is unknown (4 h).
+MAX_BUFFER_SIGNAL_S = 4 * 3600.0
+#: Seconds between two "falling behind" warnings.
+BEHIND_REPEAT_S = 30.0
+
+
 class StreamNotFound(LookupError):
     """No LSL stream matches the request."""
 
@@ -151,9 +160,20 @@ def _companions(primary: Any, timeout_s: float) -> list[Any]:
     return out
 
 
+def _stream_xml(info: Any) -> Any:
+    """The stream description parsed with ``defusedxml`` (it comes from the network)."""
+    from defusedxml import ElementTree as SafeET
+
+    try:
+        return SafeET.fromstring(info.as_xml())
+    except Exception as exc:  # defusedxml refuses entities/DTDs; expat refuses bad XML
+        raise ValueError(f"stream {info.name()!r} has a description that is not safe, valid "
+                         f"XML ({type(exc).__name__}: {exc}); fix the sender") from exc
+
+
 def channel_labels(info: Any) -> list[str]:
     """Channel labels from a stream's ``desc`` (``ch1..chN`` when it has none)."""
-    root = ET.fromstring(info.as_xml())
+    root = _stream_xml(info)
     labels = [(ch.findtext("label") or "").strip()
               for ch in root.findall("./desc/channels/channel")]
     n = info.channel_count()
@@ -163,7 +183,7 @@ def channel_labels(info: Any) -> list[str]:
 
 
 def _desc_value(info: Any, path: str) -> str | None:
-    root = ET.fromstring(info.as_xml())
+    root = _stream_xml(info)
     value = root.findtext(f"./desc/{path}")
     return value.strip() if value else None
 
@@ -207,7 +227,8 @@ class LslSource:
     gap_tolerance_s : float
         Stamp jump (in seconds of signal) taken as lost samples.
     buffer_s : float
-        Wall-clock seconds of samples liblsl keeps per inlet while the engine is busy.
+        Wall-clock seconds of samples liblsl keeps per inlet while the engine is busy or
+        paused (scaled by the speed; see the module notes for the cap).
     ring_s : float
         Seconds of signal kept per stream in the ring buffer (for displays).
     timeout_s : float
@@ -219,12 +240,20 @@ class LslSource:
                  channel_overrides: Mapping[str, str] | None = None,
                  speed: float | None = None, start_time: float | None = None,
                  fill_gap_s: float = 1.0, gap_tolerance_s: float = 0.1,
-                 buffer_s: float = 60.0, ring_s: float = 60.0,
+                 buffer_s: float = 360.0, ring_s: float = 60.0,
                  timeout_s: float = 5.0) -> None:
         if not (name or stype or source_id):
             raise ValueError("give the stream's name, type or source id (e.g. --name NAME)")
-        if speed is not None and not speed > 0:
-            raise ValueError(f"speed must be positive, got {speed}")
+        if speed is not None and not (math.isfinite(speed) and speed > 0):
+            raise ValueError(f"speed must be a positive number, got {speed}")
+        for what, value in (("fill_gap_s", fill_gap_s), ("gap_tolerance_s", gap_tolerance_s)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{what} must be zero or a positive number of seconds, got "
+                                 f"{value}")
+        for what, value in (("buffer_s", buffer_s), ("ring_s", ring_s),
+                            ("timeout_s", timeout_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{what} must be a positive number of seconds, got {value}")
         self.spec = spec
         self.query = (name, stype, source_id)
         self.overrides = dict(channel_overrides or {})
@@ -239,6 +268,14 @@ class LslSource:
         self.t0: float | None = None
         self.speed = 1.0
         self._closed_pulled = self._closed_gaps = 0
+        #: Lag (wall s) of the newest sample pulled that triggers a warning (set at connect).
+        self.behind_warn_s = 5.0
+        self.buffer_wall_s = self.buffer_s
+        #: The largest lag seen (wall s between a sample's stamp and its pull).
+        self.max_lag_s = 0.0
+        self.n_behind_warnings = 0
+        self._behind_since: float | None = None
+        self._last_warning = -math.inf
 
     # ------------------------------------------------------------------ connect
     def connect(self) -> LslSource:
@@ -280,6 +317,11 @@ class LslSource:
             text = _desc_value(infos[0], "edge_scorer/speed")
             speed = float(text) if text else 1.0
         self.speed = speed
+        duration = _desc_value(infos[0], "edge_scorer/duration_s")
+        cap_s = float(duration) + 60.0 if duration else MAX_BUFFER_SIGNAL_S
+        buflen = max(1, math.ceil(min(self.buffer_s * speed, cap_s)))
+        self.buffer_wall_s = buflen / speed
+        self.behind_warn_s = min(5.0, 0.5 * self.buffer_wall_s)
         groups = []
         for g, info in enumerate(infos):
             if g not in used:
@@ -289,9 +331,8 @@ class LslSource:
                                  "a regularly sampled stream (nominal_srate > 0)")
             # liblsl sizes its buffer in seconds at the nominal rate: scale by the speed so it
             # holds buffer_s of wall time
-            inlet = pylsl.StreamInlet(found[g],
-                                      max_buflen=max(1, math.ceil(self.buffer_s * speed)),
-                                      recover=True, processing_flags=pylsl.proc_clocksync)
+            inlet = pylsl.StreamInlet(found[g], max_buflen=buflen, recover=True,
+                                      processing_flags=pylsl.proc_clocksync)
             chunk_max = max(1, min(int(info.nominal_srate() * speed * 2), 1 << 20))
             groups.append(InletStream(inlet, info, used[g], self.ring_s, speed, self.fill_gap_s,
                                  self.gap_tolerance_s, chunk_max))
@@ -367,6 +408,8 @@ class LslSource:
             x, ts = grp.pull()
             if len(ts) == 0:
                 continue
+            if grp is self.groups[0]:
+                self._check_lag(float(ts[-1]))
             if self.t0 is None:
                 self.t0 = float(ts[0]) if self.start_time is None else float(self.start_time)
             if grp.t_next is None:
@@ -377,6 +420,28 @@ class LslSource:
                 filled[row] = mask
             got = got or len(x) > 0
         return Chunk(rows, filled, t_in) if got else None
+
+    def _check_lag(self, newest_stamp: float) -> None:
+        """Warn when the newest sample pulled is old: the consumer is falling behind."""
+        import pylsl
+
+        lag = pylsl.local_clock() - newest_stamp
+        self.max_lag_s = max(self.max_lag_s, lag)
+        now = time.monotonic()
+        if lag > self.behind_warn_s:
+            if self._behind_since is None:
+                self._behind_since = now
+            if now - self._last_warning >= BEHIND_REPEAT_S:
+                self._last_warning = now
+                self.n_behind_warnings += 1
+                log.warning("falling behind: the newest sample pulled from %s is %.1f s old "
+                            "(the inlet buffers %.0f s); samples will be lost if this grows - "
+                            "a slower backend, too many beds, or a paused process",
+                            self.groups[0].info.name(), lag, self.buffer_wall_s)
+        elif self._behind_since is not None and lag < 0.5 * self.behind_warn_s:
+            log.info("caught up (lag %.2f s after %.0f s behind)", lag,
+                     now - self._behind_since)
+            self._behind_since = None
 
     def latest(self, seconds: float) -> dict[str, np.ndarray]:
         """The last ``seconds`` of raw signal per mapped row (for display)."""

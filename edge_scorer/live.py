@@ -4,10 +4,15 @@
 :class:`LiveScorer` connects the source, builds the engine for the rates the streams carry,
 and polls the inlets every ``poll_s``; each poll pulls everything that arrived (non-blocking)
 and pushes it through the engine, whose sinks publish the stages. ``stop()`` (or the end of the
-``with`` block, or ``idle_timeout_s`` without samples) finishes the engine: the last complete
-epochs are scored and made final, and the sinks write the night's files. An error in the thread
-(e.g. a stream that changes shape) stops scoring but still finalizes what was scored; it is
-re-raised by :meth:`LiveScorer.stop` / :meth:`LiveScorer.join`.
+``with`` block, or ``idle_timeout_s`` without samples) finishes the night: what has already
+arrived in the inlets is pulled and scored (up to ``drain_s``), the last complete epochs are
+scored and made final, and the sinks write the night's files. An error in the thread (e.g. a
+stream that changes shape) stops scoring but still finalizes what was scored; it is re-raised
+by :meth:`LiveScorer.stop` / :meth:`LiveScorer.join`.
+
+The end of the thread's work is an :class:`threading.Event` set after the files are written,
+not ``Thread.join``: on Python 3.11 a ``join`` interrupted by Ctrl-C can report the thread
+ended while it is still finalizing (and the process then exits under it).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class LiveScorer:
         More :class:`~edge_scorer.inlet.LslSource` options (``speed``, ``fill_gap_s``, ...).
     engine_kwargs : dict, optional
         More :class:`~edge_scorer.engine.Engine` options (``max_invalid_fraction``, ...).
+    drain_s : float
+        At a stop, keep pulling what has already arrived for at most this long.
     """
 
     def __init__(self, model: ScoringModel, *, name: str | None = None,
@@ -57,7 +64,12 @@ class LiveScorer:
                  out_dir: str | Path | None = None, outlet_name: str | None = None,
                  sinks: Sequence = (), channel_overrides: Mapping[str, str] | None = None,
                  idle_timeout_s: float | None = None, poll_s: float = 0.02,
-                 source_kwargs: dict | None = None, engine_kwargs: dict | None = None) -> None:
+                 source_kwargs: dict | None = None, engine_kwargs: dict | None = None,
+                 drain_s: float = 5.0) -> None:
+        if idle_timeout_s is not None and not idle_timeout_s > 0:
+            raise ValueError(f"idle_timeout_s must be positive (or None), got {idle_timeout_s}")
+        if not poll_s > 0:
+            raise ValueError(f"poll_s must be positive, got {poll_s}")
         self.model = model
         self.source = LslSource(model.spec, name=name, stype=stype, source_id=source_id,
                                 channel_overrides=channel_overrides, **(source_kwargs or {}))
@@ -67,9 +79,11 @@ class LiveScorer:
         self.idle_timeout_s = idle_timeout_s
         self.poll_s = float(poll_s)
         self.engine_kwargs = dict(engine_kwargs or {})
+        self.drain_s = float(drain_s)
         self.engine: Engine | None = None
         self.error: BaseException | None = None
         self._stop = threading.Event()
+        self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -129,20 +143,57 @@ class LiveScorer:
                     self._stop.wait(self.poll_s)
                     continue
                 last_data = chunk.t_in
-                if engine.start_time is None:
-                    engine.start_time = self._wall_start()
-                engine.push(chunk.rows, chunk.filled, chunk.t_in)
+                self._push(chunk)
+            if self._stop.is_set():
+                self._drain()
         except BaseException as exc:  # reported by stop()/join(); a thread cannot raise
             self.error = exc
             log.error("live scoring stopped by %s: %s (the epochs scored so far are kept)",
                       type(exc).__name__, exc)
         finally:
+            self._note_inlet_stats()
             try:
                 engine.close()
             except BaseException as exc:  # keep the first error
                 self.error = self.error or exc
                 log.error("finalizing the outputs failed: %s", exc)
-            self.source.disconnect()
+            try:
+                self.source.disconnect()
+            finally:
+                self._done.set()
+
+    def _note_inlet_stats(self) -> None:
+        """Put what the inlets saw into ``run.json``."""
+        from .sinks import NightFiles
+
+        src = self.source
+        stats = {"samples_pulled": src.n_pulled, "gaps": src.n_gaps,
+                 "max_lag_s": round(src.max_lag_s, 3),
+                 "falling_behind_warnings": src.n_behind_warnings}
+        for sink in self.engine.sinks:
+            if isinstance(sink, NightFiles):
+                sink.run_info["inlet"] = stats
+
+    def _push(self, chunk) -> None:
+        engine = self.engine
+        if engine.start_time is None:
+            engine.start_time = self._wall_start()
+        engine.push(chunk.rows, chunk.filled, chunk.t_in)
+
+    def _drain(self) -> None:
+        """At a stop: pull and score what has already arrived (at most ``drain_s``)."""
+        deadline = time.perf_counter() + self.drain_s
+        n = 0
+        while time.perf_counter() < deadline:
+            chunk = self.source.pull()
+            if chunk is None:
+                break
+            self._push(chunk)
+            n += 1
+        else:
+            log.warning("stopping: samples were still arriving after %g s of draining; the "
+                        "rest is not scored", self.drain_s)
+        log.debug("drained %d chunk(s) at the stop", n)
 
     def _wall_start(self):
         """Wall-clock time of epoch 0: the file's start for a replay, else from the clock."""
@@ -181,21 +232,24 @@ class LiveScorer:
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """Started and not yet finished (files written, inlets closed)."""
+        return self._thread is not None and not self._done.is_set()
 
     def join(self, timeout: float | None = None, raise_error: bool = True) -> bool:
-        """Wait for the loop to end (idle timeout or stop); True when it has."""
+        """Wait for the loop to end and the night to be finalized; True when it has."""
         if self._thread is None:
             return True
-        self._thread.join(timeout)
-        done = not self._thread.is_alive()
+        done = self._done.wait(timeout)
         if done and raise_error and self.error is not None:
             err, self.error = self.error, None
             raise err
         return done
 
-    def stop(self, timeout: float = 30.0, raise_error: bool = True) -> None:
-        """Stop polling, finish the engine (final labels, files) and disconnect."""
+    def stop(self, timeout: float | None = 30.0, raise_error: bool = True) -> bool:
+        """Stop polling, score what has arrived, finish the engine (final labels, files) and
+        disconnect; wait up to ``timeout`` (None: until done). True when finished."""
         self._stop.set()
         if self._thread is not None and not self.join(timeout, raise_error=raise_error):
             log.warning("the live scoring thread did not end within %g s", timeout)
+            return False
+        return True

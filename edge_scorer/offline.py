@@ -10,6 +10,7 @@ inlet, offline and live results of the same recording agree (tests check it).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,8 @@ class FileSource:
 @dataclass
 class ScoredNight:
     """What :func:`score_file` returns (``familiarity``: ``Engine.familiarity_summary()``;
-    ``unfamiliar``: the flag of every epoch)."""
+    ``unfamiliar``: the flag of every epoch; ``interrupted``: stopped before the end of the
+    file, which holds ``n_epochs_file`` epochs)."""
 
     hypnogram: Hypnogram
     recording: PsgRecording
@@ -71,13 +73,19 @@ class ScoredNight:
     warnings: list[str]
     familiarity: dict = field(default_factory=dict)
     unfamiliar: np.ndarray | None = None
+    interrupted: bool = False
+    n_epochs_file: int = 0
 
 
 def score_file(psg: str | Path, model: ScoringModel, out_dir: str | Path | None = None, *,
                channel_overrides: Mapping[str, str] | None = None, sinks: Sequence = (),
                block_epochs: int = 64, progress: bool = True,
-               engine_kwargs: dict | None = None) -> ScoredNight:
+               engine_kwargs: dict | None = None,
+               stop: threading.Event | None = None) -> ScoredNight:
     """Score a whole PSG file with the engine; write the run's files to ``out_dir``.
+
+    ``stop`` (e.g. :attr:`~edge_scorer.shutdown.Shutdown.event`): when set, scoring stops
+    after the current block and the epochs scored so far are finalized and written.
 
     Raises
     ------
@@ -107,8 +115,14 @@ def score_file(psg: str | Path, model: ScoringModel, out_dir: str | Path | None 
         from tqdm import tqdm
 
         bar = tqdm(total=n_epochs, unit="epoch", desc=Path(psg).name, leave=False)
+    interrupted = False
     with engine:
         for block in source.blocks(spec.epoch_s):
+            if stop is not None and stop.is_set():
+                interrupted = True
+                log.warning("stopped after %d of %d epochs: finalizing those", engine.n_epochs,
+                            n_epochs)
+                break
             before = engine.n_epochs
             engine.push(block)
             if bar is not None:
@@ -119,4 +133,5 @@ def score_file(psg: str | Path, model: ScoringModel, out_dir: str | Path | None 
             bar.close()
     return ScoredNight(engine.hypnogram(), rec, Path(out_dir) if out_dir else None,
                        engine.latency_summary(), list(rec.warnings),
-                       engine.familiarity_summary(), engine.rolling.familiarity()[1])
+                       engine.familiarity_summary(), engine.rolling.familiarity()[1],
+                       interrupted, n_epochs)

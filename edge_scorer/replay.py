@@ -27,6 +27,17 @@ Design choices
   on the LSL clock, so a receiver's ``time_correction`` works as with a real device. The stream's
   ``nominal_srate`` stays the native rate (the rate the signal must be processed at); at a speed
   other than 1 the stamps are ``speed`` times denser than ``nominal_srate`` says.
+* **Buffers sized by speed.** liblsl sizes an outlet's buffer in seconds at the *nominal* rate
+  (pylsl's default 360 s). At ``speed`` 60 that is 6 s of wall time: a receiver that stalls
+  longer (or the replay catching up after a pause) would lose samples. Outlets therefore keep
+  :data:`BUFFER_WALL_S` of wall time, i.e. ``BUFFER_WALL_S * speed`` seconds of signal, capped
+  at the file's length plus a minute (the whole night is never more than the file). A
+  replay that cannot keep its pace (a paused or overloaded process) logs a warning and then
+  pushes what is due in one go.
+* **Source ids.** Each :class:`Replayer` gets a source id of its own
+  (``edge-scorer:<file stem>:<spec>:<8 hex digits>`` by default, ``/<rate>Hz`` per group), so two
+  replays of one file can be told apart with ``--source-id``; pass ``source_id`` to keep one
+  across restarts (receivers reconnect to a restarted replay with the same id).
 * **Loop.** With ``loop=True`` the file restarts at its end with signal time continuing (stamps
   keep increasing, one file length later per pass).
 * **Hypnogram.** An optional hypnogram (any file :func:`~edge_scorer.hypnogram_io.read_hypnogram`
@@ -43,6 +54,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +72,10 @@ log = get_logger("replay")
 
 #: Shortest wall-clock period between two pushes (s); higher speeds send longer chunks.
 MIN_PERIOD_S = 0.01
+#: Wall-clock seconds of samples each outlet keeps for a receiver that stalls.
+BUFFER_WALL_S = 360.0
+#: A replay this far behind its pace (wall seconds) logs a warning.
+BEHIND_WARN_S = 1.0
 #: XDF unit names of the spec units.
 XDF_UNITS = {"uv": "microvolts", "µv": "microvolts", "mv": "millivolts", "v": "volts",
              "%": "percent", "a.u.": "arbitrary units", "bpm": "beats per minute"}
@@ -139,7 +155,8 @@ class Replayer:
     channel_overrides : mapping, optional
         ``{row name: file channel label}`` as for :func:`~edge_scorer.psg.read_psg`.
     source_id : str, optional
-        Base source id (default ``edge-scorer:<file stem>:<spec name>``).
+        Base source id (default ``edge-scorer:<file stem>:<spec name>:<8 hex digits>``, unique
+        per Replayer; pass one to keep it across restarts).
     wait_for_consumers_s : float
         Before starting the clock, wait up to this long until every signal outlet has a
         receiver (0: start at once; the hypnogram marker stream is not waited for). Lets a
@@ -181,7 +198,8 @@ class Replayer:
         self.wait_for_consumers_s = float(wait_for_consumers_s)
         self.recording = read_psg(self.path, self.spec, channel_overrides)
         self.duration_s = self.recording.duration_s
-        self.source_id = source_id or f"edge-scorer:{self.path.stem}:{self.spec.name}"
+        self.source_id = source_id or (f"edge-scorer:{self.path.stem}:{self.spec.name}:"
+                                       f"{uuid.uuid4().hex[:8]}")
         self.groups = rate_groups(self.recording, name, self.source_id)
         self.markers: list[str] | None = None
         if hypnogram is not None:
@@ -234,11 +252,18 @@ class Replayer:
         es.append_child_value("speed", f"{self.speed:g}")
         es.append_child_value("duration_s", f"{self.duration_s:g}")
 
+    @property
+    def buffer_s(self) -> int:
+        """Seconds of signal (at the nominal rate) each outlet keeps for a stalled receiver:
+        :data:`BUFFER_WALL_S` of wall time at this speed, at most the file plus a minute."""
+        return max(1, math.ceil(min(BUFFER_WALL_S * self.speed, self.duration_s + 60.0)))
+
     def _open_outlets(self) -> None:
         import pylsl
 
         for i, g in enumerate(self.groups):
-            self._outlets.append(pylsl.StreamOutlet(self._info(i, g)))
+            self._outlets.append(pylsl.StreamOutlet(self._info(i, g),
+                                                    max_buffered=self.buffer_s))
             log.info("publishing %s: %d channel(s) at %g Hz (%s), source_id %s", g.stream_name,
                      len(g.rows), g.sfreq, ", ".join(self.spec.rows[k].name for k in g.rows),
                      g.source_id)
@@ -249,7 +274,7 @@ class Replayer:
             info.desc().append_child("channels").append_child("channel").append_child_value(
                 "label", "stage")
             self._describe(info, "hypnogram")
-            self._marker_outlet = pylsl.StreamOutlet(info)
+            self._marker_outlet = pylsl.StreamOutlet(info, max_buffered=self.buffer_s)
             log.info("publishing %s: %d epoch markers", info.name(), len(self.markers))
 
     # ------------------------------------------------------------------ control
@@ -356,7 +381,11 @@ class Replayer:
                 continue
             n_wake += 1
             delay = wall0 + n_wake * period_s - time.perf_counter()
-            if delay < 0:  # fell behind (slow machine): resynchronise the wake grid
+            if delay < 0:  # fell behind (slow machine, paused): resynchronise the wake grid
+                if -delay > BEHIND_WARN_S:
+                    log.warning("replay of %s fell %.1f s (wall) behind its pace (paused or "
+                                "overloaded); pushing the %.0f s of signal due at once",
+                                self.path.name, -delay, -delay * self.speed)
                 n_wake = math.ceil((time.perf_counter() - wall0) / period_s)
                 delay = 0.0
             self._stop.wait(delay)

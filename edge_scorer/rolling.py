@@ -61,7 +61,8 @@ class EpochUpdate:
     n_windows : int
         Windows summed (0 for a padded start-of-night estimate).
     invalid_fraction : float
-        Fraction of the epoch's conditioned samples that came from missing or non-finite input.
+        Largest fraction, over the rows, of the epoch's conditioned samples that came from
+        missing or non-finite input.
     gap_filled : bool
         A short gap inside the epoch was filled by interpolation.
     unscorable : bool

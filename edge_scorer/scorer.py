@@ -38,6 +38,10 @@ class ModelSpecMismatch(ValueError):
     """The model was trained on images rendered with another spec."""
 
 
+class ModelShapeError(ValueError):
+    """A model does not take or give the shapes the engine feeds and reads (checked at load)."""
+
+
 def default_model_dir() -> Path:
     """Folder of the shipped default model (``intra.onnx``, ``inter.onnx``, MODEL_CARD.md)."""
     return Path(str(resources.files("edge_scorer").joinpath("models")))
@@ -54,7 +58,7 @@ def check_model_spec(meta: dict[str, str], spec: RenderSpec, what: str) -> None:
         raise ModelSpecMismatch(
             f"{what} was trained on images of spec {meta.get('render_spec')!r} (hash {got}), "
             f"but the input is rendered with spec {spec.name!r} (hash {spec.hash}); use a model "
-            f"trained for {spec.name!r} or pass --spec {meta.get('render_spec')}")
+            f"trained for spec {spec.name!r}")
     montage = json.loads(meta.get("montage", "[]"))
     if montage and tuple(montage) != spec.row_names:
         raise ModelSpecMismatch(f"{what} expects rows {montage}, the spec has "
@@ -62,6 +66,27 @@ def check_model_spec(meta: dict[str, str], spec: RenderSpec, what: str) -> None:
     classes = json.loads(meta.get("class_names", "[]"))
     if classes and tuple(classes) != CLASS_NAMES:
         raise ModelSpecMismatch(f"{what} predicts classes {classes}, expected {CLASS_NAMES}")
+
+
+def _image_feed(images: np.ndarray) -> np.ndarray:
+    """uint8 images ``(B, H, W)`` or ``(B, H, W, 3)`` -> the float32 ``(B, C, H, W)`` feed."""
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 3:
+        return x[:, None]  # grayscale (B, H, W) -> (B, 1, H, W)
+    if x.ndim == 4 and x.shape[-1] == 3:
+        return x.transpose(0, 3, 1, 2)
+    return x
+
+
+def _run_checked(backend: Backend, feed: dict[str, np.ndarray], what: str,
+                 given: str) -> dict[str, np.ndarray]:
+    """Run a backend once, turning any failure into :class:`ModelShapeError`."""
+    try:
+        return backend.infer(feed)
+    except Exception as exc:  # every backend raises its own types
+        raise ModelShapeError(f"{what} cannot run on {given} ({type(exc).__name__}: "
+                              f"{str(exc)[:300]}); it was exported for other inputs: use a "
+                              "model exported by edge-scorer for this spec") from exc
 
 
 class ScoringModel:
@@ -88,6 +113,13 @@ class ScoringModel:
             raise ValueError(f"{getattr(intra, 'path', 'model')} is not an intra model "
                              f"(kind {intra.metadata.get('kind')!r})")
         if inter is not None:
+            a, b = intra.metadata.get("render_spec_hash"), inter.metadata.get("render_spec_hash")
+            if a and b and a != b:
+                raise ModelSpecMismatch(
+                    f"inter model {getattr(inter, 'path', '')} was trained on images of spec "
+                    f"{inter.metadata.get('render_spec')!r} (hash {b}), the intra model "
+                    f"{getattr(intra, 'path', '')} on spec {intra.metadata.get('render_spec')!r} "
+                    f"(hash {a}); pass an --intra/--inter pair exported together")
             check_model_spec(inter.metadata, spec, f"inter model {getattr(inter, 'path', '')}")
             if inter.metadata.get("feature_dim") != intra.metadata.get("feature_dim"):
                 raise ValueError(
@@ -118,6 +150,13 @@ class ScoringModel:
 
         ``backend`` and ``backend_options`` go to :func:`~edge_scorer.backends.create_backend`
         (e.g. ``precision``/``engine_dir`` for TensorRT, ``half``/``cuda_graphs`` for torch).
+        The models are run once on blank inputs (:meth:`warmup`), which checks their input and
+        output shapes before anything is written.
+
+        Raises
+        ------
+        ModelSpecMismatch, ModelShapeError, ValueError, FileNotFoundError
+            A model for another spec, with other shapes, unreadable, or missing.
         """
         if intra is None:
             folder = default_model_dir()
@@ -132,16 +171,52 @@ class ScoringModel:
         if spec is None:
             spec = intra_b.metadata.get("render_spec", "sleep-edf")
         spec = load_spec(spec) if isinstance(spec, str) else spec
-        return cls(intra_b, inter_b, spec)
+        model = cls(intra_b, inter_b, spec)
+        model.warmup()
+        return model
 
     def warmup(self) -> None:
-        """Run each model once on blank inputs (the first run of a session is slow); once."""
+        """Run each model once on blank inputs, checking the shapes it takes and gives (the
+        first run of a session is also slow); once.
+
+        Raises
+        ------
+        ModelShapeError
+            The intra model does not take a ``(1, C, H, W)`` image of the spec or give
+            ``logits (1, 5)`` and ``features (1, D)`` (D its ``feature_dim``), or the inter
+            model does not take ``(1, L, D)`` windows or give ``logits (1, L, 5)``.
+        """
         if self._warm:
             return
-        self._warm = True
-        _, feats = self.epoch_outputs(np.zeros((1, *self.spec.image_shape), dtype=np.uint8))
+        n_cls = len(CLASS_NAMES)
+        image = _image_feed(np.zeros((1, *self.spec.image_shape), dtype=np.uint8))
+        intra = f"intra model {getattr(self.intra, 'path', '')}"
+        out = _run_checked(self.intra, {"image": image}, intra,
+                           f"an epoch image {image.shape} of spec {self.spec.name!r}")
+        logits, feats = out.get("logits"), out.get("features")
+        if logits is None or feats is None:
+            raise ModelShapeError(f"{intra} gives {sorted(out)}; the engine reads 'logits' and "
+                                  "'features': export it with edge-scorer export onnx")
+        if np.shape(logits) != (1, n_cls) or np.ndim(feats) != 2 or np.shape(feats)[0] != 1:
+            raise ModelShapeError(
+                f"{intra} gives logits {np.shape(logits)} and features {np.shape(feats)} for one "
+                f"image; expected (1, {n_cls}) and (1, D): it is not an edge-scorer intra model "
+                "of this spec")
+        dim = int(np.shape(feats)[1])
+        declared = self.intra.metadata.get("feature_dim")
+        if declared and int(declared) != dim:
+            raise ModelShapeError(f"{intra} gives {dim}-d features but its metadata says "
+                                  f"{declared}")
         if self.inter is not None:
-            self.inter_logits(np.repeat(feats[None], self.window, axis=1))
+            inter = f"inter model {getattr(self.inter, 'path', '')}"
+            windows = np.zeros((1, self.window, dim), dtype=np.float32)
+            got = _run_checked(self.inter, {"features": windows}, inter,
+                               f"a window of {self.window} {dim}-d features")
+            if np.shape(got.get("logits")) != (1, self.window, n_cls):
+                raise ModelShapeError(
+                    f"{inter} gives logits {np.shape(got.get('logits'))} for one window of "
+                    f"{self.window} epochs; expected (1, {self.window}, {n_cls})")
+        self._warm = True
 
     def epoch_outputs(self, images: np.ndarray, batch_size: int = 64, *, raw: bool = False
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -151,12 +226,7 @@ class ScoringModel:
         """
         logits, feats = [], []
         for i in range(0, len(images), batch_size):
-            x = np.asarray(images[i:i + batch_size], dtype=np.float32)
-            if x.ndim == 3:
-                x = x[:, None]  # grayscale (B, H, W) -> (B, 1, H, W)
-            elif x.ndim == 4 and x.shape[-1] == 3:
-                x = x.transpose(0, 3, 1, 2)
-            out = self.intra.infer({"image": x})
+            out = self.intra.infer({"image": _image_feed(images[i:i + batch_size])})
             logits.append(out["logits"])
             feats.append(out["features"])
         logits_all = np.concatenate(logits)

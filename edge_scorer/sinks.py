@@ -21,11 +21,15 @@ epoch; it is not a diagnosis of artifact.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ import numpy as np
 
 from ._log import get_logger
 from .hypnogram import Hypnogram
+from .outputs import OutputError, atomic_write
 from .rolling import FINAL, PROVISIONAL, REVISED, EpochUpdate
 from .stages import CLASS_NAMES, Stage
 
@@ -54,7 +59,13 @@ STATUS_CODES = {PROVISIONAL: 0, REVISED: 1, FINAL: 2}
 
 
 class CsvLog:
-    """Append-only CSV of every update, flushed and fsynced per batch.
+    """Append-only CSV of every update, made durable per batch.
+
+    Each batch is written with one ``os.write`` on an ``O_APPEND`` descriptor and fsynced, so
+    a signal handler (which runs between, never inside, system calls) or a second Ctrl-C that
+    exits the process (:func:`hold_logs`) never leaves half a batch. A failed write (full disk)
+    truncates the file back to its last whole batch and raises
+    :class:`~edge_scorer.outputs.OutputError` naming the file.
 
     Parameters
     ----------
@@ -76,33 +87,80 @@ class CsvLog:
             if tuple(header) != LOG_COLUMNS:
                 raise ValueError(f"{self.path} exists and is not an edge-scorer epoch log; "
                                  "choose another output folder")
-        self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - closed in close()
-        self._writer = csv.writer(self._fh)
+        self._lock = threading.RLock()
+        try:
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                           0o644)
+        except OSError as exc:
+            raise OutputError(f"could not write {self.path}: {exc.strerror}") from exc
         if new:
-            self._writer.writerow(LOG_COLUMNS)
-            self._sync()
+            self._append(_csv_text([LOG_COLUMNS]))
+        elif not _ends_with_newline(self.path):  # a torn last line of a killed run
+            self._append("\n")
+        _OPEN_LOGS.add(self)
 
-    def _sync(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+    def _append(self, text: str) -> None:
+        data = text.encode("utf-8")
+        with self._lock:
+            if self._fd is None:
+                raise ValueError(f"{self.path} is closed")
+            size = os.fstat(self._fd).st_size
+            try:
+                view = memoryview(data)
+                while view:  # one write unless the disk fills up mid-batch
+                    view = view[os.write(self._fd, view):]
+                os.fsync(self._fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, size)  # back to the last whole batch
+                raise OutputError(f"could not write {self.path}: {exc.strerror} (the log keeps "
+                                  "every batch before this one)") from exc
 
     def write(self, updates: list[EpochUpdate], engine: Any = None) -> None:
         """Append the updates and make them durable."""
         wall = time.time()
-        for u in updates:
-            self._writer.writerow([
-                u.index, f"{u.onset_s:g}", u.status, Stage(u.stage).label,
-                *(f"{p:.6f}" for p in u.proba), u.n_windows, f"{u.invalid_fraction:.4f}",
-                int(u.gap_filled), int(u.unscorable),
-                "" if u.latency_s is None else f"{u.latency_s * 1000:.2f}",
-                _distance_text(u.familiarity), int(u.unfamiliar), f"{wall:.3f}"])
-        self._sync()
+        self._append(_csv_text([
+            [u.index, f"{u.onset_s:g}", u.status, Stage(u.stage).label,
+             *(f"{p:.6f}" for p in u.proba), u.n_windows, f"{u.invalid_fraction:.4f}",
+             int(u.gap_filled), int(u.unscorable),
+             "" if u.latency_s is None else f"{u.latency_s * 1000:.2f}",
+             _distance_text(u.familiarity), int(u.unfamiliar), f"{wall:.3f}"]
+            for u in updates]))
 
     def close(self, engine: Any = None) -> None:
         """Close the file (idempotent)."""
-        if not self._fh.closed:
-            self._sync()
-            self._fh.close()
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        _OPEN_LOGS.discard(self)
+
+
+#: Every open :class:`CsvLog` (for :func:`hold_logs`).
+_OPEN_LOGS: weakref.WeakSet[CsvLog] = weakref.WeakSet()
+
+
+def hold_logs(timeout_s: float = 2.0) -> None:
+    """Wait until no :class:`CsvLog` is in the middle of a batch and keep it so.
+
+    Called before the process exits at once (a second Ctrl-C): the locks are never released,
+    so no batch starts afterwards and ``epochs.csv`` ends with a whole batch.
+    """
+    deadline = time.monotonic() + timeout_s
+    for csv_log in list(_OPEN_LOGS):
+        csv_log._lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _csv_text(rows: Any) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def _distance_text(d: float) -> str:
@@ -216,68 +274,111 @@ class LslStageOutlet:
 
 
 class NightFiles:
-    """At the end of a run, write the night's hypnogram files and sleep statistics.
+    """The night's hypnogram files and sleep statistics, written atomically.
 
     Files in ``out_dir``: ``hypnogram.csv`` (stages + probabilities + ``familiarity`` and
     ``unfamiliar`` per epoch), ``hypnogram.edf`` (EDF+ annotations, opens in EDFbrowser),
     ``stats.json`` and ``stats.txt`` (with ``unfamiliar_epochs``/``unfamiliar_fraction``, the
     latter null when the model carries no familiarity statistics), ``run.json`` (model, spec,
-    source, epochs, latency, ``familiarity`` summary, temperatures).
+    source, epochs, samples received, latency, ``familiarity`` summary, temperatures).
+
+    ``run.json`` is written with ``"state": "running"`` when the first epoch is scored (what
+    ``edge-scorer finalize`` needs to rebuild the night after a crash) and rewritten last, with
+    ``"state": "finished"``, when the run closes. Every file goes through
+    :func:`~edge_scorer.outputs.atomic_write`: a crash or a full disk never leaves half a file.
     """
 
     def __init__(self, out_dir: str | Path, run_info: dict | None = None) -> None:
         self.out = Path(out_dir)
         self.run_info = dict(run_info or {})
         self.written: list[Path] = []
+        self._started = False
+
+    def _info(self, engine: Any, state: str) -> dict:
+        model = engine.model
+        fam = model.familiarity
+        return {**self.run_info, "state": state, "spec": engine.spec.name,
+                "spec_hash": engine.spec.hash, "epoch_s": engine.spec.epoch_s,
+                "start_time": engine.start_time.isoformat() if engine.start_time else None,
+                "familiarity_statistics": {
+                    "available": fam is not None,
+                    "threshold": fam.threshold if fam is not None else None,
+                    "quantile": fam.quantile if fam is not None else None},
+                "temperature": {"intra": model.intra_temperature,
+                                "inter": model.inter_temperature}}
 
     def write(self, updates: list[EpochUpdate], engine: Any = None) -> None:
-        """Nothing to do per epoch (the CSV log has it)."""
+        """At the first epoch: ``run.json`` with ``"state": "running"`` (the CSV log has the
+        epochs)."""
+        if self._started or engine is None:
+            return
+        self._started = True
+        atomic_write(self.out / "run.json",
+                     json.dumps(self._info(engine, "running"), indent=2, default=str) + "\n")
 
     def close(self, engine: Any) -> None:
-        from .familiarity import summary_line
-        from .sleepstats import sleep_statistics
-
-        self.out.mkdir(parents=True, exist_ok=True)
         hyp = engine.hypnogram()
-        fam = engine.familiarity_summary()
-        info = {**self.run_info, "n_epochs": hyp.n_epochs, "spec": engine.spec.name,
-                "spec_hash": engine.spec.hash, "latency": engine.latency_summary(),
+        distance, flags = engine.rolling.familiarity()
+        info = {**self._info(engine, "finished"), "n_epochs": hyp.n_epochs,
+                "samples": engine.samples_summary(), "latency": engine.latency_summary(),
                 "n_unscorable": int(np.sum(hyp.stages == Stage.UNSCORED)),
-                "familiarity": fam,
-                "temperature": {"intra": engine.model.intra_temperature,
-                                "inter": engine.model.inter_temperature}}
-        if hyp.n_epochs == 0:
-            log.warning("no complete epoch was scored; no hypnogram written to %s", self.out)
-        else:
-            self.written.append(hyp.write(self.out / "hypnogram.csv"))
-            distance, flags = engine.rolling.familiarity()
-            _append_columns(self.out / "hypnogram.csv", {
-                "familiarity": [_distance_text(d) for d in distance],
-                "unfamiliar": [str(int(f)) for f in flags]})
-            self.written.append(hyp.write(self.out / "hypnogram.edf"))
-            stats = sleep_statistics(hyp)
-            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                     for k, v in stats.as_dict().items()}
-            clean.update(unfamiliar_epochs=fam["n_unfamiliar"],
-                         unfamiliar_fraction=fam["fraction"],
-                         familiarity_threshold=fam["threshold"])
-            (self.out / "stats.json").write_text(json.dumps(clean, indent=2) + "\n")
-            (self.out / "stats.txt").write_text(f"{stats}\n{summary_line(fam)}\n")
-            self.written += [self.out / "stats.json", self.out / "stats.txt"]
-        (self.out / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-        self.written.append(self.out / "run.json")
-        log.info("wrote %s", ", ".join(p.name for p in self.written))
+                "familiarity": engine.familiarity_summary()}
+        self.written += write_night_files(self.out, hyp, distance, flags, info)
 
 
-def _append_columns(path: Path, columns: dict[str, list[str]]) -> None:
-    """Add columns (one value per data row, in order) to a comma-separated file."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    values = list(zip(*columns.values(), strict=True))
-    if len(values) != len(lines) - 1:
-        raise ValueError(f"{path}: {len(lines) - 1} rows, {len(values)} values per column")
-    out = [",".join([lines[0], *columns])]
-    out += [",".join([line, *vals]) for line, vals in zip(lines[1:], values, strict=True)]
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+def write_night_files(out: Path, hyp: Hypnogram, distance: np.ndarray, flags: np.ndarray,
+                      info: dict) -> list[Path]:
+    """Write ``hypnogram.csv``/``.edf``, ``stats.json``/``.txt`` and ``run.json`` (last).
+
+    ``info`` is the content of ``run.json``; its ``familiarity`` entry (the summary of
+    :meth:`~edge_scorer.engine.Engine.familiarity_summary`) goes into the statistics. Every
+    file is tried; the first failure is raised at the end (each one is logged with its file).
+
+    Raises
+    ------
+    OutputError
+        A file could not be written (it is left as it was).
+    """
+    from .familiarity import summary_line
+    from .sleepstats import sleep_statistics
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fam = info.get("familiarity") or {}
+    written: list[Path] = []
+    errors: list[OutputError] = []
+
+    def attempt(fn: Callable[[], Path]) -> None:
+        try:
+            written.append(fn())
+        except OutputError as exc:
+            log.error("%s", exc)
+            errors.append(exc)
+
+    if hyp.n_epochs == 0:
+        log.warning("no complete epoch was scored; no hypnogram written to %s", out)
+    else:
+        attempt(lambda: hyp.write(out / "hypnogram.csv", extra_columns={
+            "familiarity": [_distance_text(d) for d in distance],
+            "unfamiliar": [str(int(f)) for f in flags]}))
+        attempt(lambda: hyp.write(out / "hypnogram.edf"))
+        stats = sleep_statistics(hyp)
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                 for k, v in stats.as_dict().items()}
+        clean.update(unfamiliar_epochs=fam.get("n_unfamiliar", 0),
+                     unfamiliar_fraction=fam.get("fraction"),
+                     familiarity_threshold=fam.get("threshold"))
+        attempt(lambda: atomic_write(out / "stats.json", json.dumps(clean, indent=2) + "\n"))
+        attempt(lambda: atomic_write(out / "stats.txt", f"{stats}\n{summary_line(fam)}\n"))
+    if errors:  # run.json "finished" only over a whole set of night files
+        info = {**info, "state": "failed", "errors": [str(e) for e in errors]}
+    attempt(lambda: atomic_write(out / "run.json",
+                                 json.dumps(info, indent=2, default=str) + "\n"))
+    if written:
+        log.info("wrote %s", ", ".join(p.name for p in written))
+    if errors:
+        raise errors[0]
+    return written
 
 
 class Callback:

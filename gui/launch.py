@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from . import binding_problem
 from .app import MainWindow
@@ -53,6 +53,13 @@ def run_window(*, source: StreamSource | FileSource | None = None,
         Start scoring at once.
     screenshot : path-like, optional
         When the run ends, save a PNG of the window there and close it.
+
+    Returns
+    -------
+    int
+        0, or 130 / 143 when SIGINT / SIGTERM closed the window. Either signal closes the
+        window as its close button does: the run is stopped, its epochs made final and the
+        night's files written; a second signal aborts at once.
     """
     app = create_app()
     win = MainWindow(out_dir=out_dir, channel_overrides=channel_overrides)
@@ -82,8 +89,18 @@ def run_window(*, source: StreamSource | FileSource | None = None,
         win.calls.submit("streams", lambda: list_streams(1.0), listed)
     else:
         win.refresh_streams()
-    app.exec()
-    return 0
+    from edge_scorer.shutdown import Shutdown
+
+    with Shutdown("the window's night") as stop:
+        # Python runs signal handlers only between bytecodes: a timer gives it the chance
+        # while Qt's event loop waits, and closes the window (which finalizes the run).
+        timer = QtCore.QTimer()
+        timer.setInterval(200)
+        timer.timeout.connect(lambda: stop.requested and win.isVisible() and win.close())
+        timer.start()
+        app.exec()
+        timer.stop()
+    return stop.exit_code
 
 
 def run_demo_gui(psg: str | Path, hypnogram: str | Path | None, out_dir: str | Path,

@@ -184,7 +184,7 @@ class Session:
     def _finish_locked(self) -> None:
         try:
             if self.live is not None:
-                self.live.stop(raise_error=True)
+                self.live.stop(timeout=None, raise_error=True)
             if self.replayer is not None and self.replayer.error is not None:
                 raise self.replayer.error
         except BaseException as exc:

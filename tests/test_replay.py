@@ -92,7 +92,8 @@ def test_replay_excerpt_equals_native_rows(psg_excerpt: Path, shared_data: Path)
         info = infos[g.stream_name]
         assert info.type() == "EEG" and info.channel_format() == pylsl.cf_float32
         assert info.nominal_srate() == g.sfreq
-        assert info.source_id() == f"edge-scorer:{psg_excerpt.stem}:sleep-edf/{g.sfreq:g}Hz"
+        assert info.source_id() == f"{rep.source_id}/{g.sfreq:g}Hz"
+        assert rep.source_id.startswith(f"edge-scorer:{psg_excerpt.stem}:sleep-edf:")
         root = _desc(info)
         chans = root.findall("./desc/channels/channel")
         assert [c.findtext("label") for c in chans] == [rep.spec.rows[k].name for k in g.rows]

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "stream": ".stream",
     "gui": ".gui",
     "explain": ".explain",
+    "finalize": ".finalize",
 }
 
 log = get_logger("cli")

@@ -10,6 +10,9 @@ agreement with the night's own hypnogram.
 The night: ``--edf FILE`` (+ ``--hypnogram``) when given; otherwise one Sleep-EDF night
 (SC4001, fetched through MNE when the PhysioNet host answers within 3 s, or found in MNE's data
 folder); otherwise a simulated night in the Sleep-EDF layout, and the demo says so.
+
+Ctrl-C or SIGTERM stops the replay, scores what it had sent, finalizes the labels and writes the
+night's files (exit code 130 / 143); a second one aborts at once.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from .._log import get_logger
 from . import CliError
+from ._args import add_overwrite, positive
 
 log = get_logger("cli.demo")
 
@@ -67,13 +71,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use a simulated night even when online")
     parser.add_argument("-o", "--out", type=Path, default=Path("edge-scorer-demo"),
                         help="output folder (default ./edge-scorer-demo)")
-    parser.add_argument("--speed", type=float, default=None,
+    parser.add_argument("--speed", type=positive("must be positive (1 = real time)"),
+                        default=None,
                         help=f"replay speed (default: the whole night in about {TARGET_S:g} s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated night")
-    parser.add_argument("--duration-h", type=float, default=None,
+    parser.add_argument("--duration-h", type=positive("must be a positive number of hours"),
+                        default=None,
                         help="length of the simulated night in hours (default: as sampled)")
     parser.add_argument("--gui", action="store_true",
                         help="show the live run in the bedside window (the gui extra)")
+    add_overwrite(parser)
 
 
 def _night(args: argparse.Namespace, out: Path) -> tuple[Path, Path | None, str]:
@@ -139,23 +146,23 @@ def run(args: argparse.Namespace) -> int:
     from ..familiarity import summary_line, warning_line
     from ..live import LiveScorer
     from ..metrics import agreement
+    from ..outputs import check_output_dir, prepare_output_dir
     from ..psg import align_hypnogram, read_edf_header
     from ..replay import Replayer
     from ..scorer import ScoringModel
+    from ..shutdown import Shutdown
     from ..sinks import Callback
 
     if args.hypnogram and not args.edf:
         raise CliError("--hypnogram goes with --edf (the demo night brings its own)")
-    if args.speed is not None and not args.speed > 0:
-        raise CliError(f"--speed must be positive, got {args.speed}")
     out: Path = args.out
-    if (out / "epochs.csv").exists():
-        raise CliError(f"{out} holds an earlier demo run (epochs.csv); delete it or pass -o DIR")
+    check_output_dir(out, args.overwrite)
     if args.gui:  # fail fast, before a night is fetched or simulated
         from .gui import require_gui
 
         require_gui()
     t0 = time.perf_counter()
+    prepare_output_dir(out, args.overwrite)
     psg, hyp_path, where = _night(args, out)
     print(f"night: {where}\n  {psg}")
     model = ScoringModel.load()
@@ -175,20 +182,23 @@ def run(args: argparse.Namespace) -> int:
     printer = _Printer(model.spec.epoch_s)
     live = LiveScorer(model, name=name, out_dir=out, outlet_name=f"{name}-stages",
                       sinks=[Callback(printer)])
-    rep.start()
-    try:
-        live.start()
-        print("final hypnogram as it grows (one character per 30-s epoch: W 1 2 3 R, "
-              f"? unscorable; {UNFAMILIAR_MARK} below: unfamiliar signal, review):")
-        live.follow(rep)  # the whole night, then what is in flight
-        live.stop()
-    except KeyboardInterrupt:
-        print("interrupted: finalizing the epochs scored so far")
-        live.stop(raise_error=False)
-    finally:
-        rep.stop()
+    with Shutdown("the demo night") as stop:
+        rep.start()
+        try:
+            live.start()
+            print("final hypnogram as it grows (one character per 30-s epoch: W 1 2 3 R, "
+                  f"? unscorable; {UNFAMILIAR_MARK} below: unfamiliar signal, review):")
+            live.follow(rep, stop=stop.event)  # the whole night, then what is in flight
+        finally:
+            rep.stop()
+        if stop.requested:
+            print(f"interrupted ({stop.name}): finalizing the epochs scored so far")
+        live.stop(timeout=None, raise_error=False)
     if rep.error is not None:
         raise CliError(f"the replay failed: {rep.error}")
+    if live.error is not None:
+        raise CliError(f"live scoring failed: {type(live.error).__name__}: {live.error} (the "
+                       f"epochs scored before it are in {out})")
     printer.flush()
     engine = live.engine
     hyp = engine.hypnogram()
@@ -216,4 +226,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\noutputs: {out} (epochs.csv: every provisional/revised/final label; hypnogram.csv,"
           " hypnogram.edf, stats.json)")
     print("note: the shipped model is trained on simulated nights (see its MODEL_CARD.md)")
-    return 0
+    if stop.requested:
+        print(f"stopped by {stop.name} before the end of the night (exit code {stop.exit_code})")
+    return stop.exit_code

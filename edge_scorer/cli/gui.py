@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from . import CliError
+from ._args import positive
 from ._model_args import add_model_arguments
 
 HELP = ("open the bedside window: score a live LSL stream or a replayed PSG file, with the "
@@ -40,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "listed)")
     parser.add_argument("--hypnogram", type=Path, help="hypnogram of --edf (replayed as "
                         "markers)")
-    parser.add_argument("--speed", type=float, default=1.0,
+    parser.add_argument("--speed", type=positive("must be positive (1 = real time)"),
+                        default=1.0,
                         help="replay speed of --edf (default 1 = real time)")
     parser.add_argument("--start", action="store_true",
                         help="start scoring at once (with --edf or --stream)")
@@ -66,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
     if args.screenshot and not (args.edf and args.start):
         raise CliError("--screenshot needs --edf FILE --start (it is taken when the replay "
                        "has been scored)")
-    if not args.speed > 0:
-        raise CliError(f"--speed must be positive, got {args.speed}")
     if args.inter and not args.intra:
         raise CliError("--inter goes with --intra (the shipped model is used without both)")
     if args.edf and not args.edf.is_file():

@@ -2,7 +2,10 @@
 
 One stream per native-rate group of the spec rows (``NAME`` for the highest rate,
 ``NAME-<rate>Hz`` for the others) and, with ``--hypnogram``, a ``NAME-hypnogram`` marker
-stream. Runs until the end of the file (or forever with ``--loop``); Ctrl-C stops it cleanly.
+stream. Runs until the end of the file (or forever with ``--loop``); Ctrl-C or SIGTERM stops it
+cleanly (outlets closed, the samples pushed reported; exit code 130 / 143), a second one at once.
+Each run gets its own source id unless ``--source-id`` gives one (keep it across restarts so
+that receivers reconnect to the restarted replay).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 
 from .._log import get_logger
 from . import CliError
+from ._args import positive
 
 log = get_logger("cli.replay")
 
@@ -23,12 +27,17 @@ LINGER_S = 1.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``replay`` options."""
     parser.add_argument("psg", help="PSG file (EDF, EDF+ or BDF)")
-    parser.add_argument("--speed", type=float, default=1.0,
+    parser.add_argument("--speed", type=positive("must be positive (1 = real time)"),
+                        default=1.0,
                         help="replay speed (1 = real time, 60 = one hour per minute)")
     parser.add_argument("--name", default="edge-scorer-replay", help="base LSL stream name")
-    parser.add_argument("--chunk-ms", type=float, default=100.0,
+    parser.add_argument("--chunk-ms", type=positive("must be a positive number of ms"),
+                        default=100.0,
                         help="signal milliseconds per push at speed 1 (default 100)")
     parser.add_argument("--loop", action="store_true", help="restart at the end of the file")
+    parser.add_argument("--source-id", help="base LSL source id (default: unique per run; give "
+                                            "the same one to a restarted replay so receivers "
+                                            "reconnect)")
     parser.add_argument("--hypnogram",
                         help="hypnogram file (Sleep-EDF EDF+, NSRR XML, CSV/TSV, BIDS events): "
                              "published as a marker stream, one stage per epoch")
@@ -40,43 +49,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the replay and block until it ends or Ctrl-C."""
-    import time
-
     from ..montage import parse_channel_overrides
     from ..replay import Replayer
+    from ..shutdown import Shutdown
     from ..spec import SpecError, load_spec
 
     try:
         spec = load_spec(args.spec)
     except SpecError as exc:
         raise CliError(str(exc)) from None
-    if not args.speed > 0:
-        raise CliError(f"--speed must be positive (1 = real time), got {args.speed}")
-    if not args.chunk_ms > 0:
-        raise CliError(f"--chunk-ms must be positive, got {args.chunk_ms}")
     overrides = parse_channel_overrides(args.channel)
     try:
         rep = Replayer(args.psg, spec, name=args.name, speed=args.speed,
                        chunk_ms=args.chunk_ms, loop=args.loop, hypnogram=args.hypnogram,
-                       channel_overrides=overrides)
+                       channel_overrides=overrides, source_id=args.source_id)
     except (ValueError, OSError) as exc:
         if args.hypnogram and "hypnogram" in str(exc).lower():
             raise CliError(f"cannot use hypnogram {args.hypnogram}: {exc}") from exc
         raise
     log.info("replaying %s (%.1f s) at %gx%s; Ctrl-C to stop", rep.path.name, rep.duration_s,
              rep.speed, ", looping" if rep.loop else "")
-    rep.start()
-    try:
-        while not rep.wait(0.5):
-            pass
-        time.sleep(LINGER_S)
-    except KeyboardInterrupt:
-        log.info("stopping replay")
-    finally:
-        rep.stop()
+    with Shutdown("the replay") as stop:
+        rep.start()
+        try:
+            while not rep.wait(0.2):
+                if stop.requested:
+                    break
+            else:
+                stop.wait(LINGER_S)
+        finally:
+            rep.stop()
     if rep.error is not None:
         raise CliError(f"replay failed: {rep.error}")
     pushed = ", ".join(f"{g.stream_name} {n}" for g, n in zip(rep.groups, rep.n_pushed))
     print(f"replayed {rep.path.name}: samples pushed {pushed}"
           + (f"; {rep.n_markers_pushed} hypnogram markers" if rep.markers is not None else ""))
-    return 0
+    if stop.requested:
+        print(f"stopped by {stop.name} (exit code {stop.exit_code})")
+    return stop.exit_code

@@ -1,4 +1,8 @@
-"""``edge-scorer score``: score a PSG file offline through the live engine's code."""
+"""``edge-scorer score``: score a PSG file offline through the live engine's code.
+
+Ctrl-C or SIGTERM stops after the current block of epochs: those scored are finalized and the
+night's files written (exit code 130 / 143); a second one aborts at once.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from .._log import get_logger
-from . import CliError
+from ._args import add_overwrite
 from ._model_args import add_model_arguments, channel_overrides, load_model
 
 log = get_logger("cli.score")
@@ -22,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hypnogram", type=Path,
                         help="reference hypnogram: print accuracy, kappa and macro-F1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_overwrite(parser)
     add_model_arguments(parser)
 
 
@@ -32,16 +37,18 @@ def run(args: argparse.Namespace) -> int:
     from ..familiarity import summary_line, warning_line
     from ..metrics import agreement
     from ..offline import score_file
+    from ..outputs import check_output_dir, prepare_output_dir
     from ..psg import align_hypnogram
+    from ..shutdown import Shutdown
     from .demo import hypnogram_text
 
-    if (args.out / "epochs.csv").exists():
-        raise CliError(f"{args.out} already holds a scored night (epochs.csv); choose another "
-                       "output folder or delete it")
+    check_output_dir(args.out, args.overwrite)  # before the model is loaded
     model = load_model(args)
+    prepare_output_dir(args.out, args.overwrite)
     t0 = time.perf_counter()
-    night = score_file(args.psg, model, args.out, channel_overrides=channel_overrides(args),
-                       progress=not args.no_progress)
+    with Shutdown("scoring the file") as stop:
+        night = score_file(args.psg, model, args.out, channel_overrides=channel_overrides(args),
+                           progress=not args.no_progress, stop=stop.event)
     hyp = night.hypnogram
     elapsed = time.perf_counter() - t0
     print(f"scored {hyp.n_epochs} epochs of {args.psg.name} in {elapsed:.1f} s "
@@ -59,4 +66,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"agreement with {args.hypnogram.name}:")
         print(agreement(ref.stages, hyp.stages))
     print(f"outputs: {args.out} (epochs.csv, hypnogram.csv, hypnogram.edf, stats.json)")
+    if night.interrupted:
+        print(f"interrupted by {stop.name} after {hyp.n_epochs} of {night.n_epochs_file} "
+              f"epochs: the outputs hold those (exit code {stop.exit_code})")
+        return stop.exit_code
     return 0

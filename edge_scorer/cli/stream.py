@@ -1,4 +1,10 @@
-"""``edge-scorer stream``: score a live LSL stream until stopped (Ctrl-C ends cleanly)."""
+"""``edge-scorer stream``: score a live LSL stream until stopped.
+
+Ctrl-C or SIGTERM ends the night cleanly (what has arrived is scored, every label made final,
+the night's files written; exit code 0: that is how a live night ends); a second one aborts at
+once, leaving ``epochs.csv`` valid for ``edge-scorer finalize``. An error while scoring (a full
+disk, a stream that changes shape) still finalizes what was scored and exits with 1.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from pathlib import Path
 
 from .._log import get_logger
 from . import CliError
+from ._args import add_overwrite, fraction, non_negative, positive
 from ._model_args import add_model_arguments, channel_overrides, load_model
 
 log = get_logger("cli.stream")
@@ -27,19 +34,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outlet", metavar="NAME",
                         help="name of the stage outlet (default: <stream>-stages; 'none' for no "
                              "outlet)")
-    parser.add_argument("--until-idle", type=float, metavar="S",
+    parser.add_argument("--until-idle", type=positive("must be a positive number of seconds"),
+                        metavar="S",
                         help="end after S seconds without samples (default: run until Ctrl-C)")
-    parser.add_argument("--speed", type=float,
+    parser.add_argument("--speed", type=positive("must be positive (1 = real time)"),
                         help="signal seconds per second of time stamps (default: from the "
                              "stream's description, else 1)")
     parser.add_argument("--start-at", metavar="HH:MM[:SS]",
                         help="align epoch 0 to this local clock time (e.g. lights-off) instead "
                              "of the first sample; a time within the last or next 12 h")
-    parser.add_argument("--fill-gap-s", type=float, default=1.0,
+    parser.add_argument("--fill-gap-s", type=non_negative("must be zero (never interpolate) or "
+                                                            "a positive number of seconds"),
+                        default=1.0,
                         help="fill gaps up to this long by interpolation (default 1 s)")
-    parser.add_argument("--max-invalid", type=float, default=0.5,
+    parser.add_argument("--max-invalid", type=fraction, default=0.5,
                         help="an epoch with a larger fraction of missing signal is unscorable "
                              "(default 0.5)")
+    add_overwrite(parser)
     add_model_arguments(parser)
 
 
@@ -79,24 +90,25 @@ def start_time_lsl(text: str, now: datetime | None = None) -> tuple[float, datet
 
 
 def run(args: argparse.Namespace) -> int:
-    """Connect, score until Ctrl-C or idle, finalize the outputs."""
+    """Connect, score until Ctrl-C/SIGTERM or idle, finalize the outputs."""
     import time
 
     from ..familiarity import summary_line, warning_line
     from ..inlet import AmbiguousStream, StreamNotFound
     from ..live import LiveScorer
+    from ..outputs import check_output_dir, prepare_output_dir
+    from ..shutdown import Shutdown
     from ..sinks import Callback
 
     if not (args.name or args.stype or args.source_id):
         raise CliError("say which stream to score: --name NAME (or --type / --source-id)")
-    if (args.out / "epochs.csv").exists():
-        raise CliError(f"{args.out} already holds a scored night (epochs.csv); choose another "
-                       "output folder")
+    check_output_dir(args.out, args.overwrite)
     start_time, start_dt = None, None
     if args.start_at:
         start_time, start_dt = start_time_lsl(args.start_at)
         log.info("epoch 0 starts at %s", start_dt.isoformat(timespec="seconds"))
-    model = load_model(args)
+    model = load_model(args)  # shapes checked and warmed up before any output exists
+    prepare_output_dir(args.out, args.overwrite)
     outlet = args.outlet or f"{args.name or args.source_id or args.stype}-stages"
     live = LiveScorer(
         model, name=args.name, stype=args.stype, source_id=args.source_id, out_dir=args.out,
@@ -106,18 +118,18 @@ def run(args: argparse.Namespace) -> int:
         source_kwargs={"speed": args.speed, "fill_gap_s": args.fill_gap_s,
                        "start_time": start_time},
         engine_kwargs={"max_invalid_fraction": args.max_invalid, "start_time": start_dt})
-    try:
-        live.start()
-    except (StreamNotFound, AmbiguousStream) as exc:
-        raise CliError(str(exc)) from None
-    log.info("scoring %s; Ctrl-C to stop", " + ".join(live.source.stream_names))
-    t0 = time.perf_counter()
-    try:
-        while not live.join(0.5):
+    with Shutdown("the night") as stop:
+        try:
+            live.start()
+        except (StreamNotFound, AmbiguousStream) as exc:
+            raise CliError(str(exc)) from None
+        log.info("scoring %s; Ctrl-C to stop", " + ".join(live.source.stream_names))
+        t0 = time.perf_counter()
+        while not live.join(0.5, raise_error=False) and not stop.requested:
             pass
-    except KeyboardInterrupt:
-        log.info("stopping: finalizing the epochs scored so far")
-        live.stop()
+        if stop.requested:
+            log.info("stopping (%s): finalizing the epochs scored so far", stop.name)
+        live.stop(timeout=None, raise_error=False)
     hyp = live.engine.hypnogram()
     lat = live.engine.latency_summary()
     print(f"scored {hyp.n_epochs} epochs in {time.perf_counter() - t0:.0f} s"
@@ -130,4 +142,10 @@ def run(args: argparse.Namespace) -> int:
     if warning_line(fam):
         print(warning_line(fam))
     print(f"outputs: {args.out}")
+    if live.error is not None:
+        log.error("scoring stopped early: %s: %s (the epochs scored before it are in the "
+                  "outputs)", type(live.error).__name__, live.error)
+        return 1
+    if stop.requested:
+        print(f"stopped by {stop.name}; the night is finalized (exit code 0)")
     return 0
