@@ -12,7 +12,10 @@ The resolved configuration is a nested dict of plain values, saved beside the ch
     ``cache_dir`` (default ``cache/<spec>``), ``split`` (a split file or committed split name; none:
     a seeded split by subject with ``split_fractions`` / ``split_seed``), ``trim_wake_min``,
     ``skip_bad``, ``augment_copies`` (augmented copies of each training night, 0: none; see
-    :mod:`training.augment`) and ``augment_seed``.
+    :mod:`training.augment`) and ``augment_seed``, ``store`` (what the cache keeps: ``images``,
+    rendered epochs; ``signals``, int16 conditioned signals rendered on the fly, byte-identical;
+    ``columns``, only what the renderer reads of them, no STQS input; see
+    :mod:`training.signal_cache`).
 ``[model]``
     ``preset`` (a :func:`training.models.list_models` name); every other key overrides a field of
     the preset's config (``depth = 1``, ``embed_dim = 32``).
@@ -21,8 +24,10 @@ The resolved configuration is a nested dict of plain values, saved beside the ch
     ``weight_decay``, ``lr_schedule`` (``none``/``cosine``/``step``), ``warmup_steps``,
     ``step_epochs``, ``gamma``, ``grad_clip``, ``max_steps``, ``time_budget_min``,
     ``val_max_items``, ``threads`` (0: torch's default; on cores shared with other jobs use
-    fewer, OpenMP threads crawl when oversubscribed), ``deterministic``, ``device``
-    (``auto``: CUDA when there is one), ``amp`` (bfloat16 autocast on CUDA).
+    fewer, OpenMP threads crawl when oversubscribed), ``workers`` (DataLoader worker processes
+    preparing batches; 0: a background thread), ``deterministic``, ``device`` (``auto``: CUDA
+    when there is one; under ``torchrun`` one GPU per process), ``amp`` (bfloat16 autocast on
+    CUDA). ``batch_size`` is the global batch: under ``torchrun`` the processes share it.
 ``[intra]``, ``[inter]``, ``[stqs]``
     Task options: ``imbalance`` (``none``, ``class_weighted``, ``balanced`` sampling; ``oversample``
     is the same as ``balanced``), LineMix (``linemix_prob``, ``band_px``), sequence lengths, the
@@ -66,6 +71,7 @@ DEFAULTS: dict = {
         "skip_bad": False,
         "augment_copies": 0,
         "augment_seed": 0,
+        "store": "images",
     },
     "model": {"preset": "vit_tiny"},
     "train": {
@@ -82,6 +88,7 @@ DEFAULTS: dict = {
         "time_budget_min": 0.0,
         "val_max_items": 0,
         "threads": 0,
+        "workers": 0,
         "deterministic": True,
         "device": "auto",
         "amp": False,
@@ -202,12 +209,16 @@ def _validate(cfg: dict) -> None:
     for key in ("epochs", "batch_size"):
         if t[key] < 1:
             raise ValueError(f"train.{key} must be at least 1, got {t[key]}")
+    if t["workers"] < 0:
+        raise ValueError(f"train.workers must be 0 or more, got {t['workers']}")
     if t["lr"] <= 0:
         raise ValueError(f"train.lr must be positive, got {t['lr']}")
     for task in TASKS:
         if cfg[task]["imbalance"] not in IMBALANCE:
             raise ValueError(f"{task}.imbalance {cfg[task]['imbalance']!r}: use one of "
                              f"{list(IMBALANCE)}")
+    if cfg["data"]["store"] not in ("images", "signals", "columns"):
+        raise ValueError(f"data.store {cfg['data']['store']!r}: use images, signals or columns")
     if cfg["data"]["augment_copies"] < 0:
         raise ValueError(f"data.augment_copies must be 0 or more, got "
                          f"{cfg['data']['augment_copies']}")

@@ -24,6 +24,13 @@ training (:meth:`EpochCache.nights_of` leaves them out unless asked).
 
 Nights are rendered one after the other, never more than one night's images in memory (a
 process pool would hold several; rendering is a one-off ~2.5 s per 8-h night on 2 cores).
+
+With ``store="signals"`` (``data.store``) the cache holds no images: one int16 file of coded
+conditioned epochs per night (``signals/NNNNNN.npy``), and ``EpochCache.images`` renders the
+epochs when they are read, byte for byte the images of the image store
+(:mod:`training.signal_cache`); ``EpochCache.signals`` decodes the same files for STQS.
+``store="columns"`` keeps only the per-pixel-column minimum, maximum and last code (about 5x
+smaller again; images only, no STQS input).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from edge_scorer._log import get_logger
 from edge_scorer.spec import RenderSpec, load_spec
 from edge_scorer.stages import CLASS_NAMES, Stage
 from training.augment import AugmentConfig
+from training.cache_writer import SIGNALS_DIR, CacheWriter
 from training.nights import (
     NightSource,
     canonical_subject,
@@ -48,6 +56,7 @@ from training.nights import (
     nights_from_folder,
     subject_from_name,
 )
+from training.signal_cache import STORES, DecodedSignals, NightCodes, RenderedImages, SignalCodec
 
 log = get_logger("training.dataset")
 
@@ -58,39 +67,6 @@ __all__ = [
 
 #: Version of the cache layout; a different one is rebuilt.
 CACHE_FORMAT = 1
-_HEADER_BYTES = 256  # fixed .npy header so the shape can be rewritten after appending
-_F16_MAX = float(np.finfo(np.float16).max)
-class _NpyAppender:
-    """Write a ``.npy`` file one block at a time; the header is rewritten with the final shape."""
-
-    def __init__(self, path: Path, dtype, item_shape: tuple[int, ...]) -> None:
-        self.path, self.dtype, self.item_shape, self.n = path, np.dtype(dtype), item_shape, 0
-        self.fh = open(path, "wb")  # closed in close()
-        self.fh.write(self._header())
-
-    def _header(self) -> bytes:
-        d = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-             "shape": (self.n, *self.item_shape)}
-        body = repr(d).encode("latin1")
-        pad = _HEADER_BYTES - 10 - len(body) - 1
-        if pad < 0:
-            raise ValueError(f"array shape {d['shape']} too long for the .npy header")
-        size = (len(body) + pad + 1).to_bytes(2, "little")
-        return b"\x93NUMPY\x01\x00" + size + body + b" " * pad + b"\n"
-
-    def append(self, block: np.ndarray) -> None:
-        block = np.ascontiguousarray(block, dtype=self.dtype)
-        if block.shape[1:] != self.item_shape:
-            raise ValueError(f"block shape {block.shape[1:]} != cache item {self.item_shape}")
-        self.fh.write(block.tobytes())
-        self.n += len(block)
-
-    def close(self) -> None:
-        self.fh.seek(0)
-        self.fh.write(self._header())
-        self.fh.close()
-
-
 # ---------------------------------------------------------------------------- the cache
 @dataclass
 class EpochCache:
@@ -101,11 +77,11 @@ class EpochCache:
     """
 
     path: Path
-    images: np.ndarray
+    images: np.ndarray | RenderedImages
     labels: np.ndarray
     night: np.ndarray
     epoch: np.ndarray
-    signals: np.ndarray | None
+    signals: np.ndarray | DecodedSignals | None
     nights: list[dict]
     spec_name: str
     spec_hash: str
@@ -185,11 +161,15 @@ def open_cache(cache_dir: str | Path) -> EpochCache:
     if meta.get("format") != CACHE_FORMAT:
         raise ValueError(f"{path}: cache format {meta.get('format')} is not {CACHE_FORMAT}; "
                          "rebuild it (delete the folder or run training with data.nights)")
-    images = np.load(path / "images.npy", mmap_mode="r")
     labels = np.load(path / "labels.npy")
     night = np.load(path / "night.npy")
     epoch = np.load(path / "epoch.npy")
-    signals = np.load(path / "signals.npy", mmap_mode="r") if meta.get("signals") else None
+    store = meta.get("store", "images")
+    if store == "images":
+        images = np.load(path / "images.npy", mmap_mode="r")
+        signals = np.load(path / "signals.npy", mmap_mode="r") if meta.get("signals") else None
+    else:
+        images, signals = _signal_views(path, meta, store)
     n = int(meta["n_epochs"])
     lengths = {len(images), len(labels), len(night), len(epoch)} | (
         {len(signals)} if signals is not None else set())
@@ -198,6 +178,23 @@ def open_cache(cache_dir: str | Path) -> EpochCache:
                          "the build was interrupted, rebuild the cache")
     return EpochCache(path, images, labels, night, epoch, signals, list(meta["nights"]),
                       meta["spec"]["name"], meta["spec"]["hash"], meta)
+
+
+def _signal_views(path: Path, meta: dict, store: str
+                  ) -> tuple[RenderedImages, DecodedSignals | None]:
+    """The rendered-on-read images (and decoded signals) of a signal cache."""
+    spec = load_spec(meta["spec"].get("source") or meta["spec"]["name"])
+    if spec.hash != meta["spec"]["hash"]:
+        raise ValueError(f"{path}: the signal cache was written for spec hash "
+                         f"{meta['spec']['hash']}, the spec now has hash {spec.hash}; its "
+                         "epochs cannot be rendered, rebuild it (set data.nights)")
+    codec = SignalCodec(spec, store, int(meta["codec"]["bits"]))
+    nights = meta["nights"]
+    offsets = np.array([n["offset"] for n in nights] + [int(meta["n_epochs"])], dtype=np.int64)
+    codes = NightCodes(path / SIGNALS_DIR, [n["file"] for n in nights], offsets,
+                       codec.item_shape)
+    return RenderedImages(codes, codec), (DecodedSignals(codes, codec) if store == "signals"
+                                          else None)
 
 
 def trim_window(stages: np.ndarray, epoch_s: float, trim_wake_min: float | None) -> tuple[int, int]:
@@ -219,12 +216,48 @@ def trim_window(stages: np.ndarray, epoch_s: float, trim_wake_min: float | None)
 
 
 def _request(nights: Sequence[NightSource], spec: RenderSpec, trim_wake_min,
-             augment: AugmentConfig | None, augment_subjects: list[str] | None) -> dict:
+             augment: AugmentConfig | None, augment_subjects: list[str] | None,
+             store: str = "images") -> dict:
     out = {"format": CACHE_FORMAT, "spec_hash": spec.hash, "trim_wake_min": trim_wake_min,
            "nights": [n.fingerprint() for n in nights]}
+    if store != "images":  # absent for the image store: older caches stay valid
+        out["store"] = store
     if augment is not None and augment.copies > 0:  # absent otherwise: older caches stay valid
         out["augment"] = {"settings": augment.to_dict(), "subjects": augment_subjects}
     return out
+
+
+def _read_night(src: NightSource, spec: RenderSpec, *, render: bool, signals: bool):
+    """``(recording, images or None, conditioned or None, stages, warnings)`` of one night:
+    read, conditioned, rendered when asked (the offline path of
+    :func:`edge_scorer.pipeline.render_night`), labelled (UNSCORED without a hypnogram)."""
+    from edge_scorer.conditioning import epochs_from_signal
+    from edge_scorer.pipeline import condition_recording, render_night
+    from edge_scorer.psg import align_hypnogram, read_psg
+
+    if render:
+        night = render_night(src.psg, spec, src.hypnogram)
+        rec, images, warnings = night.recording, night.images, list(night.warnings)
+        cond = condition_recording(rec, spec)[0] if signals else None
+        stages, n = night.stages, night.n_epochs
+    else:
+        rec = read_psg(src.psg, spec)
+        warnings, images = list(rec.warnings), None
+        cond, n_invalid = condition_recording(rec, spec)
+        n = len(epochs_from_signal(cond, spec))
+        if n == 0:
+            raise ValueError(f"{src.psg}: the recording ({rec.duration_s:.1f} s) is shorter "
+                             f"than one {spec.epoch_s:g}-s epoch; nothing to score")
+        if n_invalid.any():
+            warnings.append("non-finite samples drawn as gaps: " + ", ".join(
+                f"{name} {k}" for name, k in zip(spec.row_names, n_invalid.tolist()) if k))
+        stages = None
+        if src.hypnogram is not None:
+            stages = align_hypnogram(src.hypnogram, n * spec.epoch_s, epoch_s=spec.epoch_s,
+                                     warnings=warnings).stages
+    if stages is None:
+        stages = np.full(n, Stage.UNSCORED, dtype=np.int8)
+    return rec, images, cond, stages, warnings
 
 
 def _reusable(path: Path, request: dict, signals: bool) -> EpochCache | None:
@@ -238,6 +271,7 @@ def _reusable(path: Path, request: dict, signals: bool) -> EpochCache | None:
                else "the night list changed" if old and old.get("nights") != request["nights"]
                else "the augmentation settings changed"
                if old and old.get("augment") != request.get("augment")
+               else "the store changed" if old and old.get("store") != request.get("store")
                else "the trim setting changed" if old else "it has no build record")
         log.info("rebuilding the epoch cache in %s: %s", path, why)
         return None
@@ -257,6 +291,7 @@ def build_cache(
     skip_bad: bool = False,
     augment: AugmentConfig | None = None,
     augment_subjects: Iterable[str] | None = None,
+    store: str = "images",
 ) -> EpochCache:
     """Render nights into an epoch cache, or reuse the one in ``cache_dir`` when up to date.
 
@@ -282,6 +317,9 @@ def build_cache(
     augment_subjects : iterable of str, optional
         The training subjects whose nights are augmented (matched by
         :func:`canonical_subject`); None: every night.
+    store : {"images", "signals", "columns"}
+        What is stored (module docstring): rendered images, or coded conditioned signals
+        rendered when read (``signals`` also serves STQS, ``columns`` does not).
 
     Returns
     -------
@@ -296,9 +334,15 @@ def build_cache(
 
     from edge_scorer import __version__
     from edge_scorer.conditioning import epochs_from_signal
-    from edge_scorer.pipeline import condition_recording, render_night
+    from edge_scorer.pipeline import condition_recording
     from edge_scorer.render import render_epochs
     from training.augment import apply_augmentation, copy_seed, plan_augmentation
+
+    if store not in STORES:
+        raise ValueError(f"data.store {store!r}: use one of {list(STORES)}")
+    if signals and store == "columns":
+        raise ValueError("STQS needs the conditioned signals, which data.store = \"columns\" "
+                         "does not keep; use data.store = \"signals\" (or \"images\")")
 
     spec_source = spec if isinstance(spec, str) else spec.name
     spec = load_spec(spec) if isinstance(spec, str) else spec
@@ -313,7 +357,7 @@ def build_cache(
     aug_subjects = (None if augment_subjects is None or not copies
                     else sorted({canonical_subject(s) for s in augment_subjects}))
     path = Path(cache_dir)
-    request = _request(nights, spec, trim_wake_min, augment, aug_subjects)
+    request = _request(nights, spec, trim_wake_min, augment, aug_subjects, store)
     cache = _reusable(path, request, signals)
     if cache is not None:
         log.info("reusing the epoch cache in %s (%d nights, %d epochs, spec %s %s)", path,
@@ -323,38 +367,38 @@ def build_cache(
     t_start = time.perf_counter()
     path.mkdir(parents=True, exist_ok=True)
     (path / "cache.json").unlink(missing_ok=True)  # an interrupted build is never "complete"
-    if not signals:
+    if not signals or store != "images":
         (path / "signals.npy").unlink(missing_ok=True)
+    if store != "images":
+        (path / "images.npy").unlink(missing_ok=True)
     types = [r.type for r in spec.rows]
-    out = _CacheWriter(path, spec, signals)
+    out = CacheWriter(path, spec, signals, store)
     try:
         for k, src in enumerate(nights):
             t0 = time.perf_counter()
             try:
-                rendered = render_night(src.psg, spec, src.hypnogram)
+                rec, images, cond, stages, warnings = _read_night(
+                    src, spec, render=out.needs_images, signals=signals or not out.needs_images)
             except (ValueError, FileNotFoundError, OSError) as exc:
                 if not skip_bad:
                     raise ValueError(f"night {src.name} ({src.psg}): {exc}") from exc
                 log.warning("skipping night %s: %s", src.name, exc)
                 out.skipped.append({"name": src.name, "psg": str(src.psg), "error": str(exc)})
                 continue
-            rec, n_all = rendered.recording, rendered.n_epochs
-            stages = (rendered.stages if rendered.stages is not None
-                      else np.full(n_all, Stage.UNSCORED, dtype=np.int8))
+            n_all = len(stages)
             start, stop = trim_window(stages, spec.epoch_s, trim_wake_min)
             info = {
                 "name": src.name, "subject": src.subject, "psg": str(Path(src.psg).resolve()),
                 "hypnogram": str(Path(src.hypnogram).resolve()) if src.hypnogram else None,
                 "trim": {"start": start, "stop": stop, "n_rendered": n_all},
                 "n_unscored": int((stages[start:stop] < 0).sum()),
-                "warnings": list(rendered.warnings),
+                "warnings": warnings,
             }
-            cond = condition_recording(rec, spec)[0] if signals else None
-            out.add(info, rendered.images, cond, stages, t0)
+            out.add(info, images, cond, stages, t0)
             log.info("%s (%d/%d): %d epochs kept of %d (trimmed %d + %d wake epochs at the "
                      "ends), %d unscored, %.1f s", src.name, k + 1, len(nights), stop - start,
                      n_all, start, n_all - stop, info["n_unscored"], time.perf_counter() - t0)
-            del rendered, cond
+            del images, cond
             if not copies or (aug_subjects is not None
                               and canonical_subject(src.subject) not in aug_subjects):
                 continue
@@ -364,13 +408,14 @@ def build_cache(
                                          copy_seed(augment.seed, src.name, c))
                 cond, _ = condition_recording(rec, spec,
                                               partial(apply_augmentation, plan=plan))
-                images = render_epochs(epochs_from_signal(cond, spec), spec)
-                if len(images) != n_all:
-                    raise ValueError(f"augmented copy {c} of {src.name} has {len(images)} "
+                epochs = epochs_from_signal(cond, spec)
+                if len(epochs) != n_all:
+                    raise ValueError(f"augmented copy {c} of {src.name} has {len(epochs)} "
                                      f"epochs, the night {n_all}")
+                images = render_epochs(epochs, spec) if out.needs_images else None
                 out.add({**info, "name": f"{src.name}+aug{c}", "augmented": c,
-                         "augment": plan.summary()}, images, cond if signals else None,
-                        stages, t1)
+                         "augment": plan.summary()}, images,
+                        cond if signals or not out.needs_images else None, stages, t1)
                 del cond, images
             log.info("%s: %d augmented copies, %.1f s", src.name, copies,
                      time.perf_counter() - t0)
@@ -385,11 +430,13 @@ def build_cache(
         "row_names": list(spec.row_names), "epoch_s": spec.epoch_s,
         "n_epochs": data["n_epochs"], "trim_wake_min": trim_wake_min,
         "class_counts": data["class_counts"], "nights": data["nights"],
-        "skipped": data["skipped"],
+        "skipped": data["skipped"], "store": store,
         "build_time": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_s": round(time.perf_counter() - t_start, 2),
         "edge_scorer_version": __version__, "request": request,
     }
+    if out.codec is not None:
+        meta["codec"] = out.codec.to_dict()
     if copies:
         meta["augment"] = {"copies": copies, "seed": augment.seed, "subjects": aug_subjects}
     tmp = path / "cache.json.tmp"
@@ -399,68 +446,3 @@ def build_cache(
              len(meta["nights"]), meta["n_epochs"],
              ", ".join(f"{k} {v}" for k, v in meta["class_counts"].items()), meta["build_s"])
     return open_cache(path)
-
-
-class _CacheWriter:
-    """The arrays of a cache being built: appended night by night, renamed into place at the
-    end (a process still holding the old cache's memmaps keeps reading the old data)."""
-
-    def __init__(self, path: Path, spec: RenderSpec, signals: bool) -> None:
-        self.path, self.spec = path, spec
-        self.img_w = _NpyAppender(path / "images.npy.tmp", np.uint8, tuple(spec.image_shape))
-        self.sig_w = (_NpyAppender(path / "signals.npy.tmp", np.float16,
-                                   (spec.n_rows, spec.epoch_samples)) if signals else None)
-        self.labels: list[np.ndarray] = []
-        self.night_idx: list[np.ndarray] = []
-        self.epoch_idx: list[np.ndarray] = []
-        self.infos: list[dict] = []
-        self.skipped: list[dict] = []
-
-    def add(self, info: dict, images: np.ndarray, conditioned: np.ndarray | None,
-            stages: np.ndarray, t0: float) -> None:
-        """Append one night: its rendered images and (with signals) conditioned rows, cut to
-        ``info["trim"]``."""
-        from edge_scorer.conditioning import epochs_from_signal
-
-        start, stop = info["trim"]["start"], info["trim"]["stop"]
-        self.img_w.append(images[start:stop])
-        if self.sig_w is not None:
-            if conditioned is None:
-                raise ValueError("a cache with signals needs the conditioned rows of each night")
-            ep = epochs_from_signal(conditioned, self.spec)[start:stop]
-            big = int((np.abs(ep) > _F16_MAX).sum())
-            if big:
-                log.warning("%s: %d conditioned samples beyond float16 range were clipped",
-                            info["name"], big)
-            self.sig_w.append(np.clip(ep, -_F16_MAX, _F16_MAX))
-        self.labels.append(stages[start:stop].astype(np.int8))
-        self.night_idx.append(np.full(stop - start, len(self.infos), dtype=np.int32))
-        self.epoch_idx.append(np.arange(start, stop, dtype=np.int32))
-        offset = sum(i["n_epochs"] for i in self.infos)
-        self.infos.append({**info, "n_epochs": stop - start, "offset": offset,
-                           "render_s": round(time.perf_counter() - t0, 3)})
-
-    def close(self) -> None:
-        self.img_w.close()
-        if self.sig_w is not None:
-            self.sig_w.close()
-
-    def finish(self) -> dict:
-        """Write the small arrays, rename everything into place; the data part of the meta."""
-        if not self.infos:
-            raise ValueError("every night failed to load; nothing cached (see the warnings "
-                             "above)")
-        all_labels = np.concatenate(self.labels)
-        for name, arr in (("labels", all_labels), ("night", np.concatenate(self.night_idx)),
-                          ("epoch", np.concatenate(self.epoch_idx))):
-            with open(self.path / f"{name}.npy.tmp", "wb") as fh:
-                np.save(fh, arr)
-        names = ("images", "labels", "night", "epoch") + (
-            ("signals",) if self.sig_w is not None else ())
-        for name in names:
-            (self.path / f"{name}.npy.tmp").replace(self.path / f"{name}.npy")
-        counts = np.bincount(all_labels[all_labels >= 0].astype(np.int64),
-                             minlength=len(CLASS_NAMES))
-        return {"n_epochs": int(len(all_labels)),
-                "class_counts": dict(zip(CLASS_NAMES, counts.tolist())),
-                "nights": self.infos, "skipped": self.skipped}

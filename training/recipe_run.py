@@ -57,6 +57,7 @@ def run_all(
     dict
         Paths by name: each task's run folder, ``report`` and ``export``.
     """
+    from training import distributed
     from training.config import load_config
     from training.tasks import train
 
@@ -70,9 +71,12 @@ def run_all(
         if task == "inter":
             items.append(f"inter.intra_checkpoint={json.dumps(str(out / 'intra'))}")
         cfg = load_config(configs[task], items, task=task, recipe=recipe)
+        distributed.setup(str(cfg["train"]["device"]))  # under torchrun: join (once)
         log.info("recipe: training %s -> %s", task, cfg["out"])
         paths[task] = train(cfg, resume=(Path(cfg["out"]) / "last.pt").exists(), quiet=quiet)
     if cfg is None:
+        return paths
+    if not distributed.is_main():  # under torchrun, rank 0 alone evaluates and exports
         return paths
     paths["report"] = evaluate_runs(out, cfg["data"]["cache_dir"], paths)
     if "intra" in paths:

@@ -27,6 +27,7 @@ from torch import nn
 from edge_scorer._log import get_logger
 from edge_scorer.spec import RenderSpec, load_spec
 from edge_scorer.stages import N_CLASSES
+from training import distributed as dist
 from training.augment import AugmentConfig
 from training.checkpoint import file_hash, make_meta, resolve_checkpoint
 from training.config import save_config
@@ -81,31 +82,8 @@ def prepare_data(cfg: dict, *, signals: bool = False) -> TrainData:
     d = cfg["data"]
     spec = load_spec(d["spec"])
     augment = AugmentConfig(copies=int(d["augment_copies"]), seed=int(d["augment_seed"]))
-    if d["nights"] is not None:
-        nights = load_nights(d["nights"], d["layout"])
-        train_subjects = None
-        if augment.copies:  # the split of the night list decides which nights are augmented
-            train_subjects = resolve_split([n.subject for n in nights], d["split"],
-                                           d["split_fractions"], d["split_seed"])["train"]
-        cache = build_cache(nights, spec, d["cache_dir"], signals=signals,
-                            trim_wake_min=d["trim_wake_min"], skip_bad=d["skip_bad"],
-                            augment=augment if augment.copies else None,
-                            augment_subjects=train_subjects)
-    else:
-        try:
-            cache = open_cache(d["cache_dir"])
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(
-                f"{exc}. Set data.nights to a folder of PSG + hypnogram files (e.g. --set "
-                "data.nights=data/sim-sleep-edf; make simulated ones with 'edge-scorer "
-                "simulate -o data/sim-sleep-edf --nights 16')") from None
-        if cache.spec_hash != spec.hash:
-            raise ValueError(f"cache {cache.path} holds spec {cache.spec_name!r} hash "
-                             f"{cache.spec_hash}, the config asks for {spec.name!r} hash "
-                             f"{spec.hash}; set data.nights so the cache is rebuilt")
-        if signals and cache.signals is None:
-            raise ValueError(f"cache {cache.path} has no conditioned signals (STQS input); set "
-                             "data.nights so it is rebuilt with them")
+    with dist.main_first():  # rank 0 builds the cache; the other ranks then reuse it
+        cache = _open_or_build(cfg, spec, augment, signals)
     split = resolve_split(cache.subjects(), d["split"], d["split_fractions"], d["split_seed"])
     _check_augmented(cache, augment)
     parts = split_nights(cache, split, augmented=augment.copies > 0)
@@ -127,6 +105,39 @@ def prepare_data(cfg: dict, *, signals: bool = False) -> TrainData:
         raise ValueError(f"the training part of the split has no night (subjects "
                          f"{cache.subjects()}); check data.split")
     return TrainData(spec, cache, split, parts)
+
+
+def _open_or_build(cfg: dict, spec: RenderSpec, augment: AugmentConfig,
+                   signals: bool) -> EpochCache:
+    """The cache of ``cfg["data"]``: built or reused from ``data.nights``, else opened."""
+    d = cfg["data"]
+    if d["nights"] is not None:
+        nights = load_nights(d["nights"], d["layout"])
+        train_subjects = None
+        if augment.copies:  # the split of the night list decides which nights are augmented
+            train_subjects = resolve_split([n.subject for n in nights], d["split"],
+                                           d["split_fractions"], d["split_seed"])["train"]
+        cache = build_cache(nights, spec, d["cache_dir"], signals=signals,
+                            trim_wake_min=d["trim_wake_min"], skip_bad=d["skip_bad"],
+                            augment=augment if augment.copies else None,
+                            augment_subjects=train_subjects, store=d["store"])
+    else:
+        try:
+            cache = open_cache(d["cache_dir"])
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"{exc}. Set data.nights to a folder of PSG + hypnogram files (e.g. --set "
+                "data.nights=data/sim-sleep-edf; make simulated ones with 'edge-scorer "
+                "simulate -o data/sim-sleep-edf --nights 16')") from None
+        if cache.spec_hash != spec.hash:
+            raise ValueError(f"cache {cache.path} holds spec {cache.spec_name!r} hash "
+                             f"{cache.spec_hash}, the config asks for {spec.name!r} hash "
+                             f"{spec.hash}; set data.nights so the cache is rebuilt")
+        if signals and cache.signals is None:
+            raise ValueError(f"cache {cache.path} has no conditioned signals (STQS input); set "
+                             "data.nights so it is rebuilt with them (data.store = images or "
+                             "signals; a columns store keeps no waveform)")
+    return cache
 
 
 def _check_augmented(cache: EpochCache, augment: AugmentConfig) -> None:
@@ -154,6 +165,8 @@ def _model(cfg: dict, **derived) -> nn.Module:
 
 
 def _start(cfg: dict, data: TrainData, out: Path) -> None:
+    if not dist.is_main():
+        return
     out.mkdir(parents=True, exist_ok=True)
     save_split(data.split, out / "split.json")
     resolved = {**cfg, "out": str(out)}
@@ -316,9 +329,10 @@ def train_inter(cfg: dict, *, resume: bool = False, quiet: bool = False) -> Path
     data = prepare_data(cfg)
     device = "cuda" if cfg["train"]["device"] == "auto" and torch.cuda.is_available() else (
         "cpu" if cfg["train"]["device"] == "auto" else cfg["train"]["device"])
-    feats, info = cached_features(ckpt_path, data.cache,
-                                  batch_size=int(opts["feature_batch_size"]), quiet=quiet,
-                                  device=device)
+    with dist.main_first():  # rank 0 extracts the features; the others then read them
+        feats, info = cached_features(ckpt_path, data.cache,
+                                      batch_size=int(opts["feature_batch_size"]), quiet=quiet,
+                                      device=device)
 
     def make_x(rows: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(feats[rows])
@@ -349,5 +363,10 @@ TASK_FUNCS: dict[str, Callable[..., Path]] = {
 
 
 def train(cfg: dict, *, resume: bool = False, quiet: bool = False) -> Path:
-    """Run the task named by ``cfg["task"]``; returns the run folder."""
+    """Run the task named by ``cfg["task"]``; returns the run folder.
+
+    Under ``torchrun`` the processes join their process group first
+    (:func:`training.distributed.setup`) and train data-parallel.
+    """
+    dist.setup(str(cfg["train"]["device"]))
     return TASK_FUNCS[cfg["task"]](cfg, resume=resume, quiet=quiet)

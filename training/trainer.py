@@ -8,15 +8,22 @@ A task (:mod:`training.tasks`) hands :func:`fit` a model, its training and valid
   linear warm-up and a cosine or step learning-rate schedule (computed from the step count, so a
   resumed run follows the same curve);
 * epochs of shuffled items (or weighted sampling with replacement for ``balanced`` sampling),
-  the order drawn from ``(seed, epoch)``, the next batch prepared in a background thread;
+  the order drawn from ``(seed, epoch)``, the next batch prepared in a background thread or in
+  ``train.workers`` DataLoader worker processes (:mod:`training.loader`);
+* data-parallel training under ``torchrun`` (:mod:`training.distributed`): DDP over the
+  processes, each taking its share of every global batch, losses weighted so the run follows
+  the single-process curve at the same global batch size, validation reduced over the
+  processes, rank 0 alone writing checkpoints and logs;
 * validation loss and accuracy each epoch; ``best.pt`` kept by validation loss (training loss
   when there is no validation set), ``last.pt`` written every epoch and when a step limit or the
   time budget stops the run mid-epoch;
 * ``--resume`` from ``last.pt``: weights, optimizer, step, position in the epoch and RNG states,
-  so a resumed run continues exactly where it stopped;
+  so a resumed run continues exactly where it stopped (with any number of processes: the
+  position counts global batches);
 * determinism: seeded torch/numpy generators and ``torch.use_deterministic_algorithms(True)``;
 * ``max_steps`` / ``time_budget_min`` for tests and CPU users, ``train_log.csv`` with one row per
-  epoch, tqdm progress bars (only on a terminal, never with ``quiet``).
+  epoch, ``train_steps.csv`` with the loss and learning rate of every optimizer step, tqdm
+  progress bars (only on a terminal, never with ``quiet``).
 """
 
 from __future__ import annotations
@@ -26,8 +33,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,14 +42,17 @@ import torch
 from torch import nn
 
 from edge_scorer._log import get_logger
+from training import distributed as dist
 from training.checkpoint import save_checkpoint
+from training.loader import iterate_batches
 
 log = get_logger("training.trainer")
 
-__all__ = ["BatchSource", "FitResult", "LOG_COLUMNS", "fit", "lr_at"]
+__all__ = ["BatchSource", "FitResult", "LOG_COLUMNS", "STEP_COLUMNS", "fit", "lr_at"]
 
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_acc", "lr", "epoch_s",
                "elapsed_s", "best", "stopped")
+STEP_COLUMNS = ("step", "epoch", "loss", "lr")
 LossFn = Callable[[nn.Module, dict, bool, torch.Generator], tuple[torch.Tensor, torch.Tensor,
                                                                    torch.Tensor]]
 
@@ -107,30 +116,13 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def _device(name: str) -> torch.device:
+    ctx = dist.context()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _order(source: BatchSource, seed: int, epoch: int) -> np.ndarray:
-    rng = np.random.default_rng([int(seed), int(epoch)])
-    if source.weights is None:
-        return rng.permutation(source.n)
-    w = np.asarray(source.weights, dtype=np.float64)
-    return rng.choice(source.n, size=source.n, replace=True, p=w / w.sum())
-
-
-def _prefetch(get: Callable, batches: list[np.ndarray], start: int) -> Iterator[tuple[int, dict]]:
-    """Yield ``(i, get(batches[i]))`` from ``start``, preparing the next batch in a thread."""
-    if start >= len(batches):
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        fut = pool.submit(get, batches[start])
-        for i in range(start, len(batches)):
-            batch = fut.result()
-            if i + 1 < len(batches):
-                fut = pool.submit(get, batches[i + 1])
-            yield i, batch
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if ctx.enabled and device.type == "cuda":  # one GPU per process
+        return torch.device("cuda", ctx.local_rank)
+    return device
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -147,15 +139,20 @@ def _scored(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
 
 @torch.no_grad()
 def _validate(model: nn.Module, source: BatchSource, loss_fn: LossFn, batch_size: int,
-              device: torch.device, max_items: int, amp: bool, generator: torch.Generator
-              ) -> tuple[float, float]:
+              device: torch.device, max_items: int, amp: bool, generator: torch.Generator,
+              workers: int = 0) -> tuple[float, float]:
+    """Validation loss and accuracy; each process scores every ``world``-th item and the sums
+    are reduced over the processes."""
+    ctx = dist.context()
     items = np.arange(source.n)
     if max_items and source.n > max_items:
         items = np.unique(np.linspace(0, source.n - 1, max_items).round().astype(np.int64))
+    items = items[ctx.rank::ctx.world]
     model.eval()
     total, n_all, right = 0.0, 0, 0
-    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-    for _, batch in _prefetch(source.get, batches, 0):
+    batches = [(items[i:i + batch_size], True) for i in range(0, len(items), batch_size)]
+    for batch, _ in iterate_batches(source.get, batches, workers,
+                                    pin_memory=device.type == "cuda"):
         batch = _to(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss, logits, y = loss_fn(model, batch, False, generator)
@@ -163,6 +160,7 @@ def _validate(model: nn.Module, source: BatchSource, loss_fn: LossFn, batch_size
         total += float(loss) * n
         n_all += n
         right += r
+    total, n_all, right = dist.all_reduce_sum([total, n_all, right], device)
     return (total / n_all, right / n_all) if n_all else (float("nan"), float("nan"))
 
 
@@ -248,9 +246,43 @@ def fit(
         torch.use_deterministic_algorithms(prev_det)
 
 
+def _rank_seed(seed: int, step: int) -> None:
+    """Give ranks > 0 their own torch RNG stream (dropout, drop path); rank 0 keeps the run's."""
+    ctx = dist.context()
+    if ctx.rank > 0:
+        state = np.random.SeedSequence([int(seed), ctx.rank, int(step)]).generate_state(1)
+        torch.manual_seed(int(state[0]))
+
+
+def _write_rows(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
+    with open(path, "a", newline="") as fh:
+        w = csv.writer(fh)
+        for row in rows:
+            w.writerow([row[c] for c in columns])
+
+
+def _start_logs(out: Path, resume: bool, step: int) -> None:
+    """Fresh run: new log files. Resume: drop the rows written after the checkpoint's step (a
+    process killed between writing them and the checkpoint)."""
+    logs = ((out / "train_log.csv", LOG_COLUMNS), (out / "train_steps.csv", STEP_COLUMNS))
+    if not resume:
+        for name in ("best.pt", "last.pt"):
+            (out / name).unlink(missing_ok=True)
+    for path, columns in logs:
+        kept: list[dict] = []
+        if resume and path.is_file():
+            with open(path, newline="") as fh:
+                kept = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
+        with open(path, "w", newline="") as fh:
+            csv.writer(fh).writerow(columns)
+        _write_rows(path, columns, kept)
+
+
 def _run(model, train, val, loss_fn, t, out, device, amp, seed, meta, resume, quiet) -> FitResult:
-    bs = int(t["batch_size"])
-    steps_per_epoch = math.ceil(train.n / bs)
+    ctx = dist.context()
+    bs, workers = int(t["batch_size"]), int(t["workers"])
+    sampler = dist.EpochShardSampler(train.n, bs, weights=train.weights, seed=seed)
+    steps_per_epoch = sampler.batches_per_epoch
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(_param_groups(model, float(t["weight_decay"])), lr=float(t["lr"]))
@@ -263,22 +295,27 @@ def _run(model, train, val, loss_fn, t, out, device, amp, seed, meta, resume, qu
         best, elapsed0 = st["best"], st["elapsed_s"]
         torch.set_rng_state(st["torch_rng"])
         gen.set_state(st["gen_rng"])
-        log.info("resuming %s at epoch %d, batch %d (step %d, best %.4f)", out, epoch0 + 1,
-                 batch0, step, best)
-    else:
-        if (out / "last.pt").exists():
-            log.warning("%s already holds a run; its checkpoints and log are replaced (use "
-                        "--resume to continue it instead)", out)
-        for name in ("best.pt", "last.pt"):
-            (out / name).unlink(missing_ok=True)
-        with open(log_path, "w", newline="") as fh:
-            csv.writer(fh).writerow(LOG_COLUMNS)
+        log.info("resuming %s at epoch %d, batch %d (step %d, best %.4f; %d process(es), "
+                 "%s before)", out, epoch0 + 1, batch0, step, best, ctx.world,
+                 st.get("world_size", 1))
+    elif ctx.main and (out / "last.pt").exists():
+        log.warning("%s already holds a run; its checkpoints and log are replaced (use "
+                    "--resume to continue it instead)", out)
+    if ctx.main:
+        _start_logs(out, resume, step)
+    _rank_seed(seed, step)
+    net: nn.Module = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     has_val = val is not None and val.n > 0
     if not has_val:
         log.warning("no validation items: best.pt is chosen by training loss")
     epochs, max_steps = int(t["epochs"]), int(t["max_steps"])
     budget_s = float(t["time_budget_min"]) * 60.0
-    show = not quiet and sys.stderr.isatty()
+    show = ctx.main and not quiet and sys.stderr.isatty()
     t_run = time.monotonic()
     result = FitResult(out, step, best, None)
     from tqdm.auto import tqdm
@@ -288,41 +325,53 @@ def _run(model, train, val, loss_fn, t, out, device, amp, seed, meta, resume, qu
             result.stopped = "max_steps"
             break
         t_epoch = time.monotonic()
-        order = _order(train, seed, epoch)
-        batches = [order[i:i + bs] for i in range(0, len(order), bs)]
         first = batch0 if epoch == epoch0 else 0
-        model.train()
-        loss_sum, n_sum, done, last_i = 0.0, 0, 0, first
+        sampler.set_epoch(epoch, first)
+        net.train()
+        loss_sum, n_sum, done, last_i = 0.0, 0.0, 0, first
         stopped = None
-        bar = tqdm(total=len(batches), initial=first, disable=not show, leave=False,
+        step_rows: list[dict] = []
+        bar = tqdm(total=steps_per_epoch, initial=first, disable=not show, leave=False,
                    desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr)
-        for i, batch in _prefetch(train.get, batches, first):
+        batches = iterate_batches(train.get, sampler, workers, pin_memory=device.type == "cuda")
+        for i, (batch, real) in enumerate(batches, start=first):
             if max_steps and step >= max_steps:
                 stopped = "max_steps"
                 break
-            if budget_s and time.monotonic() - t_run > budget_s:
-                stopped = "time budget"
-                break
+            if budget_s:  # every process stops at the same step
+                over = float(time.monotonic() - t_run > budget_s)
+                if dist.all_reduce_sum([over], device)[0] > 0:
+                    stopped = "time budget"
+                    break
             lr = lr_at(step, t, steps_per_epoch)
             for g in opt.param_groups:
                 g["lr"] = lr
             batch = _to(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, logits, y = loss_fn(model, batch, True, gen)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss is {float(loss)} at step {step}; lower "
+                loss, logits, y = loss_fn(net, batch, True, gen)
+            n_local = _scored(logits.detach(), y)[0] if real else 0
+            if ctx.enabled:  # the global batch's mean loss, and this rank's share of it
+                total, n = dist.all_reduce_sum([float(loss.detach()) * n_local, n_local],
+                                               device)
+                loss_value = total / n if n else float("nan")
+                backward = loss * (n_local * ctx.world / n) if n else loss
+            else:
+                loss_value, n, backward = float(loss.detach()), n_local, loss
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"training loss is {loss_value} at step {step}; lower "
                                          "train.lr or enable train.grad_clip")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            backward.backward()
             if t["grad_clip"]:
                 nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
             opt.step()
             step += 1
             done += 1
             last_i = i + 1
-            n, _ = _scored(logits.detach(), y)
-            loss_sum += float(loss.detach()) * n
+            loss_sum += loss_value * n
             n_sum += n
+            step_rows.append({"step": step, "epoch": epoch + 1,
+                              "loss": round(loss_value, 6), "lr": f"{lr:.3e}"})
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / max(n_sum, 1):.4f}", lr=f"{lr:.2e}")
         bar.close()
@@ -332,7 +381,7 @@ def _run(model, train, val, loss_fn, t, out, device, amp, seed, meta, resume, qu
         train_loss = loss_sum / max(n_sum, 1)
         if has_val:
             val_loss, val_acc = _validate(model, val, loss_fn, bs, device,
-                                          int(t["val_max_items"]), amp, gen)
+                                          int(t["val_max_items"]), amp, gen, workers)
         else:
             val_loss, val_acc = float("nan"), float("nan")
         score = val_loss if has_val else train_loss
@@ -340,24 +389,26 @@ def _run(model, train, val, loss_fn, t, out, device, amp, seed, meta, resume, qu
         best = min(best, score) if math.isfinite(score) else best
         finished = stopped is None
         elapsed = elapsed0 + time.monotonic() - t_run
-        state = {
-            "step": step, "next_epoch": epoch + 1 if finished else epoch,
-            "next_batch": 0 if finished else last_i, "best": best, "elapsed_s": elapsed,
-            "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(), **check,
-        }
-        ck_meta = {**meta, "train": {"step": step, "epoch": epoch + 1, "val_loss": val_loss,
-                                     "val_acc": val_acc, "train_loss": train_loss}}
-        save_checkpoint(out / "last.pt", model, optimizer=opt, epoch=epoch, best=best,
-                        meta=ck_meta, state=state)
-        if is_best:
-            save_checkpoint(out / "best.pt", model, epoch=epoch, best=best, meta=ck_meta,
-                            state=state)
         row = {"epoch": epoch + 1, "step": step, "train_loss": round(train_loss, 6),
                "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
                "lr": f"{lr:.3e}", "epoch_s": round(time.monotonic() - t_epoch, 2),
                "elapsed_s": round(elapsed, 2), "best": int(is_best), "stopped": stopped or ""}
-        with open(log_path, "a", newline="") as fh:
-            csv.writer(fh).writerow([row[c] for c in LOG_COLUMNS])
+        if ctx.main:
+            state = {
+                "step": step, "next_epoch": epoch + 1 if finished else epoch,
+                "next_batch": 0 if finished else last_i, "best": best, "elapsed_s": elapsed,
+                "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
+                "world_size": ctx.world, **check,
+            }
+            ck_meta = {**meta, "train": {"step": step, "epoch": epoch + 1, "val_loss": val_loss,
+                                         "val_acc": val_acc, "train_loss": train_loss}}
+            _write_rows(out / "train_steps.csv", STEP_COLUMNS, step_rows)
+            _write_rows(log_path, LOG_COLUMNS, [row])
+            save_checkpoint(out / "last.pt", model, optimizer=opt, epoch=epoch, best=best,
+                            meta=ck_meta, state=state)
+            if is_best:
+                save_checkpoint(out / "best.pt", model, epoch=epoch, best=best, meta=ck_meta,
+                                state=state)
         result.history.append(row)
         log.info("epoch %d/%d step %d: train loss %.4f, val loss %.4f, val acc %.3f, lr %.2e, "
                  "%.1f s%s%s", epoch + 1, epochs, step, train_loss, val_loss, val_acc, lr,
@@ -370,7 +421,8 @@ def _run(model, train, val, loss_fn, t, out, device, amp, seed, meta, resume, qu
         if epoch0 >= epochs:
             log.info("%s: all %d epochs are already trained; nothing to do", out, epochs)
     result.step, result.best = step, best
-    if not (out / "best.pt").exists() and (out / "last.pt").exists():
+    if ctx.main and not (out / "best.pt").exists() and (out / "last.pt").exists():
         log.warning("no epoch had a finite score; best.pt is a copy of last.pt")
         shutil.copyfile(out / "last.pt", out / "best.pt")
+    dist.barrier()  # the next step (features, export) reads what rank 0 wrote
     return result

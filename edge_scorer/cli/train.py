@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 HELP = "train the intra ViT, the inter transformer or STQS from PSG nights + hypnograms"
@@ -42,6 +44,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, metavar="N",
                         help="stop after N optimizer steps in total (quick runs, CPU users)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--nproc", type=int, metavar="N",
+                        help="data-parallel training in N processes on this machine (one per "
+                             "GPU, or gloo on the CPU): launches 'torchrun --standalone "
+                             "--nproc-per-node N -m training ...' with the other options; "
+                             "train.batch_size stays the global batch (docs/TRAINING.md)")
+
+
+def _forwarded(args: argparse.Namespace) -> list[str]:
+    """The options of ``args`` as ``python -m training`` arguments (without ``--nproc``)."""
+    out = ["-v"] * int(getattr(args, "verbose", 0) or 0) + [args.task]
+    for flag, value in (("--config", args.config), ("--recipe", args.recipe),
+                        ("--data", args.data), ("--out", args.out),
+                        ("--max-steps", args.max_steps)):
+        if value is not None:
+            out += [flag, str(value)]
+    if args.overrides:
+        out += ["--set", *args.overrides]
+    out += ["--resume"] * bool(args.resume) + ["--quiet"] * bool(args.quiet)
+    return out
+
+
+def launch(args: argparse.Namespace) -> int:
+    """Run this training under ``torchrun`` with ``args.nproc`` processes; its exit code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={args.nproc}", "-m", "training", *_forwarded(args)]
+    print("launching: " + " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, check=False).returncode
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +82,12 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise CliError("PyTorch is not installed; training needs it: pip install -e '.[train]'"
                        ) from None
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise CliError(f"--nproc must be at least 1, got {args.nproc}")
+        if args.nproc > 1:
+            return launch(args)
+    from training import distributed
     from training.config import load_config
     from training.tasks import train
 
@@ -91,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
                             quiet=args.quiet)
         except (ValueError, FileNotFoundError) as exc:
             raise CliError(str(exc)) from None
-        for name, path in paths.items():
-            print(f"{name}\t{path}")
+        if distributed.is_main():  # under torchrun, rank 0 alone reports
+            for name, path in paths.items():
+                print(f"{name}\t{path}")
         return 0
     try:
         cfg = load_config(args.config or _DEFAULT_CONFIGS[args.task], overrides, task=args.task,
@@ -100,5 +136,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
     out = train(cfg, resume=args.resume, quiet=args.quiet)
-    print(out)
+    if distributed.is_main():
+        print(out)
     return 0
