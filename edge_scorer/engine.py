@@ -88,6 +88,8 @@ class Engine:
         self._native = np.zeros(self.spec.n_rows, dtype=np.int64)
         self._filled_epochs: set[int] = set()
         self._dead_rows: set[str] = set()
+        #: The first error a sink raised (e.g. a full disk); the run's files say it failed.
+        self.sink_error: Exception | None = None
         #: Provisional-label latency of every epoch (s), in order.
         self.latencies: list[float] = []
         self.last_epoch: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -180,8 +182,12 @@ class Engine:
     def _publish(self, updates: list[EpochUpdate]) -> None:
         if not updates:
             return
-        for sink in self.sinks:
-            sink.write(updates, self)
+        for sink in self.sinks:  # in order: a failing sink (the CSV log) stops the later ones
+            try:
+                sink.write(updates, self)
+            except Exception as exc:
+                self.sink_error = self.sink_error or exc
+                raise
 
     # ------------------------------------------------------------------ the end
     def finish(self) -> list[EpochUpdate]:
@@ -203,15 +209,28 @@ class Engine:
         return updates + final
 
     def close(self) -> None:
-        """Finish (when not yet) and close every sink (hypnogram files are written then)."""
+        """Finish (when not yet) and close every sink (hypnogram files are written then).
+
+        Every sink is closed even when finishing or another sink fails; the first error is
+        raised afterwards (the others are logged).
+        """
         if self.closed:
             return
+        errors: list[Exception] = []
         try:
             self.finish()
+        except Exception as exc:
+            errors.append(exc)
         finally:
             self.closed = True
             for sink in self.sinks:
-                sink.close(self)
+                try:
+                    sink.close(self)
+                except Exception as exc:
+                    log.error("closing %s failed: %s", type(sink).__name__, exc)
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> Engine:
         return self

@@ -156,12 +156,14 @@ def save_rendered(
     ``labels.csv`` (when labelled) and, with ``png``, ``png/epoch_NNNNN.png``.
 
     The contact sheet shows every epoch of a short recording, or ``sheet_epochs`` spread over a
-    long night. Returns the output folder.
+    long night. Every file is written atomically (:mod:`edge_scorer.outputs`); the caller
+    decides about a folder holding an earlier run (``edge-scorer render`` refuses it unless
+    ``--overwrite``, which removes the earlier run's files first). Returns the output folder.
     """
-    import csv
     import json
 
     from . import __version__
+    from .outputs import atomic_open, atomic_write
     from .render import contact_sheet, save_png
     from .stages import Stage
 
@@ -169,7 +171,8 @@ def save_rendered(
     n = night.n_epochs
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "epochs.npy", images)
+    with atomic_open(out / "epochs.npy", "wb") as fh:
+        np.save(fh, images)
     if n <= sheet_epochs:
         picks = np.arange(n)
     else:
@@ -177,11 +180,9 @@ def save_rendered(
     contact_sheet(images[picks], labels=None if stages is None else stages[picks].tolist(),
                   indices=picks.tolist(), path=out / "contact_sheet.png")
     if stages is not None:
-        with open(out / "labels.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["epoch", "onset_s", "stage"])
-            for i, code in enumerate(stages.tolist()):
-                writer.writerow([i, f"{i * spec.epoch_s:g}", Stage(code).label])
+        atomic_write(out / "labels.csv", "epoch,onset_s,stage\n" + "".join(
+            f"{i},{i * spec.epoch_s:g},{Stage(code).label}\n"
+            for i, code in enumerate(stages.tolist())))
     if png:
         for i, img in enumerate(images):
             save_png(img, out / "png" / f"epoch_{i:05d}.png")
@@ -198,5 +199,5 @@ def save_rendered(
         "invalid_samples": dict(zip(spec.row_names, night.n_invalid.tolist(), strict=True)),
         "warnings": night.warnings,
     }
-    (out / "render.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write(out / "render.json", json.dumps(meta, indent=2) + "\n")
     return out

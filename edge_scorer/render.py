@@ -205,7 +205,8 @@ def contact_sheet(images: np.ndarray, labels: Sequence[object] | None = None, co
 
 
 def save_png(image: np.ndarray, path: str | Path) -> Path:
-    """Write a uint8 image ((H, W) grayscale or (H, W, 3) RGB) as a PNG; return the path."""
+    """Write a uint8 image ((H, W) grayscale or (H, W, 3) RGB) as a PNG, atomically; return the
+    path."""
     from PIL import Image
 
     image = np.asarray(image)
@@ -213,7 +214,9 @@ def save_png(image: np.ndarray, path: str | Path) -> Path:
                                                            and image.shape[2] == 3)):
         raise ValueError(f"image must be uint8 (H, W) or (H, W, 3), got {image.dtype} "
                          f"{image.shape}")
+    from .outputs import atomic_open
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image)).save(path)
+    with atomic_open(path, "wb") as fh:
+        Image.fromarray(np.ascontiguousarray(image)).save(fh, format="PNG")
     return path

@@ -323,6 +323,9 @@ class NightFiles:
                 "samples": engine.samples_summary(), "latency": engine.latency_summary(),
                 "n_unscorable": int(np.sum(hyp.stages == Stage.UNSCORED)),
                 "familiarity": engine.familiarity_summary()}
+        if engine.sink_error is not None:
+            info.update(state="failed", errors=[f"{type(engine.sink_error).__name__}: "
+                                                f"{engine.sink_error}"])
         self.written += write_night_files(self.out, hyp, distance, flags, info)
 
 
@@ -371,7 +374,8 @@ def write_night_files(out: Path, hyp: Hypnogram, distance: np.ndarray, flags: np
         attempt(lambda: atomic_write(out / "stats.json", json.dumps(clean, indent=2) + "\n"))
         attempt(lambda: atomic_write(out / "stats.txt", f"{stats}\n{summary_line(fam)}\n"))
     if errors:  # run.json "finished" only over a whole set of night files
-        info = {**info, "state": "failed", "errors": [str(e) for e in errors]}
+        info = {**info, "state": "failed",
+                "errors": [*info.get("errors", []), *(str(e) for e in errors)]}
     attempt(lambda: atomic_write(out / "run.json",
                                  json.dumps(info, indent=2, default=str) + "\n"))
     if written:

@@ -18,6 +18,7 @@ import argparse
 
 from .._log import get_logger
 from . import CliError
+from ._args import add_overwrite, positive_int
 
 log = get_logger("cli.render")
 
@@ -39,13 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel", action="append", default=[], metavar="ROW=LABEL",
                         help="use file channel LABEL for spec row ROW (repeatable)")
     parser.add_argument("--png", action="store_true", help="also write one PNG per epoch")
-    parser.add_argument("--sheet-epochs", type=int, default=SHEET_EPOCHS,
+    parser.add_argument("--sheet-epochs", type=positive_int, default=SHEET_EPOCHS,
                         help=f"epochs on the contact sheet (default {SHEET_EPOCHS})")
+    add_overwrite(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Read, condition, render and write the outputs; print a one-line summary."""
     from ..montage import parse_channel_overrides
+    from ..outputs import check_output_dir, prepare_output_dir
     from ..pipeline import render_night, save_rendered
     from ..spec import SpecError, load_spec
 
@@ -53,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec)
     except SpecError as exc:
         raise CliError(str(exc)) from None
-    if args.sheet_epochs < 1:
-        raise CliError(f"--sheet-epochs must be at least 1, got {args.sheet_epochs}")
+    check_output_dir(args.out, args.overwrite)
     overrides = parse_channel_overrides(args.channel)
     # PSG errors (ValueError/OSError) carry their own fix; hypnogram errors name the file.
     night = render_night(args.psg, spec, None, overrides)
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             night.label_with(args.hypnogram)
         except (ValueError, OSError) as exc:
             raise CliError(f"cannot use hypnogram {args.hypnogram}: {exc}") from exc
+    prepare_output_dir(args.out, args.overwrite)  # no earlier labels.csv beside new images
     out = save_rendered(night, args.out, hypnogram=args.hypnogram,
                         sheet_epochs=args.sheet_epochs, png=args.png)
     n = night.n_epochs
