@@ -95,7 +95,12 @@ def onnx_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ValueError(f"{path}: not a readable ONNX model ({type(exc).__name__}: "
+                         f"{str(exc)[:300]}); export it again with edge-scorer export onnx"
+                         ) from exc
     meta = sess.get_modelmeta().custom_metadata_map
     return {k.removeprefix(META_PREFIX): v for k, v in meta.items() if k.startswith(META_PREFIX)}
 

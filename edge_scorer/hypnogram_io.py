@@ -6,6 +6,13 @@ annotations longer than one epoch are split into epochs, gaps between annotation
 with another epoch length). ``Hypnogram.onset_s`` is the onset of the first annotation in
 seconds from the recording start; ``start_time`` is the recording start when the file knows it.
 
+Readers refuse what they cannot trust before allocating anything for it: non-finite onsets or
+durations, onsets or durations beyond :data:`MAX_SPAN_S` (7 days), a night spanning more than
+that, files over :data:`MAX_FILE_BYTES`, a truncated or corrupt EDF+ file (header checked
+against the file size by :func:`~edge_scorer.edf_header.read_edf_header`), and XML with
+entities or a DTD (parsed with ``defusedxml``). Every reading error is a
+:class:`HypnogramError` (a ``ValueError``) naming the file and what is wrong.
+
 Integer stage codes in a table column are read as the canonical/YASA codes (``-2``/``-1``
 unscored, ``0`` W, ``1`` N1, ``2`` N2, ``3`` N3, ``4`` REM) unless the column contains ``5``, in
 which case it is read as R&K/NSRR numbering (``3`` and ``4`` -> N3, ``5`` REM, ``6``/``9``
@@ -17,8 +24,8 @@ from __future__ import annotations
 import csv
 import math
 import re
-import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+import xml.etree.ElementTree as ET  # writing only; files are parsed with defusedxml
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -26,27 +33,37 @@ import numpy as np
 
 from ._log import get_logger
 from .hypnogram import Hypnogram
-from .stages import CLASS_NAMES, Stage, parse_stage
+from .hypnogram_writers import (  # the writers are re-exported here
+    _FORMATS,
+    _TOL_S,
+    NSRR_CONCEPTS,
+    NSRR_STAGE_TYPE,
+    PROBA_COLUMNS,
+    RK_LABELS,
+    write_hypnogram,
+    write_nsrr_xml,
+)
+from .stages import Stage, parse_stage
 
 log = get_logger("hypnogram_io")
 
-__all__ = ["inbed_crop", "pair_sleep_edf", "read_hypnogram", "write_hypnogram", "write_nsrr_xml"]
+__all__ = ["MAX_FILE_BYTES", "MAX_SPAN_S", "NSRR_CONCEPTS", "PROBA_COLUMNS", "RK_LABELS",
+           "HypnogramError", "inbed_crop", "pair_sleep_edf", "read_hypnogram", "write_hypnogram",
+           "write_nsrr_xml"]
 
-#: Sleep-EDF (PhysioNet, R&K style) annotation text written for each stage.
-RK_LABELS: dict[Stage, str] = {
-    Stage.W: "Sleep stage W", Stage.N1: "Sleep stage 1", Stage.N2: "Sleep stage 2",
-    Stage.N3: "Sleep stage 3", Stage.REM: "Sleep stage R", Stage.UNSCORED: "Sleep stage ?",
-}
-#: NSRR (SHHS/MESA) ``EventConcept`` written for each stage.
-NSRR_CONCEPTS: dict[Stage, str] = {
-    Stage.W: "Wake|0", Stage.N1: "Stage 1 sleep|1", Stage.N2: "Stage 2 sleep|2",
-    Stage.N3: "Stage 3 sleep|3", Stage.REM: "REM sleep|5", Stage.UNSCORED: "Unscored|9",
-}
-NSRR_STAGE_TYPE = "Stages|Stages"
-PROBA_COLUMNS: tuple[str, ...] = tuple(f"p_{c}" for c in CLASS_NAMES)
-_FORMATS = ("edf", "nsrr", "csv", "tsv", "bids")
-_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".edf": "edf", ".xml": "nsrr"}
-_TOL_S = 1e-3  # timing tolerance (s) for grid alignment
+#: Longest onset, duration or night a hypnogram may span (7 days, in seconds).
+MAX_SPAN_S = 7 * 24 * 3600.0
+#: Largest hypnogram file read (a week of 1-s epochs as CSV is far below it).
+MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Epoch lengths accepted (s).
+EPOCH_S_RANGE = (1.0, 600.0)
+
+
+class HypnogramError(ValueError):
+    """A hypnogram file cannot be read or holds something untrustworthy (names the file)."""
+
+
+
 _CANONICAL_CODES = {-2: Stage.UNSCORED, -1: Stage.UNSCORED, 0: Stage.W, 1: Stage.N1,
                     2: Stage.N2, 3: Stage.N3, 4: Stage.REM}
 _RK_CODES = {-1: Stage.UNSCORED, 0: Stage.W, 1: Stage.N1, 2: Stage.N2, 3: Stage.N3,
@@ -63,7 +80,7 @@ def _label(label: str, where: str) -> Stage:
     try:
         return parse_stage(label)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise HypnogramError(f"{where}: {exc}") from None
 
 
 def _events_to_stages(
@@ -74,7 +91,18 @@ def _events_to_stages(
     Returns the stage codes, the grid onset (first event) and each event's first epoch index.
     """
     if not events:
-        raise ValueError(f"{source}: no sleep-stage annotations found")
+        raise HypnogramError(f"{source}: no sleep-stage annotations found")
+    for onset, duration, _, where in events:  # bounds before anything is allocated
+        if not (math.isfinite(onset) and abs(onset) <= MAX_SPAN_S):
+            raise HypnogramError(f"{where}: onset {onset:g} s is not a finite time within 7 "
+                                 "days of the recording start; fix the file")
+        if not (math.isfinite(duration) and duration <= MAX_SPAN_S):
+            raise HypnogramError(f"{where}: duration {duration:g} s is not a finite time up to "
+                                 "7 days; fix the file")
+    span = max(o + d for o, d, _, _ in events) - min(o for o, _, _, _ in events)
+    if span > MAX_SPAN_S:
+        raise HypnogramError(f"{source}: the annotations span {span / 86400:.1f} days; a "
+                             "hypnogram covers one night (at most 7 days); fix the onsets")
     order = sorted(range(len(events)), key=lambda i: events[i][0])
     onset0 = events[order[0]][0]
     starts = np.zeros(len(events), dtype=np.int64)
@@ -84,15 +112,15 @@ def _events_to_stages(
         offset = (onset - onset0) / epoch_s
         k = round(offset)
         if abs(offset - k) * epoch_s > _TOL_S:
-            raise ValueError(f"{where}: onset {onset:g} s is not aligned to the {epoch_s:g}-s "
+            raise HypnogramError(f"{where}: onset {onset:g} s is not aligned to the {epoch_s:g}-s "
                              f"epoch grid that starts at {onset0:g} s; pass the epoch length the "
                              "file was scored with (epoch_s=...) or re-epoch the file")
         if not duration > 0:
-            raise ValueError(f"{where}: duration {duration:g} s; a stage needs a positive one")
+            raise HypnogramError(f"{where}: duration {duration:g} s; a stage needs a positive one")
         n = math.floor(duration / epoch_s + _TOL_S / epoch_s)
         rest = duration - n * epoch_s
         if rest > _TOL_S and pos != len(order) - 1:
-            raise ValueError(f"{where}: duration {duration:g} s is not a multiple of the "
+            raise HypnogramError(f"{where}: duration {duration:g} s is not a multiple of the "
                              f"{epoch_s:g}-s epoch; pass the epoch length the file was scored "
                              "with (epoch_s=...)")
         if rest > _TOL_S:  # a recording that ends inside the last epoch
@@ -104,7 +132,7 @@ def _events_to_stages(
     filled_to = 0
     for start, stop, stage, where in spans:
         if start < filled_to:
-            raise ValueError(f"{where}: overlaps the previous stage annotation")
+            raise HypnogramError(f"{where}: overlaps the previous stage annotation")
         stages[start:stop] = stage
         filled_to = max(filled_to, stop)
     return stages, float(onset0), starts
@@ -175,11 +203,16 @@ def read_hypnogram(path: str | Path, *, epoch_s: float = 30.0, fmt: str | None =
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"hypnogram file not found: {path}")
-    if not epoch_s > 0:
-        raise ValueError(f"epoch_s must be positive, got {epoch_s}")
+    lo, hi = EPOCH_S_RANGE
+    if not lo <= epoch_s <= hi:
+        raise HypnogramError(f"epoch_s must be within {lo:g} to {hi:g} s, got {epoch_s}")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise HypnogramError(f"{path}: {size} bytes is far too large for a hypnogram "
+                             f"(at most {MAX_FILE_BYTES}); is it a PSG recording?")
     fmt = (fmt or _sniff(path)).lower().replace("xml", "nsrr")
     if fmt not in _FORMATS:
-        raise ValueError(f"unknown hypnogram format {fmt!r}; use one of {', '.join(_FORMATS)}")
+        raise HypnogramError(f"unknown hypnogram format {fmt!r}; use one of {', '.join(_FORMATS)}")
     if fmt == "edf":
         hyp = _read_edf(path, epoch_s)
     elif fmt == "nsrr":
@@ -193,16 +226,27 @@ def read_hypnogram(path: str | Path, *, epoch_s: float = 30.0, fmt: str | None =
 def _read_edf(path: Path, epoch_s: float) -> Hypnogram:
     import mne
 
+    from .edf_header import PsgReadError, read_edf_header
+
     with open(path, "rb") as f:
         head = f.read(256)
     if len(head) < 256 or head[:8] != b"0       ":
-        raise ValueError(f"{path}: not an EDF/EDF+ file (bad header)")
+        raise HypnogramError(f"{path}: not an EDF/EDF+ file (bad header)")
+    try:  # every header field, and the annotation records against the file size
+        header = read_edf_header(path)
+    except PsgReadError as exc:
+        raise HypnogramError(f"{path}: {exc}") from None
+    if not any(header.is_annotation(i) for i in range(len(header.labels))):
+        raise HypnogramError(f"{path}: no annotations; sleep stages must be EDF+ annotations "
+                             "(an 'EDF Annotations' signal; Sleep-EDF keeps them in a separate "
+                             "*-Hypnogram.edf file)")
     if path.suffix != ".edf":
-        raise ValueError(f"{path}: an EDF file must be named *.edf for MNE to read it; rename it")
+        raise HypnogramError(f"{path}: an EDF file must be named *.edf for MNE to read it; "
+                             "rename it")
     try:
         ann = mne.read_annotations(path)
     except Exception as exc:  # MNE raises several types for damaged files
-        raise ValueError(
+        raise HypnogramError(
             f"{path}: cannot read EDF+ annotations ({type(exc).__name__}: {exc}); expected an "
             "EDF+ hypnogram such as PhysioNet's *-Hypnogram.edf"
         ) from exc
@@ -212,17 +256,23 @@ def _read_edf(path: Path, epoch_s: float) -> Hypnogram:
         for i, (on, du, desc) in enumerate(zip(ann.onset, ann.duration, ann.description))
     ]
     if not events:
-        raise ValueError(f"{path}: no annotations; sleep stages must be EDF+ annotations "
+        raise HypnogramError(f"{path}: no annotations; sleep stages must be EDF+ annotations "
                          "(Sleep-EDF keeps them in a separate *-Hypnogram.edf file)")
     stages, onset0, _ = _events_to_stages(events, epoch_s, str(path))
     return Hypnogram(stages, epoch_s, onset0, _edf_start_time(path))
 
 
 def _read_nsrr(path: Path, epoch_s: float) -> Hypnogram:
+    from defusedxml import DefusedXmlException
+    from defusedxml import ElementTree as SafeET
+
     try:
-        root = ET.parse(path).getroot()
+        root = SafeET.parse(path).getroot()
     except ET.ParseError as exc:
-        raise ValueError(f"{path}: not a valid NSRR XML file ({exc})") from exc
+        raise HypnogramError(f"{path}: not a valid NSRR XML file ({exc})") from exc
+    except DefusedXmlException as exc:
+        raise HypnogramError(f"{path}: refused: the XML declares entities or a DTD "
+                             f"({type(exc).__name__}); NSRR files have none") from exc
     events: list[Event] = []
     meta: dict[str, str] = {}
     for i, ev in enumerate(root.iter("ScoredEvent")):
@@ -237,7 +287,7 @@ def _read_nsrr(path: Path, epoch_s: float) -> Hypnogram:
         try:
             onset, duration = float(ev.findtext("Start")), float(ev.findtext("Duration"))
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: missing or invalid <Start>/<Duration>") from None
+            raise HypnogramError(f"{where}: missing or invalid <Start>/<Duration>") from None
         events.append((onset, duration, _label(concept, where), where))
     stages, onset0, _ = _events_to_stages(events, epoch_s, str(path))
     return Hypnogram(stages, epoch_s, onset0, meta=meta)
@@ -248,7 +298,7 @@ def _int_codes(values: list[str], where: Sequence[str]) -> list[Stage]:
     table = _RK_CODES if 5 in codes else _CANONICAL_CODES
     for code, w in zip(codes, where):
         if code not in table:
-            raise ValueError(f"{w}: unknown integer stage code {code} (read as "
+            raise HypnogramError(f"{w}: unknown integer stage code {code} (read as "
                              f"{'R&K/NSRR' if 5 in codes else 'canonical -2..4'} codes); "
                              "write stage labels (W/N1/N2/N3/REM) instead")
     return [table[c] for c in codes]
@@ -258,14 +308,17 @@ def _read_table(path: Path, epoch_s: float) -> Hypnogram:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text hypnogram file (and not EDF+ or XML)") from None
+        raise HypnogramError(f"{path}: not a text hypnogram file (and not EDF+ or XML)") from None
     lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1)
              if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
-        raise ValueError(f"{path}: empty file, no stages to read")
+        raise HypnogramError(f"{path}: empty file, no stages to read")
     delim = "\t" if "\t" in lines[0][1] else ("," if "," in lines[0][1] else None)
-    rows = [(n, [c.strip() for c in cells]) for (n, _), cells in
-            zip(lines, csv.reader([ln for _, ln in lines], delimiter=delim or ","))]
+    try:
+        rows = [(n, [c.strip() for c in cells]) for (n, _), cells in
+                zip(lines, csv.reader([ln for _, ln in lines], delimiter=delim or ","))]
+    except csv.Error as exc:
+        raise HypnogramError(f"{path}: not a readable CSV/TSV file ({exc})") from None
     first = rows[0][1]
     try:  # a first cell that is a stage label means: no header, one column of labels
         _label(first[0], "")
@@ -273,17 +326,17 @@ def _read_table(path: Path, epoch_s: float) -> Hypnogram:
     except ValueError:
         header, rows = [h.lower() for h in first], rows[1:]
     if header == ["stage"] and len(first) != 1:
-        raise ValueError(f"{path}: {len(first)} columns but no header; add a header with a "
+        raise HypnogramError(f"{path}: {len(first)} columns but no header; add a header with a "
                          "'stage' column (and optionally onset_s, duration_s)")
     col = {name: j for j, name in enumerate(header)}
     stage_col = next((c for c in _STAGE_COLUMNS if c in col), None)
     if stage_col is None:
-        raise ValueError(f"{path}: no stage column in header {str(first)[:80]}; expected one "
+        raise HypnogramError(f"{path}: no stage column in header {str(first)[:80]}; expected one "
                          f"of {_STAGE_COLUMNS} (or one column of stage labels without header)")
     where = [f"{path}, line {n}" for n, _ in rows]
     for w, (_, cells) in zip(where, rows):
         if len(cells) != len(header):
-            raise ValueError(f"{w}: {len(cells)} fields, header has {len(header)}")
+            raise HypnogramError(f"{w}: {len(cells)} fields, header has {len(header)}")
     values = [cells[col[stage_col]] for _, cells in rows]
     if values and all(_INT.match(v) for v in values):
         stages = _int_codes(values, where)
@@ -300,21 +353,22 @@ def _read_table(path: Path, epoch_s: float) -> Hypnogram:
             try:
                 out[r] = default if v.lower() in ("", "n/a") else float(v)
             except ValueError:
-                raise ValueError(f"{w}: column {name!r} is not a number: {v!r}") from None
+                raise HypnogramError(f"{w}: column {name!r} is not a number: {v!r}") from None
         return out
 
     onsets = column(("onset_s", "onset"), math.nan)
     if np.isnan(onsets).all():
         onsets = epoch_s * np.arange(len(rows), dtype=float)
     elif np.isnan(onsets).any():
-        raise ValueError(f"{path}: some onsets are missing; fill every row or none")
+        raise HypnogramError(f"{path}: some onsets are missing; fill every row or none")
     durations = column(("duration_s", "duration"), epoch_s)
     events = [(float(o), float(d), s, w) for o, d, s, w in zip(onsets, durations, stages, where)]
     codes, onset0, starts = _events_to_stages(events, epoch_s, str(path))
     proba = None
     if all(c.lower() in col for c in PROBA_COLUMNS):
         if np.any(np.abs(durations - epoch_s) > _TOL_S):
-            raise ValueError(f"{path}: probability columns need one row per {epoch_s:g}-s epoch")
+            raise HypnogramError(f"{path}: probability columns need one row per {epoch_s:g}-s "
+                                 "epoch")
         proba = np.full((len(codes), len(PROBA_COLUMNS)), np.nan, dtype=np.float32)
         for j, c in enumerate(PROBA_COLUMNS):
             proba[starts, j] = column((c.lower(),), math.nan)
@@ -323,158 +377,11 @@ def _read_table(path: Path, epoch_s: float) -> Hypnogram:
         first_row = int(np.argmin(onsets))
         try:
             clock = datetime.fromisoformat(rows[first_row][1][col["clock_time"]])
-        except ValueError:
-            raise ValueError(f"{where[first_row]}: clock_time is not ISO 8601") from None
-        start_time = clock - timedelta(seconds=onset0)
+            start_time = clock - timedelta(seconds=onset0)
+        except (ValueError, OverflowError):
+            raise HypnogramError(f"{where[first_row]}: clock_time is not an ISO 8601 time "
+                                 "(e.g. 2024-05-01T23:10:00)") from None
     return Hypnogram(codes, epoch_s, onset0, start_time, proba)
-
-
-# ---------------------------------------------------------------------------- writers
-def _fmt(x: float) -> str:
-    x = float(x)
-    return str(int(x)) if x.is_integer() else f"{x:.6f}".rstrip("0")
-
-
-def _runs(stages: np.ndarray) -> list[tuple[int, int, Stage]]:
-    """(first epoch, n epochs, stage) of each run of equal consecutive stages."""
-    if len(stages) == 0:
-        return []
-    edges = np.r_[0, np.flatnonzero(np.diff(stages)) + 1, len(stages)]
-    return [(int(a), int(b - a), Stage(int(stages[a]))) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def write_hypnogram(hyp: Hypnogram, path: str | Path, *, fmt: str | None = None,
-                    extra_columns: Mapping[str, Sequence[str]] | None = None) -> Path:
-    """Write a hypnogram atomically; the format follows the file name unless ``fmt`` is given.
-
-    Every format is written through :func:`~edge_scorer.outputs.atomic_write` (a temporary
-    file renamed over ``path``): a failure never leaves half a file.
-
-    * ``*events.tsv`` (``fmt="bids"``): BIDS events, one row per epoch with ``onset``,
-      ``duration``, ``trial_type`` (stage label) and ``value`` (canonical code).
-    * ``*.csv`` / ``*.tsv``: ``epoch, onset_s, duration_s, stage`` plus ``p_W``...``p_REM`` when
-      the hypnogram has probabilities and ``clock_time`` (ISO 8601) when it has a start time.
-    * ``*.edf``: an annotation-only EDF+ file like PhysioNet's ``*-Hypnogram.edf``, with runs of
-      equal stages merged and Sleep-EDF labels (``"Sleep stage W"``, ``"Sleep stage 1"``...,
-      ``"Sleep stage R"``, ``"Sleep stage ?"``; N3 is written as ``"Sleep stage 3"``).
-    * ``*.xml`` (``fmt="nsrr"``): NSRR XML, see :func:`write_nsrr_xml`.
-
-    ``extra_columns`` (CSV/TSV only): more columns, ``{name: one text value per epoch}``.
-
-    Returns
-    -------
-    Path
-        The written file.
-
-    Raises
-    ------
-    OutputError
-        The file could not be written (named; a previous file there is unchanged).
-    """
-    from .outputs import atomic_write
-
-    path = Path(path)
-    name = path.name.lower()
-    if fmt is None:
-        fmt = "bids" if name.endswith("events.tsv") else _SUFFIXES.get(path.suffix.lower(), "")
-    fmt = fmt.lower().replace("xml", "nsrr")
-    if fmt not in _FORMATS:
-        raise ValueError(
-            f"cannot choose a hypnogram format for {path.name!r}; name it *.csv, *.tsv, "
-            "*events.tsv, *.edf or *.xml, or pass fmt=..."
-        )
-    extra = dict(extra_columns or {})
-    if extra and fmt not in ("csv", "tsv"):
-        raise ValueError(f"extra columns are written to CSV/TSV only, not {fmt}")
-    for name, values in extra.items():
-        if len(values) != hyp.n_epochs:
-            raise ValueError(f"extra column {name!r} has {len(values)} values for "
-                             f"{hyp.n_epochs} epochs")
-    if fmt == "edf":
-        return _write_edf(hyp, path)
-    if fmt == "nsrr":
-        return write_nsrr_xml(hyp, path)
-    onsets = hyp.epoch_onsets_s()
-    if fmt == "bids":
-        rows = [["onset", "duration", "trial_type", "value"]]
-        rows += [[_fmt(o), _fmt(hyp.epoch_s), Stage(int(s)).label, str(int(s))]
-                 for o, s in zip(onsets, hyp.stages)]
-        delim = "\t"
-    else:
-        rows = [["epoch", "onset_s", "duration_s", "stage"]]
-        if hyp.probabilities is not None:
-            rows[0] += list(PROBA_COLUMNS)
-        if hyp.start_time is not None:
-            rows[0].append("clock_time")
-        rows[0] += list(extra)
-        for i, (o, s) in enumerate(zip(onsets, hyp.stages)):
-            row = [str(i), _fmt(o), _fmt(hyp.epoch_s), Stage(int(s)).label]
-            if hyp.probabilities is not None:
-                row += [f"{p:.6g}" for p in hyp.probabilities[i]]
-            if hyp.start_time is not None:
-                row.append((hyp.start_time + timedelta(seconds=float(o))).isoformat())
-            rows.append(row + [str(v[i]) for v in extra.values()])
-        delim = "\t" if fmt == "tsv" else ","
-    return atomic_write(path, "\n".join(delim.join(r) for r in rows) + "\n")
-
-
-def _write_edf(hyp: Hypnogram, path: Path) -> Path:
-    from .edf_writer import write_edf
-
-    annotations = []
-    for first, n, stage in _runs(hyp.stages):
-        onset, duration = hyp.onset_s + first * hyp.epoch_s, n * hyp.epoch_s
-        for value in (onset, duration):  # the EDF writer keeps 6 significant digits
-            if abs(float(f"{value:.6g}") - value) > _TOL_S:
-                raise ValueError(
-                    f"{path}: time {value} s cannot be stored exactly in an EDF+ annotation "
-                    "(6 significant digits); crop or shift the hypnogram, or write CSV instead"
-                )
-        annotations.append((onset, duration, RK_LABELS[stage]))
-    return write_edf(path, [], start_time=hyp.start_time, annotations=annotations)
-
-
-def write_nsrr_xml(hyp: Hypnogram, path: str | Path) -> Path:
-    """Write the NSRR (SHHS/MESA) XML layout.
-
-    ``PSGAnnotation/ScoredEvents/ScoredEvent`` elements: one "Recording Start Time" event (with
-    ``ClockTime`` when ``hyp.start_time`` is known) and one event per run of equal stages with
-    ``EventType`` ``"Stages|Stages"``, ``EventConcept`` (``"Wake|0"``, ``"Stage 1 sleep|1"``,
-    ``"Stage 2 sleep|2"``, ``"Stage 3 sleep|3"`` for N3, ``"REM sleep|5"``, ``"Unscored|9"``),
-    ``Start`` and ``Duration`` in seconds.
-
-    Returns
-    -------
-    Path
-        The written file.
-    """
-    from . import __version__
-
-    path = Path(path)
-    root = ET.Element("PSGAnnotation")
-    ET.SubElement(root, "SoftwareVersion").text = f"edge-scorer {__version__}"
-    ET.SubElement(root, "EpochLength").text = _fmt(hyp.epoch_s)
-    events = ET.SubElement(root, "ScoredEvents")
-
-    def add(etype: str, concept: str, start: float, duration: float) -> ET.Element:
-        ev = ET.SubElement(events, "ScoredEvent")
-        ET.SubElement(ev, "EventType").text = etype
-        ET.SubElement(ev, "EventConcept").text = concept
-        for tag, value in (("Start", start), ("Duration", duration)):
-            text = _fmt(value)
-            ET.SubElement(ev, tag).text = text if "." in text else text + ".0"
-        return ev
-
-    rec = add("", "Recording Start Time", 0.0, hyp.onset_s + hyp.duration_s)
-    if hyp.start_time is not None:
-        ET.SubElement(rec, "ClockTime").text = hyp.start_time.strftime("00.00.00 %H.%M.%S")
-    for first, n, stage in _runs(hyp.stages):
-        add(NSRR_STAGE_TYPE, NSRR_CONCEPTS[stage], hyp.onset_s + first * hyp.epoch_s,
-            n * hyp.epoch_s)
-    ET.indent(root)
-    from .outputs import atomic_write
-
-    return atomic_write(path, ET.tostring(root, encoding="UTF-8", xml_declaration=True))
 
 
 # ---------------------------------------------------------------------------- Sleep-EDF helpers

@@ -1,9 +1,10 @@
 """Read PSG files (EDF, EDF+, BDF) through MNE into the rows of a spec, with validation.
 
 Every problem gets a clear message that names it and the fix: a missing or corrupt file, a
-truncated file, no channel for a row (lists what the file has), a channel recorded below the
-row's minimum rate, a wrong unit guessed from amplitude (volts vs microvolts), flat channels,
-and a hypnogram longer or shorter than the signal.
+corrupt header field or a truncated file (:mod:`edge_scorer.edf_header`), no channel for a row
+(lists what the file has), a channel recorded below the row's minimum rate, a wrong unit
+guessed from amplitude (factors of 1e3 and 1e6: microvolts labelled mV or V, millivolts or
+volts labelled uV), flat channels, and a hypnogram longer or shorter than the signal.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ._log import get_logger
+from .edf_header import EdfHeader, PsgReadError, read_edf_header
 from .hypnogram import Hypnogram
 from .montage import map_channels
 from .spec import RenderSpec, RowSpec, load_spec
@@ -25,89 +27,15 @@ from .stages import Stage
 log = get_logger("psg")
 
 _VOLT_SCALE = {"v": 1.0, "mv": 1e-3, "uv": 1e-6, "µv": 1e-6, "μv": 1e-6, "nv": 1e-9}
-#: Typical robust amplitude (median absolute deviation, uV) of biosignal rows; values far
-#: outside [_UV_LOW, _UV_HIGH] mean the unit in the file is wrong by a factor 1e6.
-_UV_LOW, _UV_HIGH = 0.02, 20_000.0
-_BIOSIGNAL_TYPES = {"EEG", "EOG", "EMG", "EMG_ENVELOPE", "ECG"}
-
-
-class PsgReadError(ValueError):
-    """A PSG file cannot be read or does not fit the spec."""
-
-
-@dataclass(frozen=True)
-class EdfHeader:
-    """The parts of an EDF/BDF header needed for validation (parsed without MNE)."""
-
-    n_records: int
-    record_s: float
-    labels: tuple[str, ...]
-    units: tuple[str, ...]
-    samples_per_record: tuple[int, ...]
-    header_bytes: int
-    bytes_per_sample: int
-
-    @property
-    def sfreqs(self) -> tuple[float, ...]:
-        """Native sampling rate of each signal (Hz)."""
-        if self.record_s <= 0:
-            return tuple(0.0 for _ in self.samples_per_record)
-        return tuple(n / self.record_s for n in self.samples_per_record)
-
-    @property
-    def expected_bytes(self) -> int:
-        """File size the header promises."""
-        return self.header_bytes + self.n_records * self.bytes_per_sample * sum(
-            self.samples_per_record
-        )
-
-
-def read_edf_header(path: str | Path) -> EdfHeader:
-    """Parse the fixed EDF/BDF header fields.
-
-    Raises
-    ------
-    PsgReadError
-        When the file is too short or its header fields are not numbers where EDF requires them.
-    """
-    path = Path(path)
-    raw = path.read_bytes()[: 256 * 513]
-    fix = "; check that it is an EDF/BDF file and opens in EDFbrowser, or re-export it"
-    if len(raw) < 256:
-        raise PsgReadError(f"{path.name}: {len(raw)} bytes is too short for an EDF header{fix}")
-    bdf = raw[:1] == b"\xff"
-    try:
-        header_bytes = int(raw[184:192].decode("ascii").strip())
-        n_records = int(raw[236:244].decode("ascii").strip())
-        record_s = float(raw[244:252].decode("ascii").strip())
-        ns = int(raw[252:256].decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        raise PsgReadError(
-            f"{path.name}: corrupt EDF header (non-numeric size fields){fix}"
-        ) from None
-    if ns <= 0 or header_bytes != 256 * (ns + 1) or len(raw) < header_bytes:
-        raise PsgReadError(
-            f"{path.name}: corrupt EDF header ({ns} signals, header size {header_bytes} bytes, "
-            f"file has {len(raw)} bytes){fix}"
-        )
-
-    def fields(offset: int, width: int) -> list[str]:
-        base = 256 + offset * ns
-        return [raw[base + i * width: base + (i + 1) * width].decode("latin-1").strip()
-                for i in range(ns)]
-
-    # Per-signal fields, each ns wide: label 16, transducer 80, unit 8, phys min/max 8+8,
-    # dig min/max 8+8, prefilter 80, samples per record 8.
-    labels = fields(0, 16)
-    units_ = fields(96, 8)
-    spr_off = 256 + ns * (16 + 80 + 8 * 5 + 80)
-    try:
-        spr = [int(raw[spr_off + i * 8: spr_off + (i + 1) * 8].decode("ascii").strip())
-               for i in range(ns)]
-    except ValueError:
-        raise PsgReadError(f"{path.name}: corrupt EDF header (samples per record){fix}") from None
-    return EdfHeader(n_records, record_s, tuple(labels), tuple(units_), tuple(spr), header_bytes,
-                     3 if bdf else 2)
+#: Plausible typical amplitude (uV) per row type: the median absolute deviation, or for the
+#: EMG envelope (a level, not an oscillation) the median absolute value. A row outside its
+#: range by a factor of 1e3 or 1e6 has the wrong unit in the file (microvolts labelled mV or V,
+#: millivolts or volts labelled uV): it is rescaled, with a warning naming the factor.
+PLAUSIBLE_UV = {"EEG": (0.3, 1000.0), "EOG": (0.3, 2000.0), "EMG": (0.05, 1000.0),
+                "EMG_ENVELOPE": (0.05, 1000.0), "ECG": (2.0, 10_000.0)}
+_UNIT_FACTORS = (1e-6, 1e-3, 1e3, 1e6)
+_FACTOR_CAUSE = {1e-6: "microvolts labelled as volts", 1e-3: "microvolts labelled as mV",
+                 1e3: "millivolts labelled as uV", 1e6: "volts labelled as uV"}
 
 
 @dataclass
@@ -182,6 +110,32 @@ def _warn(messages: list[str], text: str) -> None:
     messages.append(text)
 
 
+def typical_amplitude(x: np.ndarray, row_type: str) -> float:
+    """The amplitude :data:`PLAUSIBLE_UV` bounds: MAD, or median |x| for an EMG envelope."""
+    finite = x[np.isfinite(x)]
+    if not finite.size:
+        return 0.0
+    if row_type == "EMG_ENVELOPE":
+        return float(np.median(np.abs(finite)))
+    return float(np.median(np.abs(finite - np.median(finite))))
+
+
+def unit_factor(amp: float, row_type: str) -> float | None:
+    """The factor (1e-6, 1e-3, 1e3 or 1e6) that brings an implausible amplitude into the row
+    type's range (the one nearest the middle of the range); 1.0 when it is plausible; None
+    when no factor does (or the row type has no range, or the row is flat)."""
+    if row_type not in PLAUSIBLE_UV or not amp > 0:
+        return 1.0 if row_type not in PLAUSIBLE_UV or amp == 0 else None
+    lo, hi = PLAUSIBLE_UV[row_type]
+    if lo <= amp <= hi:
+        return 1.0
+    centre = math.log10(math.sqrt(lo * hi))
+    fits = [f for f in _UNIT_FACTORS if lo <= amp * f <= hi]
+    if not fits:
+        return None
+    return min(fits, key=lambda f: abs(math.log10(amp * f) - centre))
+
+
 def _to_row_unit(x: np.ndarray, row: RowSpec, orig_unit: str, label: str,
                  messages: list[str]) -> np.ndarray:
     """Convert MNE's data (SI volts for voltage channels) to the row unit, checking amplitude."""
@@ -197,23 +151,22 @@ def _to_row_unit(x: np.ndarray, row: RowSpec, orig_unit: str, label: str,
             )
         else:
             _warn(messages, f"channel {label!r} has no unit in the file; assuming uV")
-        if row.type in _BIOSIGNAL_TYPES and x.size:
-            finite = x[np.isfinite(x)]
-            amp = float(np.median(np.abs(finite - np.median(finite)))) if finite.size else 0.0
-            if 0 < amp < _UV_LOW:
+        if row.type in PLAUSIBLE_UV and x.size:
+            amp = typical_amplitude(x, row.type)
+            factor = unit_factor(amp, row.type)
+            lo, hi = PLAUSIBLE_UV[row.type]
+            if factor is None:
                 _warn(messages, (
-                    f"channel {label!r}: typical amplitude {amp:.3g} uV is far too small for "
-                    f"{row.type}; the file probably stores volts labelled as '{orig_unit}'. "
-                    "Multiplied by 1e6; fix the physical dimension in the file to silence this."
-                ))
-                x = x * 1e6
-            elif amp > _UV_HIGH:
+                    f"channel {label!r}: typical amplitude {amp:.3g} uV is implausible for "
+                    f"{row.type} (expected {lo:g} to {hi:g} uV) and no unit factor explains "
+                    f"it; check the recording and its unit '{orig_unit}'"))
+            elif factor != 1.0:
                 _warn(messages, (
-                    f"channel {label!r}: typical amplitude {amp:.3g} uV is far too large for "
-                    f"{row.type}; the file probably stores microvolts labelled as "
-                    f"'{orig_unit}'. Divided by 1e6; fix the physical dimension in the file."
-                ))
-                x = x / 1e6
+                    f"channel {label!r}: typical amplitude {amp:.3g} uV is implausible for "
+                    f"{row.type} (expected {lo:g} to {hi:g} uV); the file probably stores "
+                    f"{_FACTOR_CAUSE[factor]} (unit '{orig_unit}'). Multiplied by {factor:g}; "
+                    "fix the physical dimension in the file to silence this."))
+                x = x * factor
     elif is_volt:
         # A non-uV row fed by a voltage channel: give back the file's own numbers.
         x = x / _VOLT_SCALE[unit]
@@ -257,22 +210,19 @@ def read_psg(
         raise FileNotFoundError(f"PSG file not found: {path}")
     if path.suffix.lower() not in (".edf", ".bdf", ".rec"):
         raise PsgReadError(f"{path.name}: expected an .edf or .bdf file (EDF, EDF+ or BDF)")
-    header = read_edf_header(path)
+    header = read_edf_header(path)  # checks every field and the size (truncated files)
     messages: list[str] = []
-    size = path.stat().st_size
-    if header.n_records > 0 and size < header.expected_bytes:
-        record_bytes = header.bytes_per_sample * sum(header.samples_per_record)
-        complete = (size - header.header_bytes) // max(record_bytes, 1)
-        raise PsgReadError(
-            f"{path.name}: truncated file ({size} bytes, the header promises "
-            f"{header.expected_bytes}: {complete} of {header.n_records} data records present). "
-            "Copy the file again, or repair the header's record count (e.g. EDFbrowser's "
-            "header editor) to read the complete records."
-        )
+    if header.extra_bytes:
+        _warn(messages, f"{path.name}: {header.extra_bytes} bytes after the last of the "
+                        f"{header.n_records} data records the header declares; ignored")
     # Pick only the rows' channels so other high-rate channels do not set the rate.
-    labels = [lb for lb in header.labels if lb != "EDF Annotations"]
+    signals = [i for i in range(len(header.labels)) if not header.is_annotation(i)]
+    labels = [header.labels[i] for i in signals]
     idx = map_channels(labels, spec, channel_overrides, source=path.name)
     picked = [labels[i] for i in idx]
+    # MNE decodes labels as latin-1: pick by position, whatever the labels' encoding
+    mne_name = {header.labels[i]: header.mne_labels[i] for i in signals}
+    units = {header.labels[i]: header.units[i] for i in signals}
     native = {lb: fs for lb, fs in zip(header.labels, header.sfreqs)}
     for row, lb in zip(spec.rows, picked):
         if native[lb] < row.min_sfreq:
@@ -283,7 +233,8 @@ def read_psg(
             )
     reader = mne.io.read_raw_bdf if header.bytes_per_sample == 3 else mne.io.read_raw_edf
     try:
-        raw = reader(path, include=sorted(set(picked)), preload=True, verbose="error")
+        raw = reader(path, include=sorted({mne_name[lb] for lb in picked}), preload=True,
+                     verbose="error")
     except Exception as exc:  # MNE raises many types for broken files
         raise PsgReadError(
             f"{path.name}: MNE cannot read the file ({type(exc).__name__}: {exc}); it is "
@@ -292,11 +243,10 @@ def read_psg(
     orig_units = getattr(raw, "_orig_units", {}) or {}
     rows = []
     for row, lb in zip(spec.rows, picked):
-        x = raw.get_data(picks=[raw.ch_names.index(lb)])[0].astype(np.float64)
+        x = raw.get_data(picks=[raw.ch_names.index(mne_name[lb])])[0].astype(np.float64)
         if not np.all(np.isfinite(x)):
             raise PsgReadError(f"{path.name}: channel {lb!r} contains NaN or infinite samples")
-        x = _to_row_unit(x, row, orig_units.get(lb, header.units[header.labels.index(lb)]),
-                         lb, messages)
+        x = _to_row_unit(x, row, units[lb] or orig_units.get(mne_name[lb], ""), lb, messages)
         if x.size and float(np.ptp(x)) == 0.0:
             _warn(messages, (
                 f"channel {lb!r} (row {row.name!r}) is flat (constant {x[0]:.3g} {row.unit}): "
@@ -377,3 +327,7 @@ def align_hypnogram(
         proba = np.zeros((n_sig, hyp.probabilities.shape[1]), dtype=np.float32)
         proba[src[keep]] = hyp.probabilities[keep]
     return Hypnogram(out, epoch_s, 0.0, hyp.start_time, proba, dict(hyp.meta))
+
+
+__all__ = ["PLAUSIBLE_UV", "EdfHeader", "PsgReadError", "PsgRecording", "align_hypnogram",
+           "read_edf_header", "read_psg", "typical_amplitude", "unit_factor"]

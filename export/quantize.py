@@ -196,7 +196,12 @@ def quantize_model(
     if not model.is_file():
         raise FileNotFoundError(f"ONNX model not found: {model}")
     output = Path(output) if output is not None else default_output(model, mode)
-    source_meta = _session(model).get_modelmeta().custom_metadata_map
+    try:
+        source_meta = _session(model).get_modelmeta().custom_metadata_map
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ValueError(f"{model}: not a readable ONNX model ({type(exc).__name__}: "
+                         f"{str(exc)[:300]}); quantize an fp32 model exported by edge-scorer"
+                         ) from exc
     if source_meta.get(META_PREFIX + "precision", "fp32") != "fp32":
         raise ValueError(f"{model} is already quantized "
                          f"({source_meta[META_PREFIX + 'precision']}); quantize the fp32 model")
@@ -251,7 +256,9 @@ def quantize_model(
                 "written. Try --mode dynamic, more calibration epochs, or keep fp32", report)
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(out_tmp), output)
-    output.with_suffix(".json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    from edge_scorer.outputs import atomic_write
+
+    atomic_write(output.with_suffix(".json"), json.dumps(report.to_dict(), indent=2) + "\n")
     log.info("int8 model written to %s (agreement %.4f, speed-up %.2fx)", output,
              report.argmax_agreement, report.speedup)
     return report
