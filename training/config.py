@@ -111,9 +111,10 @@ TASK_DEFAULTS: dict[str, dict] = {
 #: ``out`` and the inter model's intra checkpoint become ``runs/<task>-<recipe>``.
 RECIPES: dict[str, dict] = {
     "sleep-edf": {"data": {"spec": "sleep-edf", "nights": "data/sleep-edf", "layout": "sleep-edf",
-                           "split": "sleep-edf-sc", "cache_dir": "cache/sleep-edf"}},
+                           "split": "sleep-edf-sc", "cache_dir": "cache/sleep-edf",
+                           "store": "images"}},
     "shhs": {"data": {"spec": "shhs", "nights": "data/shhs", "layout": "nsrr", "split": None,
-                      "cache_dir": "cache/shhs"}},
+                      "cache_dir": "cache/shhs", "store": "signals"}},
 }
 _FREE_SECTIONS = ("model",)  # keys not validated here (model config fields)
 

@@ -46,7 +46,8 @@ def check_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
 
 def _rollout(layer_maps: list[torch.Tensor], add_identity: bool) -> torch.Tensor:
     """``(I + M_L) ... (I + M_1)`` (or without the identity), batched ``(B, N, N)``."""
-    eye = torch.eye(layer_maps[0].shape[-1], dtype=layer_maps[0].dtype)
+    eye = torch.eye(layer_maps[0].shape[-1], dtype=layer_maps[0].dtype,
+                    device=layer_maps[0].device)
     joint = None
     for m in layer_maps:
         m = m + eye if add_identity else m
@@ -57,7 +58,8 @@ def _rollout(layer_maps: list[torch.Tensor], add_identity: bool) -> torch.Tensor
 def _rolled_out(method: str, tr, cams: list[torch.Tensor] | None) -> torch.Tensor:
     blocks = tr.blocks
     if method == "rollout":
-        eye = torch.eye(blocks[0].attn.shape[-1], dtype=blocks[0].attn.dtype)
+        eye = torch.eye(blocks[0].attn.shape[-1], dtype=blocks[0].attn.dtype,
+                        device=blocks[0].attn.device)
         return _rollout([0.5 * b.attn.mean(1) + 0.5 * eye for b in blocks], add_identity=False)
     if method == "gradient":
         maps = [(b.attn_grad * b.attn).clamp(min=0).mean(1) for b in blocks]
@@ -65,6 +67,11 @@ def _rolled_out(method: str, tr, cams: list[torch.Tensor] | None) -> torch.Tenso
         maps = [(b.attn_grad * c).clamp(min=0).mean(1) for b, c in zip(blocks, cams,
                                                                          strict=True)]
     return _rollout(maps, add_identity=True)
+
+
+def _device(model) -> torch.device:
+    """Where the model's weights are (inputs go there; results come back to the CPU)."""
+    return next(model.parameters()).device
 
 
 def _targets(target, logits: torch.Tensor) -> torch.Tensor:
@@ -75,7 +82,7 @@ def _targets(target, logits: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(np.broadcast_to(np.asarray(target, dtype=np.int64), (b,)).copy())
     if ((t < 0) | (t >= n_classes)).any():
         raise ValueError(f"target class must be in 0..{n_classes - 1}, got {target}")
-    return t
+    return t.to(logits.device)
 
 
 def _run(model, x: torch.Tensor, select, methods: tuple[str, ...], alpha: float):
@@ -136,7 +143,7 @@ def intra_relevance(model, images, target=None, methods: str | Sequence[str] = M
         ``maps[m]`` has shape ``(B, grid, grid)`` (14 x 14 for 224-px images, 16-px patches).
     """
     methods = check_methods(methods)
-    x = torch.as_tensor(np.asarray(images))
+    x = torch.as_tensor(np.asarray(images)).to(_device(model))
     if x.ndim == 2:
         x = x[None]
     grid = int(getattr(model, "grid", 0))
@@ -150,9 +157,9 @@ def intra_relevance(model, images, target=None, methods: str | Sequence[str] = M
         return logits, t, r
 
     joint, logits, targets = _run(model, x, select, methods, alpha)
-    maps = {m: j[:, 0, 1:].reshape(-1, grid, grid).numpy().astype(np.float32)
+    maps = {m: j[:, 0, 1:].reshape(-1, grid, grid).cpu().numpy().astype(np.float32)
             for m, j in joint.items()}
-    return RelevanceResult(maps, logits.numpy(), targets.numpy())
+    return RelevanceResult(maps, logits.cpu().numpy(), targets.cpu().numpy())
 
 
 def inter_relevance(model, windows, position, target=None,
@@ -182,14 +189,14 @@ def inter_relevance(model, windows, position, target=None,
     if getattr(model, "arch", None) != "inter":
         raise TypeError(f"inter_relevance needs an InterEpochTransformer, got "
                         f"{type(model).__name__}")
-    x = torch.as_tensor(np.asarray(windows, dtype=np.float32))
+    x = torch.as_tensor(np.asarray(windows, dtype=np.float32)).to(_device(model))
     if x.ndim == 2:
         x = x[None]
     b, n = x.shape[:2]
     pos = torch.as_tensor(np.broadcast_to(np.asarray(position, dtype=np.int64), (b,)).copy())
     if ((pos < 0) | (pos >= n)).any():
         raise ValueError(f"position must be in 0..{n - 1}, got {position}")
-    rows = torch.arange(b)
+    rows, pos = torch.arange(b, device=x.device), pos.to(x.device)
 
     def select(logits):
         at = logits[rows, pos]
@@ -199,8 +206,8 @@ def inter_relevance(model, windows, position, target=None,
         return at, t, r
 
     joint, logits, targets = _run(model, x, select, methods, alpha)
-    maps = {m: j[rows, pos].numpy().astype(np.float32) for m, j in joint.items()}
-    return RelevanceResult(maps, logits.numpy(), targets.numpy())
+    maps = {m: j[rows, pos].cpu().numpy().astype(np.float32) for m, j in joint.items()}
+    return RelevanceResult(maps, logits.cpu().numpy(), targets.cpu().numpy())
 
 
 @dataclass
