@@ -18,9 +18,9 @@ spec order, ready for :class:`~edge_scorer.conditioning.Conditioner`.
   from it). Time stamps are clock-corrected by liblsl (``proc_clocksync``). liblsl keeps
   ``buffer_s`` seconds of *wall* time per inlet for a consumer that is busy or paused (its
   buffer is sized in seconds at the nominal rate, so it is scaled by ``speed``; capped at the
-  replay's length plus a minute, or :data:`MAX_BUFFER_SIGNAL_S` of signal). When the newest
-  sample pulled is older than :attr:`LslSource.behind_warn_s` (the engine falls behind), a
-  warning says so before samples are lost; :attr:`LslSource.max_lag_s` keeps the worst lag.
+  replay's length plus a minute, or :data:`MAX_BUFFER_SIGNAL_S` of signal). When the samples
+  a pull finds waited longer than :attr:`LslSource.behind_warn_s` (the engine falls behind),
+  a warning says so before samples are lost; :attr:`LslSource.max_lag_s` keeps the worst lag.
 * **Time and gaps.** Sample ``n`` of a stream is expected at ``t0 + n * period`` with ``period =
   1 / (nominal_srate * speed)`` (``speed`` from the replay's ``desc``, 1 for a device). The
   expectation is de-jittered by exponential smoothing towards the observed stamps, so device
@@ -409,7 +409,7 @@ class LslSource:
             if len(ts) == 0:
                 continue
             if grp is self.groups[0]:
-                self._check_lag(float(ts[-1]))
+                self._check_lag(float(ts[0]))
             if self.t0 is None:
                 self.t0 = float(ts[0]) if self.start_time is None else float(self.start_time)
             if grp.t_next is None:
@@ -421,11 +421,12 @@ class LslSource:
             got = got or len(x) > 0
         return Chunk(rows, filled, t_in) if got else None
 
-    def _check_lag(self, newest_stamp: float) -> None:
-        """Warn when the newest sample pulled is old: the consumer is falling behind."""
+    def _check_lag(self, oldest_stamp: float) -> None:
+        """Warn when the oldest sample of a pull waited long: the consumer is falling behind
+        (a pull takes everything queued, so this is the backlog it found)."""
         import pylsl
 
-        lag = pylsl.local_clock() - newest_stamp
+        lag = pylsl.local_clock() - oldest_stamp
         self.max_lag_s = max(self.max_lag_s, lag)
         now = time.monotonic()
         if lag > self.behind_warn_s:
@@ -434,9 +435,9 @@ class LslSource:
             if now - self._last_warning >= BEHIND_REPEAT_S:
                 self._last_warning = now
                 self.n_behind_warnings += 1
-                log.warning("falling behind: the newest sample pulled from %s is %.1f s old "
-                            "(the inlet buffers %.0f s); samples will be lost if this grows - "
-                            "a slower backend, too many beds, or a paused process",
+                log.warning("falling behind: samples from %s waited %.1f s to be pulled (the "
+                            "inlet buffers %.0f s); samples will be lost if this grows - a "
+                            "slower backend, too many beds, or a paused process",
                             self.groups[0].info.name(), lag, self.buffer_wall_s)
         elif self._behind_since is not None and lag < 0.5 * self.behind_warn_s:
             log.info("caught up (lag %.2f s after %.0f s behind)", lag,

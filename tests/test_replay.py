@@ -195,3 +195,121 @@ def test_cli_replay(psg_excerpt: Path, shared_data: Path, capsys) -> None:
     assert rc == 0
     out = capsys.readouterr().out
     assert "samples pushed" in out and "30000" in out and "10 hypnogram markers" in out
+
+
+# ---------------------------------------------------------------- reliability (issue 13)
+def test_a_paused_fast_replay_loses_nothing(tmp_path: Path) -> None:
+    """SIGSTOP a replay at 120x for 4 s: on SIGCONT it pushes the 480 s of signal due at once,
+    then keeps its pace; the receiver gets every sample, without a hole, up to the last."""
+    import signal
+    import subprocess
+    import sys
+
+    from edge_scorer.simulate import simulate_nights
+
+    (psg, _), = simulate_nights(tmp_path, 1, layout="sleep-edf", seed=2, duration_h=0.3)
+    last = read_psg(psg, "sleep-edf").native_rows()[0][0][-1]
+    name = _uid()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_scorer", "replay", str(psg), "--speed",
+                             "120", "--name", name], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        inlets = {name: _inlet_big(name)}
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(4.0)
+        proc.send_signal(signal.SIGCONT)
+        got = _pull_all(inlets, {name: 108_000}, 30.0)  # the first samples went out before
+    finally:                                            # the inlet connected
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    data, ts = np.asarray(got[name][0]), np.asarray(got[name][1])
+    assert len(ts) > 100_000
+    np.testing.assert_allclose(np.diff(ts), 1.0 / (100 * 120), atol=1e-6)  # no hole
+    assert data[-1, 0] == pytest.approx(last, abs=0.01)  # up to the last sample
+
+
+def test_a_stalled_receiver_loses_nothing_at_speed(tmp_path: Path) -> None:
+    """SIGSTOP the `stream` command for 10 s while a night replays at 600x (6000 s of signal):
+    the replay's outlet buffer was pylsl's 360 s of nominal-rate signal (0.6 s of wall time at
+    600x), so minutes of samples were dropped; it holds 360 s of wall time now (at most the
+    file), and the stream scores every epoch without a gap."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from edge_scorer.simulate import simulate_nights
+
+    (psg, _), = simulate_nights(tmp_path / "night", 1, layout="sleep-edf", seed=6,
+                                duration_h=2.0)
+    name, out = _uid(), tmp_path / "out"
+    with Replayer(psg, name=name, speed=600, wait_for_consumers_s=60):
+        proc = subprocess.Popen([sys.executable, "-m", "edge_scorer", "stream", "--name", name,
+                                 "-o", str(out), "--outlet", "none", "--until-idle", "4"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not (out / "epochs.csv").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGSTOP)
+            time.sleep(10.0)
+            proc.send_signal(signal.SIGCONT)
+            _, err = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    run = json.loads((out / "run.json").read_text())
+    assert run["inlet"]["gaps"] == 0 and run["n_epochs"] == 240 and run["n_unscorable"] == 0
+    assert "falling behind" in err  # the consumer said so while it caught up
+
+
+def _inlet_big(name: str):
+    # recover=True: liblsl raises LostError on a pull once the outlet is gone even with samples
+    # still queued; a recovering inlet hands them out
+    inlet = pylsl.StreamInlet(_resolve(name, 30.0), max_buflen=3600, recover=True)
+    inlet.open_stream(timeout=10.0)
+    return inlet
+
+
+def test_two_replays_of_one_file_get_distinct_source_ids(psg_excerpt: Path) -> None:
+    """Both replays had one source id, so the --source-id the ambiguity error suggests could
+    not pick one."""
+    from edge_scorer.inlet import AmbiguousStream, LslSource
+    from edge_scorer.spec import load_spec
+
+    name = _uid()
+    spec = load_spec("sleep-edf")
+    with Replayer(psg_excerpt, name=name, speed=10) as a, Replayer(psg_excerpt, name=name,
+                                                                   speed=10) as b:
+        assert a.source_id != b.source_id
+        with pytest.raises(AmbiguousStream, match="--source-id") as err:
+            LslSource(spec, name=name, timeout_s=3).connect()
+        assert a.groups[0].source_id in str(err.value) and b.groups[0].source_id in str(err.value)
+        src = LslSource(spec, source_id=b.groups[0].source_id, timeout_s=5).connect()
+        try:
+            assert src.stream_names == [name, f"{name}-1Hz"]  # companion of the same replay
+            assert [g.info.source_id() for g in src.groups] == [g.source_id for g in b.groups]
+        finally:
+            src.disconnect()
+
+
+def test_falling_behind_is_warned(psg_excerpt: Path, caplog) -> None:
+    from edge_scorer.inlet import LslSource
+    from edge_scorer.spec import load_spec
+
+    name = _uid()
+    with Replayer(psg_excerpt, name=name, speed=20, wait_for_consumers_s=10) as rep:
+        src = LslSource(load_spec("sleep-edf"), name=name, timeout_s=5).connect()
+        try:
+            assert src.buffer_wall_s == pytest.approx(min(360.0, (rep.duration_s + 60) / 20))
+            src.behind_warn_s = 0.5  # a consumer that stops pulling for 1.5 s
+            src.pull()
+            time.sleep(1.5)
+            with caplog.at_level("WARNING", logger="edge_scorer.inlet"):
+                src.pull()
+            assert "falling behind" in caplog.text and src.max_lag_s > 1.0
+            assert src.n_behind_warnings == 1
+        finally:
+            src.disconnect()
