@@ -315,5 +315,47 @@ def warning_line(summary: dict) -> str | None:
             "the flag is not a diagnosis of artifact")
 
 
-__all__ = ["DIGITS", "FORMAT", "METADATA_KEY", "TEMPERATURE_KEY", "Familiarity", "ledoit_wolf",
-           "read_familiarity", "read_temperature", "summary_line", "warning_line"]
+#: A stage given with at least this probability is a confident one (for :func:`flag_review`).
+CONFIDENT_P = 0.9
+
+
+def flag_review(reference: np.ndarray, predicted: np.ndarray, proba: np.ndarray,
+                unfamiliar: np.ndarray | None, confident_p: float = CONFIDENT_P) -> dict:
+    """How the flag covers the wrongly scored epochs of a night with a reference hypnogram.
+
+    Returns
+    -------
+    dict
+        ``n_scored`` (epochs with a reference stage), ``n_wrong``, ``n_wrong_flagged``,
+        ``n_wrong_unflagged``, ``n_confident_wrong_unflagged`` (wrong with probability of at
+        least ``confident_p`` and no flag: the failure a reviewer cannot see coming), and
+        ``n_flagged``.
+    """
+    ref = np.asarray(reference)
+    pred = np.asarray(predicted)
+    n = min(len(ref), len(pred))
+    ref, pred = ref[:n], pred[:n]
+    flag = (np.zeros(n, dtype=bool) if unfamiliar is None
+            else np.asarray(unfamiliar, dtype=bool)[:n])
+    p_max = np.asarray(proba, dtype=float)[:n].max(axis=1) if len(proba) else np.zeros(n)
+    scored = ref >= 0
+    wrong = scored & (pred != ref)
+    return {"n_scored": int(scored.sum()), "n_wrong": int(wrong.sum()),
+            "n_wrong_flagged": int((wrong & flag).sum()),
+            "n_wrong_unflagged": int((wrong & ~flag).sum()),
+            "n_confident_wrong_unflagged": int((wrong & ~flag & (p_max >= confident_p)).sum()),
+            "n_flagged": int(flag.sum()), "confident_p": float(confident_p)}
+
+
+def flag_review_line(review: dict) -> str:
+    """One line of :func:`flag_review`: e.g. ``wrong epochs: 2 of 10; flagged 2, unflagged 0
+    (confidently wrong and unflagged: 0)``."""
+    return (f"wrong epochs: {review['n_wrong']} of {review['n_scored']}; flagged "
+            f"{review['n_wrong_flagged']}, unflagged {review['n_wrong_unflagged']} (wrong with "
+            f"p >= {review['confident_p']:g} and unflagged: "
+            f"{review['n_confident_wrong_unflagged']})")
+
+
+__all__ = ["CONFIDENT_P", "DIGITS", "FORMAT", "METADATA_KEY", "TEMPERATURE_KEY", "Familiarity",
+           "flag_review", "flag_review_line", "ledoit_wolf", "read_familiarity",
+           "read_temperature", "summary_line", "warning_line"]

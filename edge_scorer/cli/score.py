@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Score, write the outputs, print the statistics (and agreement)."""
     import time
 
-    from ..familiarity import summary_line, warning_line
+    from ..familiarity import flag_review, flag_review_line, summary_line, warning_line
     from ..metrics import agreement
     from ..offline import score_file
     from ..outputs import check_output_dir, prepare_output_dir
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
                               epoch_s=model.spec.epoch_s)
         print(f"agreement with {args.hypnogram.name}:")
         print(agreement(ref.stages, hyp.stages))
+        print(flag_review_line(flag_review(ref.stages, hyp.stages, hyp.probabilities,
+                                           night.unfamiliar)))
     print(f"outputs: {args.out} (epochs.csv, hypnogram.csv, hypnogram.edf, stats.json)")
     if night.interrupted:
         print(f"interrupted by {stop.name} after {hyp.n_epochs} of {night.n_epochs_file} "
