@@ -128,6 +128,8 @@ def _events_to_stages(
         starts[i] = k
         spans.append((k, k + n, stage, where))
     n_epochs = max(stop for _, stop, _, _ in spans)
+    if n_epochs < 1:
+        raise HypnogramError(f"{source}: the stages cover no whole {epoch_s:g}-s epoch")
     stages = np.full(n_epochs, Stage.UNSCORED, dtype=np.int8)
     filled_to = 0
     for start, stop, stage, where in spans:
