@@ -14,7 +14,7 @@ import argparse
 
 from .._log import get_logger
 from . import CliError
-from ._args import positive
+from ._args import non_negative, positive
 
 log = get_logger("cli.replay")
 
@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=100.0,
                         help="signal milliseconds per push at speed 1 (default 100)")
     parser.add_argument("--loop", action="store_true", help="restart at the end of the file")
+    parser.add_argument("--wait", type=non_negative("must be zero or a positive number of "
+                                                    "seconds"), default=0.0, metavar="S",
+                        help="wait up to S seconds for a receiver before starting the clock "
+                             "(default 0: start at once)")
     parser.add_argument("--source-id", help="base LSL source id (default: unique per run; give "
                                             "the same one to a restarted replay so receivers "
                                             "reconnect)")
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         rep = Replayer(args.psg, spec, name=args.name, speed=args.speed,
                        chunk_ms=args.chunk_ms, loop=args.loop, hypnogram=args.hypnogram,
-                       channel_overrides=overrides, source_id=args.source_id)
+                       channel_overrides=overrides, source_id=args.source_id,
+                       wait_for_consumers_s=args.wait)
     except (ValueError, OSError) as exc:
         if args.hypnogram and "hypnogram" in str(exc).lower():
             raise CliError(f"cannot use hypnogram {args.hypnogram}: {exc}") from exc
