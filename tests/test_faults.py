@@ -27,3 +27,15 @@ def test_quick_fault(name, tmp_path):
 @pytest.mark.parametrize("name", [n for n in SCENARIOS if n not in QUICK])
 def test_fault(name, tmp_path):
     _check(name, tmp_path)
+
+
+def test_soak_summary_reports_memory_slope_and_latency_drift():
+    from edge_scorer.bench.soak import summarize
+
+    samples = [{"t_s": 30.0 * k, "rss_mib": 200.0 + k, "threads": 5, "open_files": 9,
+                "epochs": 100 * k, "lat_ms": [10.0 + k] * 5} for k in range(1, 13)]
+    s = summarize(samples)
+    assert s["rss_slope_mib_per_h"] == pytest.approx(120.0)  # 1 MiB per 30 s
+    assert s["rss_slope_mib_per_1000_epochs"] == pytest.approx(10.0)
+    assert s["median_ms_first"] == 12.5 and s["median_ms_last"] == 20.5
+    assert s["median_drift"] == pytest.approx(20.5 / 12.5)
