@@ -211,3 +211,20 @@ def test_replay_stops_cleanly_on_sigterm(sim_night):
     rc, stdout, err = _finish(proc, 20)
     assert rc == 143, err
     assert "replayed" in stdout and "stopped by SIGTERM" in stdout
+
+
+def test_window_finalizes_the_night_on_sigterm(sim_night, tmp_path):
+    """The bedside window: SIGTERM closes it as its close button does (the run stops, its
+    epochs are made final, the night's files written); exit code 143."""
+    pytest.importorskip("PySide6")
+    pytest.importorskip("pyqtgraph")
+    psg, _ = sim_night
+    out = tmp_path / "gui"
+    proc = _cli("gui", "--edf", str(psg), "--speed", "20", "--start", "--explain", "off",
+                "-o", str(out))
+    _wait_epochs(out, 3, proc, timeout_s=180)
+    proc.send_signal(signal.SIGTERM)
+    rc, _, err = _finish(proc, 90)
+    assert rc == 143, err
+    run = assert_night_whole(out)
+    assert run["n_epochs"] < 36
