@@ -26,9 +26,10 @@ from ._log import get_logger
 
 log = get_logger("outputs")
 
-#: Files a scoring run (``score``, ``stream``, the demo, the window) writes.
+#: Files a scoring run (``score``, ``stream``, the demo, the window) writes, and the folder of
+#: the technician's review of it (:mod:`edge_scorer.review`).
 SCORING_FILES = ("epochs.csv", "hypnogram.csv", "hypnogram.edf", "stats.json", "stats.txt",
-                 "run.json")
+                 "run.json", "review")
 #: Files and folders ``render`` writes.
 RENDER_FILES = ("epochs.npy", "contact_sheet.png", "render.json", "labels.csv", "png")
 #: Every name a run of ours writes into an output folder.

@@ -8,6 +8,9 @@ Threads: scoring runs in the :class:`~edge_scorer.live.LiveScorer` thread of a
 finished background calls and explanations, and redraws what changed (the hypnogram at most
 every :data:`REDRAW_S`, the statistics every :data:`STATS_S`). Nothing on the GUI thread waits
 for scoring, and no explanation, however slow, delays it.
+
+Review (:mod:`gui.review`): live or on a scored night (:meth:`MainWindow.open_night`), the
+technician pages with the keyboard, sets stages with W/1/2/3/R/U, and signs off.
 """
 
 from __future__ import annotations
@@ -20,15 +23,17 @@ from PySide6 import QtCore, QtWidgets
 from edge_scorer._log import get_logger
 from edge_scorer.spec import RenderSpec, load_spec
 
-from . import export
-from .controls import ControlPanel, ModelChoice, list_streams
+from .controls import ControlPanel, ModelChoice, list_streams, stream_channel_labels
 from .explainer import ExplainRequest, TorchExplainer
 from .panels.epoch import EpochPanel
 from .panels.hypnogram import HypnogramPanel
+from .panels.review import AuditTable, ReviewPanel
 from .panels.signals import SignalPanel
 from .panels.status import QualityTable, StatsTable
+from .review import ReviewController
 from .session import Session
 from .store import NightStore
+from .window_exports import ExportsMixin
 from .workers import BackgroundCalls, LatestOnlyWorker, WorkerError
 
 log = get_logger("gui.app")
@@ -41,7 +46,7 @@ REDRAW_S = 0.25
 STATS_S = 1.0
 
 
-class MainWindow(QtWidgets.QMainWindow):
+class MainWindow(ExportsMixin, QtWidgets.QMainWindow):
     """The bedside window (see the module docstring).
 
     Parameters
@@ -84,16 +89,27 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controls.stopRequested.connect(self.stop)
         self.controls.refreshRequested.connect(self.refresh_streams)
         self.controls.exportRequested.connect(self._export_dialog)
+        self.controls.streamSelected.connect(self._stream_selected)
+        if self.channel_overrides:
+            self.controls.channels.set_overrides(self.channel_overrides)
         dock = QtWidgets.QDockWidget("scoring", self)
         dock.setObjectName("controls")
         dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable)
-        dock.setWidget(self.controls)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(360)
+        scroll.setWidget(self.controls)
+        dock.setWidget(scroll)
         self.controls.setMinimumWidth(330)
         self.addDockWidget(QtCore.Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         self.status = {k: QtWidgets.QLabel("") for k in ("state", "backend", "epochs",
                                                          "latency", "explain")}
         for label in self.status.values():
             self.statusBar().addPermanentWidget(label)
+        self.review_panel = ReviewPanel()
+        self.audit_table = AuditTable()
+        self.reviewer = ReviewController(self)
         self._build_panels(spec or load_spec("sleep-edf"))
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.tick)
@@ -118,12 +134,14 @@ class MainWindow(QtWidgets.QMainWindow):
         ev = QtWidgets.QVBoxLayout(epoch_box)
         ev.setContentsMargins(0, 0, 0, 0)
         ev.addWidget(self.follow_box)
+        ev.addWidget(self.review_panel)
         ev.addWidget(self.epoch, 1)
         tables = QtWidgets.QWidget()
         tv = QtWidgets.QVBoxLayout(tables)
         tv.setContentsMargins(0, 0, 0, 0)
         tv.addWidget(self.quality, 2)
         tv.addWidget(self.stats, 3)
+        tv.addWidget(self.audit_table, 2)
         bottom = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         bottom.addWidget(epoch_box)
         bottom.addWidget(tables)
@@ -136,12 +154,15 @@ class MainWindow(QtWidgets.QMainWindow):
         main.setStretchFactor(0, 2)
         main.setStretchFactor(1, 3)
         main.setStretchFactor(2, 4)
+        main.setSizes([150, 310, 540])
         old = self.centralWidget()
         self.setCentralWidget(main)
         if old is not None:
             old.deleteLater()
         self._drawn_version = -1
         self.shown = None
+        self.controls.channels.set_spec(spec)
+        self.reviewer.attach()
 
     # ------------------------------------------------------------------ runs
     def refresh_streams(self) -> None:
@@ -169,6 +190,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.controls.show_message(str(exc), error=True)
             return
         choice = self.controls.model_choice()
+        overrides = self.controls.channels.overrides()
         run_dir = self._run_dir()
         self.controls.set_running(True, can_export=False)
         self.controls.show_message(f"starting: {source.describe()} ...")
@@ -181,8 +203,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
             model = loaded or ScoringModel.load(choice.intra, choice.inter,
                                                 backend=choice.backend)
-            session = Session(model, source, out_dir=run_dir,
-                              channel_overrides=self.channel_overrides)
+            session = Session(model, source, out_dir=run_dir, channel_overrides=overrides)
             return session.start(), model
 
         if not self.calls.submit("start", work, lambda r: self._started(*r, key, choice),
@@ -216,6 +237,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.follow_box.setChecked(True)
         self._finished_handled = False
         self._setup_explainer(choice)
+        labels = getattr(session.live.source, "labels", None) if session.live else None
+        if labels:
+            self.controls.channels.show_mapping(labels)
+        self.reviewer.new_night(session.out_dir, session.describe())
         self.controls.show_message(f"scoring {session.describe()}"
                                    + (f"; files in {session.out_dir}" if session.out_dir else ""))
 
@@ -273,6 +298,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.quality.show_quality(index, s.quality.get(index), s.invalid_fraction[index],
                                   s.gap_filled[index], s.unscorable[index])
         self._request_explanation(index)
+        self.reviewer.show_epoch(index)
 
     def _request_explanation(self, index: int) -> None:
         if self.worker is None:
@@ -298,12 +324,14 @@ class MainWindow(QtWidgets.QMainWindow):
             for batch in self.session.drain():
                 touched |= self.store.apply(batch)
         self._poll_explanations()
+        self.reviewer.poll()
         s = self.store
         ending = self.session is not None and not self.session.is_active
         if s.version != self._drawn_version and (now - self._last_draw >= REDRAW_S or ending):
             self.hypnogram.update_night(s)
             self._drawn_version = s.version
             self._last_draw = now
+            self.reviewer.refresh()
             if self.follow and s.n_epochs and (self.shown != s.n_epochs - 1
                                                or self.shown not in s.images):
                 self._show(s.n_epochs - 1)
@@ -346,6 +374,9 @@ class MainWindow(QtWidgets.QMainWindow):
         s = self.store
         self.hypnogram.update_night(s)
         self._drawn_version = s.version
+        live = self.session.live
+        self.reviewer.night_finished(live.engine.hypnogram() if live is not None
+                                     and live.engine is not None else s.hypnogram())
         if s.n_epochs:
             self.stats.update_stats(s.hypnogram())
         self._update_familiarity()
@@ -385,53 +416,19 @@ class MainWindow(QtWidgets.QMainWindow):
         st["explain"].setText(f"explanation: {exp.elapsed_s:.2f} s" if exp is not None
                               else "explanation: -")
 
-    # ------------------------------------------------------------------ exports
-    def _export_dialog(self, kind: str) -> None:
-        filters = {"hypnogram": "CSV (*.csv);;TSV (*.tsv);;EDF+ (*.edf)",
-                   "png": "PNG (*.png)", "report": "PDF (*.pdf);;PNG (*.png)"}
-        names = {"hypnogram": "hypnogram.csv", "png": "hypnogram.png", "report": "report.pdf"}
-        start = str((self.session.out_dir if self.session and self.session.out_dir
-                     else Path.cwd()) / names[kind])
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, f"export {kind}", start,
-                                                        filters[kind])
-        if not path:
-            return
-        try:
-            written = self.export(kind, path)
-        except (ValueError, OSError) as exc:
-            self.controls.show_message(f"export failed: {exc}", error=True)
-        else:
-            self.controls.show_message(f"wrote {written}")
+    # ------------------------------------------------------------------ review, channels
+    def open_night(self, folder: str | Path, psg: str | Path | None = None,
+                   scorer: str = "") -> None:
+        """Open a scored night's folder for review (read in the background)."""
+        self.reviewer.open_folder(folder, psg, scorer)
 
-    def export(self, kind: str, path: str | Path) -> Path:
-        """Export ``hypnogram`` (CSV/TSV/EDF+), ``png`` (hypnogram picture) or ``report``
-        (PDF/PNG) of the night as shown."""
-        hyp = self.store.hypnogram()
-        final = self.store.final_mask()
-        if kind == "hypnogram":
-            return export.export_hypnogram(hyp, path)
-        if kind == "png":
-            return export.save_hypnogram_png(hyp, path, final=final, title=self._title())
-        if kind == "report":
-            return export.write_report(path, hyp, self.report_info(), final=final)
-        raise ValueError(f"unknown export {kind!r}; use hypnogram, png or report")
-
-    def _title(self) -> str:
-        return self.session.describe() if self.session is not None else "edge-scorer"
-
-    def report_info(self) -> dict[str, str]:
-        """The run's details for the report."""
-        s = self.store
-        info = {"source": self._title(), "epochs": f"{s.n_epochs} ({s.n_final_prefix()} final)",
-                "spec": f"{self.spec.name} ({self.spec.hash})"}
-        if self.model is not None:
-            info["model"] = str(getattr(self.model.intra, "path", "")) or "shipped default"
-            info["backend"] = self.model.intra.name
-        lat = self.session.latency_summary() if self.session is not None else {}
-        if lat:
-            info["latency"] = (f"median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms "
-                               "(chunk in -> provisional label)")
-        return info
+    def _stream_selected(self, row) -> None:
+        """Read the selected stream's channel labels (background) for the channel mapping."""
+        listed = list(self.controls.streams)
+        self.calls.submit("labels", lambda: stream_channel_labels(row, listed),
+                          lambda labels: self.controls.channels.set_available(labels, row.name),
+                          lambda exc: self.controls.channels.result.setText(
+                              f"cannot read the channels of {row.name}: {exc}"))
 
     # ------------------------------------------------------------------ screenshots, closing
     def save_screenshot(self, path: str | Path) -> Path:
@@ -455,6 +452,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         """Stop the run (the night's files are written) and the explanation thread."""
         self.timer.stop()
+        self.reviewer.close()
         if self.session is not None and self.session.is_active:
             self.session.stop()
         if self.worker is not None:

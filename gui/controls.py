@@ -1,8 +1,10 @@
-"""The control panel: what to score (a live LSL stream or a PSG file to replay), with which
-model and backend, start/stop, and the exports."""
+"""The control panel: what to score (a live LSL stream or a PSG file to replay), which of its
+channels feeds each spec row (:class:`~gui.panels.channels.ChannelMapBox`), with which model and
+backend, start/stop, and the exports."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from PySide6 import QtCore, QtWidgets
 
 from edge_scorer.backends import BACKENDS
 
+from .panels.channels import ChannelMapBox, file_channel_labels
 from .session import FileSource, StreamSource
 
 #: Explanation methods offered (``off``: no explanations).
@@ -43,6 +46,29 @@ def list_streams(timeout_s: float = 1.0) -> list[StreamRow]:
     return sorted(rows, key=lambda r: (r.name, r.source_id))
 
 
+def stream_channel_labels(row: StreamRow, listed: list[StreamRow],
+                          timeout_s: float = 2.0) -> list[str]:
+    """Channel labels of a listed stream and of its listed ``NAME-<rate>Hz`` companions on the
+    same host, read from their descriptions (blocks: opens one inlet per stream)."""
+    import pylsl
+
+    from edge_scorer.inlet import channel_labels, find_streams
+
+    pattern = re.compile(re.escape(row.name) + r"-[0-9.]+Hz")
+    labels: list[str] = []
+    for r in [row] + [s for s in listed if pattern.fullmatch(s.name) and s.host == row.host]:
+        found = find_streams(source_id=r.source_id, timeout_s=timeout_s) if r.source_id else \
+            find_streams(name=r.name, timeout_s=timeout_s)
+        if not found:
+            raise LookupError(f"stream {r.name!r} is gone from the network; find streams again")
+        inlet = pylsl.StreamInlet(found[0], max_buflen=1, recover=False)
+        try:
+            labels += channel_labels(inlet.info(timeout_s))
+        finally:
+            inlet.close_stream()
+    return labels
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """Model files (None: the shipped model), backend and explanation method."""
@@ -60,6 +86,8 @@ class ControlPanel(QtWidgets.QWidget):
     stopRequested = QtCore.Signal()
     refreshRequested = QtCore.Signal()
     exportRequested = QtCore.Signal(str)
+    #: A stream was selected in the table (the window reads its channel labels).
+    streamSelected = QtCore.Signal(object)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -76,6 +104,7 @@ class ControlPanel(QtWidgets.QWidget):
             QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
         self.stream_table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.stream_table.verticalHeader().setVisible(False)
+        self.stream_table.itemSelectionChanged.connect(self._stream_selection_changed)
         header = self.stream_table.horizontalHeader()
         header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
@@ -106,6 +135,11 @@ class ControlPanel(QtWidgets.QWidget):
         g.addWidget(browse_hyp, 4, 2)
         g.addWidget(QtWidgets.QLabel("speed"), 5, 0)
         g.addWidget(self.speed, 5, 1, 1, 2)
+        from edge_scorer.spec import load_spec
+
+        self.channels = ChannelMapBox(load_spec("sleep-edf"))
+        g.addWidget(self.channels, 6, 0, 1, 3)
+        self.psg_edit.editingFinished.connect(self._file_changed)
         # --- model
         self.model_combo = QtWidgets.QComboBox()
         self.model_combo.addItem(DEFAULT_MODEL)
@@ -161,6 +195,25 @@ class ControlPanel(QtWidgets.QWidget):
             edit.setText(path)
             if edit is self.psg_edit:
                 self.use_file.setChecked(True)
+                self._file_changed()
+
+    def _file_changed(self) -> None:
+        """Offer the chosen file's channels in the channel mapping."""
+        text = self.psg_edit.text().strip()
+        if not text or not Path(text).is_file():
+            return
+        try:
+            labels = file_channel_labels(text)
+        except (OSError, ValueError) as exc:
+            self.channels.set_available([], Path(text).name)
+            self.channels.result.setText(f"cannot read the channels of {Path(text).name}: {exc}")
+            return
+        self.channels.set_available(labels, Path(text).name)
+
+    def _stream_selection_changed(self) -> None:
+        row = self.selected_stream()
+        if row is not None:
+            self.streamSelected.emit(row)
 
     def _browse_model(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "intra model", "",
@@ -218,6 +271,7 @@ class ControlPanel(QtWidgets.QWidget):
         if speed is not None:
             self.speed.setValue(float(speed))
         self.use_file.setChecked(True)
+        self._file_changed()
 
     def source_choice(self) -> StreamSource | FileSource:
         """The chosen source; ``ValueError`` saying what is missing."""
@@ -263,4 +317,4 @@ class ControlPanel(QtWidgets.QWidget):
 
 
 __all__ = ["ControlPanel", "DEFAULT_MODEL", "EXPLAIN_METHODS", "ModelChoice", "StreamRow",
-           "list_streams"]
+           "list_streams", "stream_channel_labels"]

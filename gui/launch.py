@@ -1,5 +1,6 @@
-"""Entry points of the window: :func:`run_window` (``edge-scorer gui``) and
-:func:`run_demo_gui` (``edge-scorer demo --gui``), and :func:`create_app`."""
+"""Entry points of the window: :func:`run_window` (``edge-scorer gui``),
+:func:`run_review` (``edge-scorer review``), :func:`run_demo_gui` (``edge-scorer demo --gui``),
+and :func:`create_app`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
-from . import binding_problem
+from . import binding_problem, platform_problem
 from .app import MainWindow
 from .controls import list_streams
 from .session import FileSource, StreamSource
@@ -21,12 +22,14 @@ def create_app():
     ------
     RuntimeError
         The installed PySide6 is known to crash with this Python (see
-        :func:`gui.binding_problem`).
+        :func:`gui.binding_problem`), or Qt's platform plugin cannot be loaded here (see
+        :func:`gui.platform_problem`: Qt would abort the process).
     """
-    problem = binding_problem()
+    app = QtWidgets.QApplication.instance()
+    problem = binding_problem() or (platform_problem() if app is None else None)
     if problem:
         raise RuntimeError(problem)
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["edge-scorer"])
+    app = app or QtWidgets.QApplication(["edge-scorer"])
     apply_dark_palette(app)
     return app
 
@@ -89,6 +92,11 @@ def run_window(*, source: StreamSource | FileSource | None = None,
         win.calls.submit("streams", lambda: list_streams(1.0), listed)
     else:
         win.refresh_streams()
+    return _exec(app, win)
+
+
+def _exec(app, win: MainWindow) -> int:
+    """Run the event loop until the window closes; SIGINT/SIGTERM close it."""
     from edge_scorer.shutdown import Shutdown
 
     with Shutdown("the window's night") as stop:
@@ -103,6 +111,41 @@ def run_window(*, source: StreamSource | FileSource | None = None,
     return stop.exit_code
 
 
+def run_review(night: str | Path, psg: str | Path | None = None, *, scorer: str = "",
+               explain: str = "chefer", screenshot: str | Path | None = None,
+               size: tuple[int, int] = (1600, 1000)) -> int:
+    """Open the window on a scored night's folder for review (``edge-scorer review``).
+
+    Parameters
+    ----------
+    night : path-like
+        The night's folder.
+    psg : path-like, optional
+        The PSG file that was scored (default: the file ``run.json`` names).
+    scorer : str
+        The reviewer's name or initials.
+    explain : str
+        Relevance method (or ``off``).
+    screenshot : path-like, optional
+        Save a PNG of the window once the night is shown (and explained), then close.
+
+    Returns
+    -------
+    int
+        0, or 130 / 143 when SIGINT / SIGTERM closed the window (the review is saved after
+        every change).
+    """
+    app = create_app()
+    win = MainWindow()
+    win.controls.explain_combo.setCurrentText(explain)
+    win.review_panel.scorer_edit.setText(scorer)
+    win.resize(*size)
+    win.show()
+    win.screenshot_path = Path(screenshot) if screenshot is not None else None
+    win.open_night(night, psg, scorer)
+    return _exec(app, win)
+
+
 def run_demo_gui(psg: str | Path, hypnogram: str | Path | None, out_dir: str | Path,
                  speed: float, explain: str = "chefer") -> int:
     """``edge-scorer demo --gui``: the window replaying the demo night and scoring it at once
@@ -112,4 +155,4 @@ def run_demo_gui(psg: str | Path, hypnogram: str | Path | None, out_dir: str | P
                       out_dir=out_dir, start=True, explain=explain)
 
 
-__all__ = ["create_app", "run_demo_gui", "run_window"]
+__all__ = ["create_app", "run_demo_gui", "run_review", "run_window"]

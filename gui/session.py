@@ -117,6 +117,7 @@ class Session:
             self._seen.add(index)
             batch.images[index] = np.array(image, copy=True)
             batch.quality[index] = channel_quality(rows, self.spec)
+            batch.rows[index] = np.asarray(rows, dtype=np.float32).copy()
         self._queue.put(batch)
 
     # ------------------------------------------------------------------ control (blocking)

@@ -5,8 +5,8 @@ over (:class:`ScoredEpochs`, through :class:`~gui.session.Session`) and keeps, p
 current stage and probabilities, the status (provisional, revised, final), the first
 (provisional) stage and how often the stage changed, the engine's quality flags, the
 unfamiliar-signal flag and its distance (:mod:`edge_scorer.familiarity`), the rendered image
-(for the epoch panel and the explanations) and per-channel signal-quality flags
-(:func:`channel_quality`). No Qt here.
+(for the epoch panel and the explanations), the conditioned epoch (for the occlusion
+analyses) and per-channel signal-quality flags (:func:`channel_quality`). No Qt here.
 """
 
 from __future__ import annotations
@@ -113,11 +113,15 @@ class ScoredEpochs:
         ``{epoch index: rendered uint8 image}`` of the new epochs of the batch.
     quality : dict
         ``{epoch index: list of ChannelQuality}`` of the new epochs.
+    rows : dict
+        ``{epoch index: conditioned epoch (n_rows, epoch samples), float32}`` of the new
+        epochs (for the occlusion analyses).
     """
 
     updates: list[EpochUpdate]
     images: dict[int, np.ndarray] = field(default_factory=dict)
     quality: dict[int, list[ChannelQuality]] = field(default_factory=dict)
+    rows: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 class NightStore:
@@ -150,6 +154,8 @@ class NightStore:
         self.latency_s: list[float | None] = []
         self.images: dict[int, np.ndarray] = {}
         self.quality: dict[int, list[ChannelQuality]] = {}
+        #: Conditioned epochs (for the occlusion analyses).
+        self.rows: dict[int, np.ndarray] = {}
         self.n_updates = 0
         #: Bumped on every change (panels redraw when it moved).
         self.version = 0
@@ -207,6 +213,9 @@ class NightStore:
             self._grow(i + 1)
             self.quality[i] = q
             touched.add(i)
+        for i, r in batch.rows.items():
+            self._grow(i + 1)
+            self.rows[i] = r
         if touched:
             self.version += 1
         return touched

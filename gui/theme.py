@@ -30,6 +30,8 @@ REVISION_PEN = "#ff4d6d"
 #: Marker of an epoch flagged by the unfamiliar-signal flag (far from the training data).
 UNFAMILIAR_COLOR = "#f72585"
 SELECTION_BRUSH = (255, 255, 255, 40)
+#: The technician's stages in review (hypnogram segments, ticks, the review panel).
+EDIT_COLOR = "#3ddc84"
 BACKGROUND = "#101418"
 FOREGROUND = "#d0d4d8"
 
@@ -74,6 +76,6 @@ def apply_dark_palette(app) -> None:
     pg.setConfigOptions(background=BACKGROUND, foreground=FOREGROUND, antialias=False)
 
 
-__all__ = ["BACKGROUND", "DENSITY_ORDER", "FINAL_PEN", "FLAG_COLORS", "FOREGROUND",
+__all__ = ["BACKGROUND", "DENSITY_ORDER", "EDIT_COLOR", "FINAL_PEN", "FLAG_COLORS", "FOREGROUND",
            "PROVISIONAL_PEN", "REVISION_PEN", "SELECTION_BRUSH", "STAGE_COLORS", "STAGE_LEVEL",
            "UNFAMILIAR_COLOR", "apply_dark_palette", "class_color", "hex_rgb", "stage_ticks"]

@@ -93,6 +93,10 @@ def test_window_scores_a_live_stream(qtbot, night, tmp_path):
         row = next(s for s in win.controls.streams if s.name == name)
         assert (row.type, row.n_channels, row.sfreq) == ("EEG", 3, 100.0) and row.host
         win.controls.select_stream(name)
+        # the channel mapping reads the stream's labels (and its 1-Hz companion's)
+        box = win.controls.channels
+        qtbot.waitUntil(lambda: "EMG submental" in box.available, timeout=15000)
+        assert box.result.text().startswith("mapping: EEG Fpz-Cz <- EEG Fpz-Cz")
         win.controls.explain_combo.setCurrentText("chefer")
         win.start()
         qtbot.waitUntil(lambda: win.store.n_epochs >= 14 and 3 in win.store.images,
@@ -133,6 +137,14 @@ def test_window_scores_a_live_stream(qtbot, night, tmp_path):
             qtbot.waitUntil(lambda: TORCH_HINT in win.epoch.text.text(), timeout=10000)
         win.save_screenshot(tmp_path / "window-epoch-3.png")
         assert_not_blank(tmp_path / "window-epoch-3.png")
+        assert box.result.text().startswith("in use: EEG Fpz-Cz <- EEG Fpz-Cz")
+
+        # review while the night is scored: a stage key on the shown epoch, saved at once
+        QTest.keyClick(win.hypnogram.view, QtCore.Qt.Key.Key_2)
+        assert win.reviewer.review.stage(3) == 2 and win.shown == 4
+        audit = (win.session.out_dir / "review" / "audit.csv").read_text().splitlines()
+        assert len(audit) == 2 and audit[1].startswith("3,90,")
+        assert audit[1].split(",")[5] in ("provisional", "revised", "final")
 
         # stop: every epoch becomes final, the night's files are written
         qtbot.waitUntil(lambda: rep.wait(0), timeout=30000)
@@ -145,6 +157,10 @@ def test_window_scores_a_live_stream(qtbot, night, tmp_path):
         assert win.hypnogram.n_final == 30 and not win.hypnogram.prov_band.isVisible()
         run_dir = win.session.out_dir
         assert read_hypnogram(run_dir / "hypnogram.csv").n_epochs == 30
+        signed = win.reviewer.sign_off("T")             # the live night, reviewed, signed off
+        assert {"reviewed_hypnogram.edf", "agreement.json"} <= {p.name for p in signed}
+        reviewed = read_hypnogram(run_dir / "review" / "reviewed_hypnogram.csv")
+        assert reviewed.stages[3] == 2 and reviewed.n_epochs == 30
         final_png = win.save_screenshot(tmp_path / "window-final.png")
         assert_not_blank(final_png)
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "score": ".score",
     "stream": ".stream",
     "gui": ".gui",
+    "review": ".review",
     "explain": ".explain",
     "finalize": ".finalize",
 }

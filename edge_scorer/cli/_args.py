@@ -67,4 +67,5 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
     """``--overwrite``: replace the outputs of an earlier run in the output folder."""
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the files of an earlier run in the output folder (only "
-                             "ours: epochs.csv, hypnogram.*, stats.*, run.json, render outputs)")
+                             "ours: epochs.csv, hypnogram.*, stats.*, run.json, review/, render "
+                             "outputs)")

@@ -20,15 +20,16 @@ HELP = ("open the bedside window: score a live LSL stream or a replayed PSG file
 
 
 def require_gui() -> None:
-    """Raise :class:`CliError` with the install command when PySide6 / pyqtgraph are missing
-    (or the installed PySide6 is known to crash with this Python)."""
-    from gui import INSTALL_HINT, binding_problem, missing_modules
+    """Raise :class:`CliError` with the install command when PySide6 / pyqtgraph are missing,
+    the installed PySide6 is known to crash with this Python, or Qt's platform plugin cannot
+    be loaded (the message names the system packages to install)."""
+    from gui import INSTALL_HINT, binding_problem, missing_modules, platform_problem
 
     missing = missing_modules()
     if missing:
         raise CliError(f"the window needs {' and '.join(missing)}, which are not installed: "
                        f"{INSTALL_HINT}")
-    problem = binding_problem()
+    problem = binding_problem() or platform_problem()
     if problem:
         raise CliError(problem)
 

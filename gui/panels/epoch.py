@@ -5,6 +5,10 @@ A line under the header shows the unfamiliar-signal flag of the epoch, with its 
 training data and the model's threshold (highlighted when flagged: review the epoch; it is not
 a diagnosis of artifact).
 
+Two tabs: *relevance* (the image with the overlay and the bars above) and *occlusion*
+(:class:`~gui.panels.occlusion.OcclusionView`: the probability lost when parts of the epoch are
+hidden; computed when the tab is shown, :attr:`EpochPanel.occlusionWanted`).
+
 The image is the exact uint8 PSG screen the model scored (x in seconds of the epoch, y in image
 pixels with the row names at their bands). The relevance overlay and bars come from an
 :class:`~gui.explainer.Explanation`, computed off the GUI thread; until it arrives the panel
@@ -22,6 +26,7 @@ from edge_scorer.stages import CLASS_NAMES
 
 from ..explainer import Explanation
 from ..theme import STAGE_COLORS, UNFAMILIAR_COLOR
+from .occlusion import OcclusionView
 
 #: Largest opacity of the relevance overlay (at the most relevant pixels).
 OVERLAY_ALPHA = 0.7
@@ -50,6 +55,9 @@ def neighbour_shares(exp: Explanation) -> tuple[np.ndarray, np.ndarray, float]:
 
 class EpochPanel(QtWidgets.QWidget):
     """The epoch panel (see the module docstring)."""
+
+    #: The occlusion tab is shown (the window computes the shown epoch's analysis).
+    occlusionWanted = QtCore.Signal()
 
     def __init__(self, spec: RenderSpec, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -123,9 +131,16 @@ class EpochPanel(QtWidgets.QWidget):
         right = QtWidgets.QVBoxLayout()
         right.addWidget(self.side, 3)
         right.addWidget(self.text, 1)
-        body = QtWidgets.QHBoxLayout()
+        relevance = QtWidgets.QWidget()
+        body = QtWidgets.QHBoxLayout(relevance)
+        body.setContentsMargins(0, 0, 0, 0)
         body.addWidget(self.view, 3)
         body.addLayout(right, 2)
+        self.occlusion = OcclusionView()
+        self.tabs = QtWidgets.QTabWidget()
+        self.tabs.addTab(relevance, "relevance")
+        self.tabs.addTab(self.occlusion, "occlusion")
+        self.tabs.currentChanged.connect(self._tab_changed)
         top = QtWidgets.QHBoxLayout()
         top.addWidget(self.header, 1)
         top.addWidget(self.show_overlay)
@@ -133,7 +148,7 @@ class EpochPanel(QtWidgets.QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
         layout.addWidget(self.familiarity_label)
-        layout.addLayout(body, 1)
+        layout.addWidget(self.tabs, 1)
         self.shown_index: int | None = None
         self.explained_index: int | None = None
         self.explanation: Explanation | None = None
@@ -203,6 +218,15 @@ class EpochPanel(QtWidgets.QWidget):
             self.inter_bars.setOpts(x=[], height=[])
             self.inter_plot.setTitle("inter-epoch relevance (no inter model)", size="9pt")
         self.text.setText("\n".join(exp.lines) + f"\n({exp.method}, {exp.elapsed_s:.2f} s)")
+
+    @property
+    def occlusion_shown(self) -> bool:
+        """The occlusion tab is the current one."""
+        return self.tabs.currentWidget() is self.occlusion
+
+    def _tab_changed(self, _index: int) -> None:
+        if self.occlusion_shown:
+            self.occlusionWanted.emit()
 
     def _overlay_toggled(self, on: bool) -> None:
         self.overlay_item.setVisible(on)

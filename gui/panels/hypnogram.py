@@ -12,6 +12,11 @@
   (:data:`gui.store.FLAGS`: ok, clipped, flat, missing).
 
 Clicking any of the three selects the epoch under the mouse (:attr:`HypnogramPanel.epochClicked`).
+The mouse wheel zooms the time axis around the pointer, dragging scrolls it, and the scroll bar
+under the plots moves a zoomed view (:meth:`HypnogramPanel.zoom`, :meth:`~HypnogramPanel.scroll`,
+:meth:`~HypnogramPanel.show_all`). In review, the technician's stages that differ from the
+model's are drawn as thick green segments at their level, and epochs they confirmed as small
+green ticks under the plot.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from edge_scorer.stages import CLASS_NAMES
 from ..store import FLAGS, NightStore
 from ..theme import (
     DENSITY_ORDER,
+    EDIT_COLOR,
     FINAL_PEN,
     FLAG_COLORS,
     PROVISIONAL_PEN,
@@ -43,6 +49,10 @@ DENSITY_STEPS = 100
 MIN_EPOCHS_SHOWN = 120
 #: Hypnogram level of the unfamiliar-signal markers (above W at 5).
 UNFAMILIAR_LEVEL = 5.6
+#: Hypnogram level of the ticks marking epochs the technician set (below the ? line).
+EDIT_LEVEL = -0.2
+#: A zoomed view shows at least this many epochs.
+MIN_EPOCHS_ZOOMED = 10
 
 
 def stage_levels(stages: np.ndarray) -> np.ndarray:
@@ -98,17 +108,20 @@ class HypnogramPanel(QtWidgets.QWidget):
         self.view.ci.layout.setRowStretchFactor(0, 5)
         self.view.ci.layout.setRowStretchFactor(1, 2)
         self.view.ci.layout.setRowStretchFactor(2, 1)
+        self.density.setMaximumHeight(90)
+        self.quality.setMaximumHeight(40 + 14 * len(self.row_names))
         for p in (self.hyp, self.density, self.quality):
             p.setMenuEnabled(False)
-            p.setMouseEnabled(x=False, y=False)
+            p.setMouseEnabled(x=True, y=False)  # wheel zooms, drag scrolls (time axis only)
             p.hideButtons()
             p.getAxis("left").setWidth(110)
             if p is not self.hyp:
                 p.setXLink(self.hyp)
         self.hyp.getAxis("left").setTicks([stage_ticks()])
-        self.hyp.setYRange(-0.3, 5.9, padding=0)
+        self.hyp.setYRange(-0.4, 5.9, padding=0)
         self.hyp.setTitle("hypnogram (solid: final, dashed: provisional, ring: first stage "
-                          "of a revised epoch, triangle: unfamiliar signal)", size="9pt")
+                          "of a revised epoch, triangle: unfamiliar signal, green: the "
+                          "technician's stage; wheel: zoom, drag: scroll)", size="9pt")
         self.hyp.getAxis("bottom").setStyle(showValues=False)
         self.density.getAxis("left").setTicks([[(0.5, "hypnodensity")]])
         self.density.setYRange(0, 1, padding=0)
@@ -117,6 +130,7 @@ class HypnogramPanel(QtWidgets.QWidget):
                                                  for r, name in enumerate(self.row_names)]])
         self.quality.setYRange(0, len(self.row_names), padding=0)
         self.quality.setLabel("bottom", "time (h)")
+        self.quality.getAxis("bottom").enableAutoSIPrefix(False)
         self.final_curve = pg.PlotDataItem(stepMode="center", pen=pg.mkPen(FINAL_PEN, width=2))
         self.prov_curve = pg.PlotDataItem(stepMode="center", pen=pg.mkPen(
             PROVISIONAL_PEN, width=2, style=QtCore.Qt.PenStyle.DashLine))
@@ -128,8 +142,11 @@ class HypnogramPanel(QtWidgets.QWidget):
                                             brush=None)
         self.unfamiliar_marks = pg.ScatterPlotItem(symbol="t", size=9, pen=None,
                                                    brush=pg.mkBrush(UNFAMILIAR_COLOR))
+        self.edit_marks = pg.PlotDataItem(connect="pairs", pen=pg.mkPen(EDIT_COLOR, width=5))
+        self.edit_ticks = pg.ScatterPlotItem(symbol="s", size=5, pen=None,
+                                             brush=pg.mkBrush(EDIT_COLOR))
         for item in (self.prov_band, self.final_curve, self.prov_curve, self.revisions,
-                     self.unfamiliar_marks):
+                     self.unfamiliar_marks, self.edit_marks, self.edit_ticks):
             self.hyp.addItem(item)
         self.density_item = pg.ImageItem(axisOrder="row-major")
         self.density.addItem(self.density_item)
@@ -149,11 +166,21 @@ class HypnogramPanel(QtWidgets.QWidget):
         self.legend = QtWidgets.QLabel(
             f"{legend} &nbsp;&nbsp;&nbsp; quality: {flags} &nbsp;&nbsp;&nbsp; "
             f"<span style='color:{UNFAMILIAR_COLOR}'>&#9650; unfamiliar signal (review)</span>")
+        self.scrollbar = QtWidgets.QScrollBar(QtCore.Qt.Orientation.Horizontal)
+        self.scrollbar.setRange(0, 0)
+        self.scrollbar.valueChanged.connect(self._scrolled)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
+        layout.addWidget(self.scrollbar)
         layout.addWidget(self.legend)
         self.view.scene().sigMouseClicked.connect(self._clicked)
+        for p in (self.hyp, self.density, self.quality):
+            p.vb.sigRangeChangedManually.connect(self._zoomed_by_mouse)
+        self.hyp.vb.sigXRangeChanged.connect(lambda *_: self._sync_scrollbar())
+        #: The user zoomed or scrolled: redraws keep the view (until :meth:`show_all`).
+        self.zoomed = False
+        self.n_edited = 0
         self.n_epochs = 0
         self.n_final = 0
         self.n_revised = 0
@@ -164,6 +191,89 @@ class HypnogramPanel(QtWidgets.QWidget):
     # ------------------------------------------------------------------ drawing
     def _set_x_range(self, n: int) -> None:
         self.hyp.setXRange(0, max(n, MIN_EPOCHS_SHOWN) * self.epoch_h, padding=0.01)
+
+    def _span(self) -> int:
+        """Epochs the time axis can show (the night, at least :data:`MIN_EPOCHS_SHOWN`)."""
+        return max(self.n_epochs, MIN_EPOCHS_SHOWN)
+
+    def view_epochs(self) -> tuple[float, float]:
+        """The shown part of the time axis, in epochs ``(first, last)``."""
+        lo, hi = self.hyp.vb.viewRange()[0]
+        return lo / self.epoch_h, hi / self.epoch_h
+
+    def set_view(self, first: float, n_shown: float) -> None:
+        """Show ``n_shown`` epochs from ``first`` (kept inside the night; marks it zoomed)."""
+        span = self._span()
+        n_shown = float(min(max(n_shown, MIN_EPOCHS_ZOOMED), span))
+        first = float(min(max(first, 0.0), span - n_shown))
+        self.zoomed = n_shown < span
+        self.hyp.setXRange(first * self.epoch_h, (first + n_shown) * self.epoch_h, padding=0)
+        self._sync_scrollbar()
+
+    def zoom(self, factor: float, center: float | None = None) -> None:
+        """Zoom the time axis by ``factor`` (> 1: closer) around epoch ``center`` (default:
+        the selected epoch, else the middle of the view)."""
+        if not factor > 0:
+            raise ValueError(f"zoom factor must be positive, got {factor}")
+        lo, hi = self.view_epochs()
+        if center is None:
+            center = self.selected + 0.5 if self.selected is not None else (lo + hi) / 2
+        n = (hi - lo) / factor
+        frac = (center - lo) / (hi - lo) if hi > lo else 0.5
+        self.set_view(center - frac * n, n)
+
+    def scroll(self, n_epochs: float) -> None:
+        """Move the view by ``n_epochs`` (negative: earlier)."""
+        lo, hi = self.view_epochs()
+        self.set_view(lo + n_epochs, hi - lo)
+
+    def ensure_visible(self, index: int) -> None:
+        """Scroll a zoomed view so that epoch ``index`` is inside it."""
+        if not self.zoomed:
+            return
+        lo, hi = self.view_epochs()
+        if index < lo or index + 1 > hi:
+            n = hi - lo
+            self.set_view(index + 0.5 - n / 2, n)
+
+    def show_all(self) -> None:
+        """The whole night again (redraws follow its growth)."""
+        self.zoomed = False
+        self._set_x_range(self.n_epochs)
+        self._sync_scrollbar()
+
+    def _zoomed_by_mouse(self, *_args) -> None:
+        lo, hi = self.view_epochs()
+        self.zoomed = (hi - lo) < self._span() * 0.99
+        self._sync_scrollbar()
+
+    def _sync_scrollbar(self) -> None:
+        lo, hi = self.view_epochs()
+        shown = max(1, int(round(hi - lo)))
+        bar = self.scrollbar
+        bar.blockSignals(True)
+        bar.setRange(0, max(0, self._span() - shown) if self.zoomed else 0)
+        bar.setPageStep(shown)
+        bar.setValue(int(round(max(lo, 0))))
+        bar.blockSignals(False)
+
+    def _scrolled(self, value: int) -> None:
+        lo, hi = self.view_epochs()
+        self.set_view(float(value), hi - lo)
+
+    def set_review(self, stages: np.ndarray, edited: np.ndarray, differs: np.ndarray) -> None:
+        """The technician's stages: segments where they differ from the model's, ticks where
+        they were set."""
+        differ_idx = np.flatnonzero(differs)
+        self.n_edited = int(np.count_nonzero(edited))
+        if differ_idx.size:
+            x = np.column_stack([differ_idx, differ_idx + 1]).ravel() * self.epoch_h
+            y = np.repeat(stage_levels(np.asarray(stages)[differ_idx]), 2)
+            self.edit_marks.setData(x, y)
+        else:
+            self.edit_marks.clear()
+        idx = np.flatnonzero(edited)
+        self.edit_ticks.setData((idx + 0.5) * self.epoch_h, np.full(idx.size, EDIT_LEVEL))
 
     def update_night(self, store: NightStore) -> None:
         """Redraw everything from the store."""
@@ -201,7 +311,13 @@ class HypnogramPanel(QtWidgets.QWidget):
         else:
             self.density_item.clear()
             self.quality_item.clear()
-        self._set_x_range(n)
+        for p in (self.hyp, self.density, self.quality):
+            p.vb.setLimits(xMin=-0.01 * self._span() * self.epoch_h,
+                           xMax=self._span() * self.epoch_h * 1.01,
+                           minXRange=MIN_EPOCHS_ZOOMED * self.epoch_h)
+        if not self.zoomed:
+            self._set_x_range(n)
+        self._sync_scrollbar()
 
     def select(self, index: int | None) -> None:
         """Highlight epoch ``index`` (None: no highlight)."""
@@ -233,5 +349,5 @@ class HypnogramPanel(QtWidgets.QWidget):
             self.epochClicked.emit(i)
 
 
-__all__ = ["DENSITY_STEPS", "UNFAMILIAR_LEVEL", "HypnogramPanel", "density_image",
-           "quality_image", "stage_levels"]
+__all__ = ["DENSITY_STEPS", "EDIT_LEVEL", "MIN_EPOCHS_ZOOMED", "UNFAMILIAR_LEVEL",
+           "HypnogramPanel", "density_image", "quality_image", "stage_levels"]

@@ -1,4 +1,5 @@
-"""Live scrolling signals: the last epoch of every channel in the render spec's band layout.
+"""Live scrolling signals: the last epoch of every channel in the render spec's band layout
+(in review: the shown epoch of the recording, :meth:`SignalPanel.show_epoch`).
 
 Each spec row is drawn in its band (the heights of ``spec.rows``, top to bottom, as on the
 rendered image) with the row's fixed amplitude range mapped onto the band and the trace clipped
@@ -90,6 +91,7 @@ class SignalPanel(QtWidgets.QWidget):
         layout.addWidget(self.plot)
         self.n_points_drawn = 0
         self.n_samples_in = 0
+        self._epoch: int | None = None
 
     def to_band(self, r: int, x: np.ndarray) -> np.ndarray:
         """Amplitudes of row ``r`` -> y in image pixels, clipped to the row's band."""
@@ -100,6 +102,23 @@ class SignalPanel(QtWidgets.QWidget):
 
     def update_signals(self, signals: dict[str, tuple[float, np.ndarray]]) -> None:
         """Draw ``{row name: (native rate, latest samples)}`` (rows not given keep their trace)."""
+        if self._epoch is not None:
+            self._epoch = None
+            item = self.plot.getPlotItem()
+            item.setLabel("bottom", "time (s of signal, 0 = now)")
+            item.setXRange(-self.window_s, 0, padding=0.0)
+        self._draw(signals, end_at_zero=True)
+
+    def show_epoch(self, index: int, signals: dict[str, tuple[float, np.ndarray]]) -> None:
+        """Draw one epoch of a recording, ``{row name: (native rate, samples)}``, from 0 s."""
+        item = self.plot.getPlotItem()
+        if self._epoch is None:
+            item.setXRange(0, self.window_s, padding=0.0)
+        self._epoch = index
+        item.setLabel("bottom", f"epoch {index}: seconds from its start")
+        self._draw(signals, end_at_zero=False)
+
+    def _draw(self, signals: dict[str, tuple[float, np.ndarray]], end_at_zero: bool) -> None:
         n_cols = max(50, self.plot.width())
         drawn = samples = 0
         for r, row in enumerate(self.spec.rows):
@@ -116,7 +135,7 @@ class SignalPanel(QtWidgets.QWidget):
                 finite = np.isfinite(x)
                 if finite.any():
                     x = x - np.median(x[finite])
-            t = (np.arange(n) - (n - 1)) / sfreq
+            t = (np.arange(n) - (n - 1)) / sfreq if end_at_zero else np.arange(n) / sfreq
             td, xd = minmax_decimate(t, x, n_cols)
             self.curves[r].setData(td, self.to_band(r, xd))
             drawn += td.size
