@@ -252,11 +252,6 @@ class NightReview:
         return Hypnogram(self.reviewed_stages(), self.epoch_s, self.onset_s, self.start_time,
                          meta={"scorer": self.scorer or "unknown", "reviewed": True})
 
-    def automatic_hypnogram(self) -> Hypnogram:
-        """The automatic night."""
-        return Hypnogram(self.automatic.copy(), self.epoch_s, self.onset_s, self.start_time,
-                         meta={"scorer": "edge-scorer"})
-
     def agreement(self) -> Agreement:
         """Agreement of the automatic stages (predicted) with the reviewed ones (reference);
         epochs unscored in either are left out."""
@@ -478,13 +473,12 @@ class NightReview:
 
 
 def _run_info(folder: Path) -> dict:
-    path = folder / "run.json"
-    if not path.is_file():
-        return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
     except (OSError, ValueError) as exc:
-        log.warning("%s is unreadable (%s); using defaults", path, exc)
+        log.warning("%s is unreadable (%s); using defaults", folder / "run.json", exc)
         return {}
 
 
