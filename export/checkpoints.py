@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge_scorer._log import get_logger
+from edge_scorer.outputs import atomic_write
 
 from .epochs import feature_windows, image_input
 
@@ -142,7 +143,7 @@ def export_checkpoints(
         windows = feature_windows(feats, int(inter_model.cfg["seq_len"]))
         parity["inter"] = parity_report(inter_model, paths["inter"], windows)
     report = out_dir / "parity.json"
-    report.write_text(json.dumps(parity, indent=2) + "\n")
+    atomic_write(report, json.dumps(parity, indent=2) + "\n")
     paths.update(parity=parity, report=report)
     log.info("ONNX models in %s, parity %s", out_dir, parity)
     return paths

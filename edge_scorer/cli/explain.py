@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 from .._log import get_logger
+from ..outputs import atomic_write
 from . import CliError
 
 log = get_logger("cli.explain")
@@ -166,7 +167,7 @@ def _run_epoch(args, night, models, proba_fn, n: int, target, out: Path) -> None
         "occlusion": None if occ is None else occ.to_dict(),
     }
     path = Path(f"{stem}.json")
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    atomic_write(path, json.dumps(data, indent=1) + "\n")
     print(f"epoch {n} ({figures.hms(n * night.spec.epoch_s)}): "
           + "\n  ".join(ex.describe()))
     print(f"  -> {', '.join(p.name for p in [*written, path])} in {out}")
@@ -194,7 +195,7 @@ def _run_all(args, night, models, proba_fn, out: Path) -> None:
         written.append(figures.save_figure(figures.stage_occlusion_figure(summary),
                                            out / "stages_occlusion.png"))
     path = out / "summary.json"
-    path.write_text(json.dumps(summary.to_dict(), indent=1) + "\n")
+    atomic_write(path, json.dumps(summary.to_dict(), indent=1) + "\n")
     for st in summary.stages:
         rows = ", ".join(f"{r} {s:.0%}" for r, s in zip(summary.row_names, st.row_share))
         print(f"{figures.stage_title(st)}: {rows}")

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from .._log import get_logger
+from ..outputs import atomic_write
 from . import CliError
 
 log = get_logger("cli.export")
@@ -183,7 +184,7 @@ def _run_tensorrt(args: argparse.Namespace) -> int:
     report = verify_engine(engine, args.model, held, intra=args.intra, gpu=args.gpu)
     report["epochs"] = desc
     path = engine.with_name(engine.name + ".verify.json")
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(path, json.dumps(report, indent=2) + "\n")
     for bs, r in report["batches"].items():
         print(f"batch {bs:>3s}: argmax agreement {r['argmax_agreement']:.4f}, max |dp| "
               f"{r['max_abs_diff_proba']:.4f} (n={r['n']})")

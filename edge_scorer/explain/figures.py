@@ -35,10 +35,12 @@ def _figure(w: float, h: float):
 
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG (Agg renderer); the folder is created."""
+    """Write ``fig`` as a PNG (Agg renderer), atomically; the folder is created."""
+    from ..outputs import atomic_open
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, dpi=dpi, format="png")
     return path
 
 
