@@ -211,20 +211,20 @@ def test_a_paused_fast_replay_loses_nothing(tmp_path: Path) -> None:
     last = read_psg(psg, "sleep-edf").native_rows()[0][0][-1]
     name = _uid()
     proc = subprocess.Popen([sys.executable, "-m", "edge_scorer", "replay", str(psg), "--speed",
-                             "120", "--name", name], stdout=subprocess.DEVNULL,
+                             "120", "--name", name, "--wait", "30"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        inlets = {name: _inlet_big(name)}
+        inlets = {n: _inlet_big(n) for n in (name, f"{name}-1Hz")}  # the replay waits for both
         time.sleep(1.0)
         proc.send_signal(signal.SIGSTOP)
         time.sleep(4.0)
         proc.send_signal(signal.SIGCONT)
-        got = _pull_all(inlets, {name: 108_000}, 30.0)  # the first samples went out before
-    finally:                                            # the inlet connected
+        got = _pull_all(inlets, {name: 108_000, f"{name}-1Hz": 1080}, 30.0)
+    finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
     data, ts = np.asarray(got[name][0]), np.asarray(got[name][1])
-    assert len(ts) > 100_000
+    assert len(ts) == 108_000
     np.testing.assert_allclose(np.diff(ts), 1.0 / (100 * 120), atol=1e-6)  # no hole
     assert data[-1, 0] == pytest.approx(last, abs=0.01)  # up to the last sample
 
