@@ -81,9 +81,15 @@ def _predicate(name: str | None, stype: str | None, source_id: str | None) -> st
             raise ValueError(f"stream property {v!r} contains a quote; LSL queries cannot match it")
         return f"'{v}'"
 
-    parts = [f"{k}={q(v)}" for k, v in (("name", name), ("type", stype),
-                                         ("source_id", source_id)) if v]
+    parts = [f"{k}={q(v)}" for k, v in (("name", name), ("source_id", source_id)) if v]
+    if stype:  # types are matched ignoring case: 'EEG' finds a stream typed 'eeg'
+        parts.insert(1 if name else 0, f"translate(type,'{_LOWER}','{_LOWER.upper()}')="
+                                       f"{q(stype.upper())}")
     return " and ".join(parts)
+
+
+#: Letters folded to upper case when stream types are compared (XPath 1.0 has no upper-case()).
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
 
 
 def find_streams(name: str | None = None, stype: str | None = None,

@@ -57,6 +57,9 @@ class LiveScorer:
         More :class:`~edge_scorer.engine.Engine` options (``max_invalid_fraction``, ...).
     drain_s : float
         At a stop, keep pulling what has already arrived for at most this long.
+    formats : str or sequence of str, optional
+        Hypnogram files written at the end (``csv``, ``edf``, ``bids``, ``nsrr``; default CSV
+        and EDF+).
     """
 
     def __init__(self, model: ScoringModel, *, name: str | None = None,
@@ -65,7 +68,7 @@ class LiveScorer:
                  sinks: Sequence = (), channel_overrides: Mapping[str, str] | None = None,
                  idle_timeout_s: float | None = None, poll_s: float = 0.02,
                  source_kwargs: dict | None = None, engine_kwargs: dict | None = None,
-                 drain_s: float = 5.0) -> None:
+                 drain_s: float = 5.0, formats: str | Sequence[str] | None = None) -> None:
         if idle_timeout_s is not None and not idle_timeout_s > 0:
             raise ValueError(f"idle_timeout_s must be positive (or None), got {idle_timeout_s}")
         if not poll_s > 0:
@@ -80,6 +83,7 @@ class LiveScorer:
         self.poll_s = float(poll_s)
         self.engine_kwargs = dict(engine_kwargs or {})
         self.drain_s = float(drain_s)
+        self.formats = formats
         self.engine: Engine | None = None
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -97,7 +101,7 @@ class LiveScorer:
                     "streams": src.stream_names, "channels": src.labels,
                     "speed": src.speed, "model": str(getattr(self.model.intra, "path", ""))}
         if self.out_dir is not None:
-            sinks += output_sinks(self.out_dir, run_info)
+            sinks += output_sinks(self.out_dir, run_info, self.formats)
         if self.outlet_name:
             fam = self.model.familiarity
             sinks.append(LslStageOutlet(self.outlet_name,

@@ -117,6 +117,7 @@ def map_channels(
         wanted = "; ".join(f"{r.name!r} ({r.type}, e.g. {_fmt(r.aliases[:3])})" for r in missing)
         raise ChannelMapError(
             f"{source} lacks channel(s) for row(s) {wanted} of spec {spec.name!r}. "
-            f"It has: {_fmt(available)}. Map them with {hints}, or pick another spec (--spec)."
+            f"It has: {_fmt(available)}. Map them with {hints}, or use a spec (and a model) "
+            "made for this montage."
         )
     return [picks[r.name] for r in spec.rows]

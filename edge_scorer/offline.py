@@ -81,11 +81,14 @@ def score_file(psg: str | Path, model: ScoringModel, out_dir: str | Path | None 
                channel_overrides: Mapping[str, str] | None = None, sinks: Sequence = (),
                block_epochs: int = 64, progress: bool = True,
                engine_kwargs: dict | None = None,
-               stop: threading.Event | None = None) -> ScoredNight:
+               stop: threading.Event | None = None,
+               formats: str | Sequence[str] | None = None) -> ScoredNight:
     """Score a whole PSG file with the engine; write the run's files to ``out_dir``.
 
     ``stop`` (e.g. :attr:`~edge_scorer.shutdown.Shutdown.event`): when set, scoring stops
     after the current block and the epochs scored so far are finalized and written.
+    ``formats``: the hypnogram files written (``csv``, ``edf``, ``bids``, ``nsrr``; default
+    CSV and EDF+, :func:`~edge_scorer.sinks.parse_formats`).
 
     Raises
     ------
@@ -106,7 +109,8 @@ def score_file(psg: str | Path, model: ScoringModel, out_dir: str | Path | None 
     run_info = {"edge_scorer_version": __version__, "source": str(Path(psg).resolve()),
                 "channels": dict(zip(spec.row_names, rec.source_labels, strict=True)),
                 "model": str(getattr(model.intra, "path", ""))}
-    all_sinks = (output_sinks(out_dir, run_info) if out_dir is not None else []) + list(sinks)
+    all_sinks = (output_sinks(out_dir, run_info, formats) if out_dir is not None else []) \
+        + list(sinks)
     engine = Engine(model, source.sfreqs, sinks=all_sinks, start_time=rec.start_time,
                     **(engine_kwargs or {}))
     n_epochs = int(rec.duration_s // spec.epoch_s)

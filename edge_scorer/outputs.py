@@ -28,8 +28,8 @@ log = get_logger("outputs")
 
 #: Files a scoring run (``score``, ``stream``, the demo, the window) writes, and the folder of
 #: the technician's review of it (:mod:`edge_scorer.review`).
-SCORING_FILES = ("epochs.csv", "hypnogram.csv", "hypnogram.edf", "stats.json", "stats.txt",
-                 "run.json", "review")
+SCORING_FILES = ("epochs.csv", "hypnogram.csv", "hypnogram.edf", "hypnogram_events.tsv",
+                 "hypnogram.xml", "stats.json", "stats.txt", "run.json", "review")
 #: Files and folders ``render`` writes.
 RENDER_FILES = ("epochs.npy", "contact_sheet.png", "render.json", "labels.csv", "png")
 #: Every name a run of ours writes into an output folder.

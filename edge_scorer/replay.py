@@ -14,7 +14,10 @@ Design choices
   conditions, so live and offline scores of a replayed file can be compared sample for sample.
   The highest-rate group is named ``NAME``, the others ``NAME-<rate>Hz``.
 * **Channels are the spec rows.** Each channel's ``label`` is the spec row name (so the engine
-  maps it without ``--channel``); the file's own label is kept in ``source_label``. The ``desc``
+  maps it without ``--channel``); the file's own label is kept in ``source_label``. With
+  ``all_channels`` (``replay --all-channels``) every other signal of the file follows the rows
+  of its rate group (a group of its own for a rate no row has), labelled as in the file, in the
+  file's units (:mod:`edge_scorer.replay_channels`). The ``desc``
   follows the XDF conventions (``channels/channel/{label,type,unit}``, units spelled out, e.g.
   ``microvolts``) plus an ``edge_scorer`` element (spec, spec hash, group ``i of n``, source
   file, start time, speed).
@@ -56,7 +59,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +68,7 @@ import numpy as np
 from ._log import get_logger
 from .hypnogram import Hypnogram
 from .psg import PsgRecording, align_hypnogram, read_psg
+from .replay_channels import FileChannel, other_channels
 from .spec import RenderSpec, load_spec
 from .stages import Stage
 
@@ -93,10 +97,13 @@ class RateGroup:
         Native rate of the rows (Hz).
     rows : list of int
         Spec row indices, in spec order.
-    data : ndarray of float32, shape (n_samples, n_rows)
-        The samples as pushed (sample-major, as LSL expects).
+    data : ndarray of float32, shape (n_samples, n_rows + n_extra)
+        The samples as pushed (sample-major, as LSL expects): the rows, then the extra
+        channels.
     stream_name, source_id : str
         LSL stream name and source id.
+    extra : list of FileChannel
+        Other channels of the file at this rate (``all_channels``).
     """
 
     sfreq: float
@@ -104,10 +111,13 @@ class RateGroup:
     data: np.ndarray
     stream_name: str
     source_id: str
+    extra: list[FileChannel] = field(default_factory=list)
 
 
-def rate_groups(rec: PsgRecording, name: str, source_id: str) -> list[RateGroup]:
-    """Group a recording's rows by native rate, highest rate first.
+def rate_groups(rec: PsgRecording, name: str, source_id: str,
+                extra: list[FileChannel] | None = None) -> list[RateGroup]:
+    """Group a recording's rows by native rate, highest rate first (then groups of extra
+    channels at rates no row has).
 
     Parameters
     ----------
@@ -117,14 +127,23 @@ def rate_groups(rec: PsgRecording, name: str, source_id: str) -> list[RateGroup]
         Base stream name (used as is for the highest-rate group).
     source_id : str
         Base source id; ``/<rate>Hz`` is appended per group.
+    extra : list of FileChannel, optional
+        Other channels of the file, each added to the group of its rate.
     """
     rows, rates = rec.native_rows()
+    extra = list(extra or [])
     groups = []
-    for i, fs in enumerate(sorted(set(rates), reverse=True)):
+    row_rates = sorted(set(rates), reverse=True)
+    all_rates = row_rates + sorted({c.sfreq for c in extra} - set(row_rates), reverse=True)
+    for i, fs in enumerate(all_rates):
         idx = [k for k, r in enumerate(rates) if r == fs]
-        data = np.ascontiguousarray(np.stack([rows[k] for k in idx], axis=1), dtype=np.float32)
+        more = [c for c in extra if c.sfreq == fs]
+        cols = [rows[k] for k in idx] + [c.data for c in more]
+        n = min(len(c) for c in cols)
+        data = np.ascontiguousarray(np.stack([c[:n] for c in cols], axis=1), dtype=np.float32)
         stream_name = name if i == 0 else f"{name}-{fs:g}Hz"
-        groups.append(RateGroup(float(fs), idx, data, stream_name, f"{source_id}/{fs:g}Hz"))
+        groups.append(RateGroup(float(fs), idx, data, stream_name, f"{source_id}/{fs:g}Hz",
+                                more))
     return groups
 
 
@@ -161,6 +180,8 @@ class Replayer:
         Before starting the clock, wait up to this long until every signal outlet has a
         receiver (0: start at once; the hypnogram marker stream is not waited for). Lets a
         receiver started alongside see the first sample.
+    all_channels : bool
+        Also publish every other signal of the file (see the module notes).
 
     Raises
     ------
@@ -182,6 +203,7 @@ class Replayer:
         channel_overrides: Mapping[str, str] | None = None,
         source_id: str | None = None,
         wait_for_consumers_s: float = 0.0,
+        all_channels: bool = False,
     ) -> None:
         if not (math.isfinite(speed) and speed > 0):
             raise ValueError(f"speed must be a positive number (1 = real time), got {speed}")
@@ -200,7 +222,9 @@ class Replayer:
         self.duration_s = self.recording.duration_s
         self.source_id = source_id or (f"edge-scorer:{self.path.stem}:{self.spec.name}:"
                                        f"{uuid.uuid4().hex[:8]}")
-        self.groups = rate_groups(self.recording, name, self.source_id)
+        self.extra = (other_channels(self.path, self.recording.source_labels) if all_channels
+                      else [])
+        self.groups = rate_groups(self.recording, name, self.source_id, self.extra)
         self.markers: list[str] | None = None
         if hypnogram is not None:
             self.markers = self._markers(hypnogram)
@@ -227,7 +251,7 @@ class Replayer:
     def _info(self, i: int, group: RateGroup) -> Any:
         import pylsl
 
-        info = pylsl.StreamInfo(group.stream_name, "EEG", len(group.rows), group.sfreq,
+        info = pylsl.StreamInfo(group.stream_name, "EEG", group.data.shape[1], group.sfreq,
                                 pylsl.cf_float32, group.source_id)
         chans = info.desc().append_child("channels")
         for k in group.rows:
@@ -238,6 +262,12 @@ class Replayer:
             ch.append_child_value("unit", XDF_UNITS.get(row.unit.casefold(), row.unit))
             ch.append_child_value("source_label", self.recording.source_labels[k])
             ch.append_child_value("row_type", row.type)
+        for c in group.extra:
+            ch = chans.append_child("channel")
+            ch.append_child_value("label", c.label)
+            ch.append_child_value("type", c.type)
+            ch.append_child_value("unit", XDF_UNITS.get(c.unit.casefold(), c.unit))
+            ch.append_child_value("source_label", c.label)
         self._describe(info, f"{i + 1} of {len(self.groups)}")
         return info
 
@@ -265,8 +295,9 @@ class Replayer:
             self._outlets.append(pylsl.StreamOutlet(self._info(i, g),
                                                     max_buffered=self.buffer_s))
             log.info("publishing %s: %d channel(s) at %g Hz (%s), source_id %s", g.stream_name,
-                     len(g.rows), g.sfreq, ", ".join(self.spec.rows[k].name for k in g.rows),
-                     g.source_id)
+                     g.data.shape[1], g.sfreq,
+                     ", ".join([self.spec.rows[k].name for k in g.rows]
+                               + [c.label for c in g.extra]), g.source_id)
         if self.markers is not None:
             info = pylsl.StreamInfo(f"{self.name}-hypnogram", "Markers", 1,
                                     pylsl.IRREGULAR_RATE, pylsl.cf_string,

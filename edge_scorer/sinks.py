@@ -8,8 +8,9 @@ Every sink has ``write(updates, engine)`` (called with each batch of
   (the last row of each epoch wins; a torn last line is ignored).
 * :class:`LslStageOutlet` publishes each update as one sample of a numeric LSL stream
   (``STAGE_CHANNELS``), stamped with the epoch's start on the source's clock when known.
-* :class:`NightFiles` writes the hypnogram (CSV with probabilities and the unfamiliar-signal
-  columns, EDF+ annotations) and the sleep statistics (JSON and text, with the fraction of
+* :class:`NightFiles` writes the hypnogram (by default CSV with probabilities and the
+  unfamiliar-signal columns, and EDF+ annotations; also BIDS ``events.tsv`` and NSRR XML:
+  :data:`HYPNOGRAM_FILES`) and the sleep statistics (JSON and text, with the fraction of
   epochs flagged unfamiliar) when the run closes.
 
 Every per-epoch output carries the unfamiliar-signal flag (:mod:`edge_scorer.familiarity`):
@@ -30,7 +31,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,37 @@ STAGE_CHANNELS = ("epoch", "stage", *(f"p_{c}" for c in CLASS_NAMES), "status", 
                   "invalid_fraction", "gap_filled", "unscorable", "familiarity", "unfamiliar")
 #: Numeric code of each status in the stage outlet.
 STATUS_CODES = {PROVISIONAL: 0, REVISED: 1, FINAL: 2}
+#: The night's hypnogram file of each format (``--format``).
+HYPNOGRAM_FILES = {"csv": "hypnogram.csv", "edf": "hypnogram.edf",
+                   "bids": "hypnogram_events.tsv", "nsrr": "hypnogram.xml"}
+#: Formats written when none are chosen.
+DEFAULT_FORMATS = ("csv", "edf")
+
+
+def parse_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Hypnogram formats from ``"csv,bids"`` or ``["csv", "nsrr"]`` (case ignored, duplicates
+    dropped, order kept); None or empty gives :data:`DEFAULT_FORMATS`.
+
+    Raises
+    ------
+    ValueError
+        A format that is not one of :data:`HYPNOGRAM_FILES`.
+    """
+    if formats is None:
+        return DEFAULT_FORMATS
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    out: list[str] = []
+    for item in items:
+        for f in str(item).split(","):
+            f = f.strip().lower()
+            if not f:
+                continue
+            if f not in HYPNOGRAM_FILES:
+                raise ValueError(f"unknown hypnogram format {f!r}; choose from "
+                                 f"{', '.join(HYPNOGRAM_FILES)} (several: csv,edf,bids,nsrr)")
+            if f not in out:
+                out.append(f)
+    return tuple(out) or DEFAULT_FORMATS
 
 
 class CsvLog:
@@ -276,8 +308,11 @@ class LslStageOutlet:
 class NightFiles:
     """The night's hypnogram files and sleep statistics, written atomically.
 
-    Files in ``out_dir``: ``hypnogram.csv`` (stages + probabilities + ``familiarity`` and
-    ``unfamiliar`` per epoch), ``hypnogram.edf`` (EDF+ annotations, opens in EDFbrowser),
+    Files in ``out_dir``: the hypnogram in the formats ``run_info["formats"]`` names (default
+    :data:`DEFAULT_FORMATS`; :data:`HYPNOGRAM_FILES`): ``hypnogram.csv`` (stages +
+    probabilities + ``familiarity`` and ``unfamiliar`` per epoch), ``hypnogram.edf`` (EDF+
+    annotations, opens in EDFbrowser), ``hypnogram_events.tsv`` (BIDS), ``hypnogram.xml``
+    (NSRR);
     ``stats.json`` and ``stats.txt`` (with ``unfamiliar_epochs``/``unfamiliar_fraction``, the
     latter null when the model carries no familiarity statistics), ``run.json`` (model, spec,
     source, epochs, samples received, latency, ``familiarity`` summary, temperatures).
@@ -331,7 +366,8 @@ class NightFiles:
 
 def write_night_files(out: Path, hyp: Hypnogram, distance: np.ndarray, flags: np.ndarray,
                       info: dict) -> list[Path]:
-    """Write ``hypnogram.csv``/``.edf``, ``stats.json``/``.txt`` and ``run.json`` (last).
+    """Write the hypnogram (``info["formats"]``, default ``hypnogram.csv``/``.edf``),
+    ``stats.json``/``.txt`` and ``run.json`` (last).
 
     ``info`` is the content of ``run.json``; its ``familiarity`` entry (the summary of
     :meth:`~edge_scorer.engine.Engine.familiarity_summary`) goes into the statistics. Every
@@ -361,10 +397,13 @@ def write_night_files(out: Path, hyp: Hypnogram, distance: np.ndarray, flags: np
     if hyp.n_epochs == 0:
         log.warning("no complete epoch was scored; no hypnogram written to %s", out)
     else:
-        attempt(lambda: hyp.write(out / "hypnogram.csv", extra_columns={
-            "familiarity": [_distance_text(d) for d in distance],
-            "unfamiliar": [str(int(f)) for f in flags]}))
-        attempt(lambda: hyp.write(out / "hypnogram.edf"))
+        formats = parse_formats(info.get("formats"))
+        if "csv" in formats:
+            attempt(lambda: hyp.write(out / HYPNOGRAM_FILES["csv"], extra_columns={
+                "familiarity": [_distance_text(d) for d in distance],
+                "unfamiliar": [str(int(f)) for f in flags]}))
+        for fmt in (f for f in formats if f != "csv"):
+            attempt(lambda fmt=fmt: hyp.write(out / HYPNOGRAM_FILES[fmt], fmt=fmt))
         stats = sleep_statistics(hyp)
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v)
                  for k, v in stats.as_dict().items()}
@@ -400,8 +439,11 @@ class Callback:
             self.on_close(engine)
 
 
-def output_sinks(out_dir: str | Path, run_info: dict | None = None) -> list:
+def output_sinks(out_dir: str | Path, run_info: dict | None = None,
+                 formats: str | Sequence[str] | None = None) -> list:
     """The file sinks of a scoring run: ``epochs.csv`` (:class:`CsvLog`) and the night's
-    files at the end (:class:`NightFiles`). Used by ``score``, ``stream`` and the demo."""
+    files at the end (:class:`NightFiles`, the hypnogram in ``formats``, see
+    :func:`parse_formats`). Used by ``score``, ``stream`` and the demo."""
     out = Path(out_dir)
-    return [CsvLog(out / "epochs.csv"), NightFiles(out, run_info)]
+    info = {**(run_info or {}), "formats": list(parse_formats(formats))}
+    return [CsvLog(out / "epochs.csv"), NightFiles(out, info)]

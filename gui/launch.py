@@ -147,12 +147,14 @@ def run_review(night: str | Path, psg: str | Path | None = None, *, scorer: str 
 
 
 def run_demo_gui(psg: str | Path, hypnogram: str | Path | None, out_dir: str | Path,
-                 speed: float, explain: str = "chefer") -> int:
+                 speed: float, explain: str = "chefer",
+                 channel_overrides: dict[str, str] | None = None) -> int:
     """``edge-scorer demo --gui``: the window replaying the demo night and scoring it at once
     (the shipped model, ONNX Runtime); files go to ``out_dir``. Returns the exit code."""
     return run_window(source=FileSource(Path(psg), None if hypnogram is None else Path(hypnogram),
                                         float(speed)),
-                      out_dir=out_dir, start=True, explain=explain)
+                      out_dir=out_dir, start=True, explain=explain,
+                      channel_overrides=channel_overrides)
 
 
 __all__ = ["create_app", "run_demo_gui", "run_review", "run_window"]

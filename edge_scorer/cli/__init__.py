@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "simulate": ".simulate",
     "render": ".render",
     "stats": ".stats",
+    "convert": ".convert",
     "train": ".train",
     "data": ".data",
     "evaluate": ".evaluate",

@@ -69,3 +69,32 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
                         help="replace the files of an earlier run in the output folder (only "
                              "ours: epochs.csv, hypnogram.*, stats.*, run.json, review/, render "
                              "outputs)")
+
+
+def hypnogram_formats(text: str) -> list[str]:
+    """``--format csv,edf,bids,nsrr`` (comma-separated, repeatable; case ignored)."""
+    from ..sinks import parse_formats
+
+    try:
+        return list(parse_formats(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_formats(parser: argparse.ArgumentParser) -> None:
+    """``--format``: the night's hypnogram files (several allowed)."""
+    parser.add_argument("--format", dest="formats", action="append", type=hypnogram_formats,
+                        metavar="FMT[,FMT]",
+                        help="hypnogram files to write: csv (hypnogram.csv), edf (EDF+ "
+                             "hypnogram.edf), bids (hypnogram_events.tsv), nsrr "
+                             "(hypnogram.xml); comma-separated or repeated (default csv,edf)")
+
+
+def chosen_formats(args: argparse.Namespace) -> list[str] | None:
+    """The formats of ``--format`` options (None: the default)."""
+    if not getattr(args, "formats", None):
+        return None
+    out: list[str] = []
+    for group in args.formats:
+        out += [f for f in group if f not in out]
+    return out

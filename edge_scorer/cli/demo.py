@@ -80,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="length of the simulated night in hours (default: as sampled)")
     parser.add_argument("--gui", action="store_true",
                         help="show the live run in the bedside window (the gui extra)")
+    parser.add_argument("--channel", action="append", default=[], metavar="ROW=LABEL",
+                        help="use channel LABEL of --edf for spec row ROW (repeatable)")
     add_overwrite(parser)
 
 
@@ -146,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     from ..familiarity import summary_line, warning_line
     from ..live import LiveScorer
     from ..metrics import agreement
+    from ..montage import parse_channel_overrides
     from ..outputs import check_output_dir, prepare_output_dir
     from ..psg import align_hypnogram, read_edf_header
     from ..replay import Replayer
@@ -155,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.hypnogram and not args.edf:
         raise CliError("--hypnogram goes with --edf (the demo night brings its own)")
+    if args.channel and not args.edf:
+        raise CliError("--channel goes with --edf (the demo night has the model's channels)")
+    overrides = parse_channel_overrides(args.channel)
     out: Path = args.out
     check_output_dir(out, args.overwrite)
     if args.gui:  # fail fast, before a night is fetched or simulated
@@ -173,9 +179,9 @@ def run(args: argparse.Namespace) -> int:
         from gui.launch import run_demo_gui
 
         print(f"opening the bedside window: replay at {speed:.0f}x, outputs in {out}")
-        return run_demo_gui(psg, hyp_path, out, speed)
+        return run_demo_gui(psg, hyp_path, out, speed, channel_overrides=overrides)
     rep = Replayer(psg, model.spec, name=name, speed=speed, hypnogram=hyp_path,
-                   wait_for_consumers_s=10.0)
+                   wait_for_consumers_s=10.0, channel_overrides=overrides or None)
     print(f"replaying {rep.duration_s / 3600:.2f} h as LSL streams {', '.join(rep.stream_names)}"
           f" at {speed:.0f}x (about {rep.duration_s / speed:.0f} s); scoring live with the "
           f"shipped model ({model.intra.metadata.get('preset')} + inter window {model.window})")

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="render spec: shipped name (sleep-edf, shhs) or a .toml path")
     parser.add_argument("--channel", action="append", default=[], metavar="ROW=LABEL",
                         help="use file channel LABEL for spec row ROW (repeatable)")
+    parser.add_argument("--all-channels", action="store_true",
+                        help="publish every channel of the file, not only the spec's rows "
+                             "(the others keep their labels and units)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         rep = Replayer(args.psg, spec, name=args.name, speed=args.speed,
                        chunk_ms=args.chunk_ms, loop=args.loop, hypnogram=args.hypnogram,
                        channel_overrides=overrides, source_id=args.source_id,
-                       wait_for_consumers_s=args.wait)
+                       wait_for_consumers_s=args.wait, all_channels=args.all_channels)
     except (ValueError, OSError) as exc:
         if args.hypnogram and "hypnogram" in str(exc).lower():
             raise CliError(f"cannot use hypnogram {args.hypnogram}: {exc}") from exc

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from .._log import get_logger
-from ._args import add_overwrite
+from ._args import add_formats, add_overwrite, chosen_formats
 from ._model_args import add_model_arguments, channel_overrides, load_model
 
 log = get_logger("cli.score")
@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hypnogram", type=Path,
                         help="reference hypnogram: print accuracy, kappa and macro-F1")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_formats(parser)
     add_overwrite(parser)
     add_model_arguments(parser)
 
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with Shutdown("scoring the file") as stop:
         night = score_file(args.psg, model, args.out, channel_overrides=channel_overrides(args),
-                           progress=not args.no_progress, stop=stop.event)
+                           progress=not args.no_progress, stop=stop.event,
+                           formats=chosen_formats(args))
     hyp = night.hypnogram
     elapsed = time.perf_counter() - t0
     print(f"scored {hyp.n_epochs} epochs of {args.psg.name} in {elapsed:.1f} s "
@@ -67,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
         print(agreement(ref.stages, hyp.stages))
         print(flag_review_line(flag_review(ref.stages, hyp.stages, hyp.probabilities,
                                            night.unfamiliar)))
-    print(f"outputs: {args.out} (epochs.csv, hypnogram.csv, hypnogram.edf, stats.json)")
+    from ..sinks import HYPNOGRAM_FILES, parse_formats
+
+    files = ", ".join(HYPNOGRAM_FILES[f] for f in parse_formats(chosen_formats(args)))
+    print(f"outputs: {args.out} (epochs.csv, {files}, stats.json)")
     if night.interrupted:
         print(f"interrupted by {stop.name} after {hyp.n_epochs} of {night.n_epochs_file} "
               f"epochs: the outputs hold those (exit code {stop.exit_code})")

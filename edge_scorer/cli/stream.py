@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .._log import get_logger
 from . import CliError
-from ._args import add_overwrite, fraction, non_negative, positive
+from ._args import add_formats, add_overwrite, chosen_formats, fraction, non_negative, positive
 from ._model_args import add_model_arguments, channel_overrides, load_model
 
 log = get_logger("cli.stream")
@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-invalid", type=fraction, default=0.5,
                         help="an epoch with a larger fraction of missing signal is unscorable "
                              "(default 0.5)")
+    add_formats(parser)
     add_overwrite(parser)
     add_model_arguments(parser)
 
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         idle_timeout_s=args.until_idle,
         source_kwargs={"speed": args.speed, "fill_gap_s": args.fill_gap_s,
                        "start_time": start_time},
-        engine_kwargs={"max_invalid_fraction": args.max_invalid, "start_time": start_dt})
+        engine_kwargs={"max_invalid_fraction": args.max_invalid, "start_time": start_dt},
+        formats=chosen_formats(args))
     with Shutdown("the night") as stop:
         try:
             live.start()
