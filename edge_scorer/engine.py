@@ -47,6 +47,9 @@ from .scorer import ScoringModel
 
 log = get_logger("engine")
 
+#: The stages :attr:`Engine.timings` measures, in order.
+STAGES = ("condition", "render", "intra", "rolling", "sinks")
+
 
 class Engine:
     """Stateful scoring of one recording (see the module docstring).
@@ -92,6 +95,9 @@ class Engine:
         self.sink_error: Exception | None = None
         #: Provisional-label latency of every epoch (s), in order.
         self.latencies: list[float] = []
+        #: Seconds spent in each stage so far (``condition``, ``render``, ``intra``,
+        #: ``rolling`` (inter model + stage rule), ``sinks``): where a night's time goes.
+        self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.last_epoch: tuple[int, np.ndarray, np.ndarray] | None = None
         model.warmup()  # the first epoch's latency should not include session start-up
         self.finished = False
@@ -129,8 +135,10 @@ class Engine:
         if filled is not None:
             self._mark_filled(rows, filled)
         self._native += np.array([len(r) for r in rows], dtype=np.int64)
-        conditioned = self.conditioner.process(rows)
-        return self._score(self.epocher.push(conditioned), t_in)
+        t0 = time.perf_counter()
+        epochs = self.epocher.push(self.conditioner.process(rows))
+        self.timings["condition"] += time.perf_counter() - t0
+        return self._score(epochs, t_in)
 
     def _mark_filled(self, rows: list[np.ndarray], filled: Sequence[np.ndarray]) -> None:
         for r, mask in enumerate(filled):
@@ -144,19 +152,25 @@ class Engine:
         updates: list[EpochUpdate] = []
         for start in range(0, len(epochs), self.batch_size):
             part = epochs[start:start + self.batch_size]
+            t0 = time.perf_counter()
             arr = np.stack([e for _, e in part])
             images = render_epochs(arr, self.spec)
+            t1 = time.perf_counter()
             per_row = np.isnan(arr).mean(axis=2)  # (epochs, rows)
             invalid = per_row.max(axis=1)
             self._warn_dead_rows(part, per_row)
             logits, feats = self.model.epoch_outputs(images, batch_size=self.batch_size)
             dist, flag = self.model.familiarity_of(feats)
+            t2 = time.perf_counter()
             infos = [{"invalid_fraction": float(f), "gap_filled": i in self._filled_epochs,
                       "unscorable": bool(f > self.max_invalid_fraction),
                       "familiarity": float(d), "unfamiliar": bool(u)}
                      for (i, _), f, d, u in zip(part, invalid, dist, flag, strict=True)]
             new = self.rolling.add(feats, logits, infos)
             now = time.perf_counter()
+            self.timings["render"] += t1 - t0
+            self.timings["intra"] += t2 - t1
+            self.timings["rolling"] += now - t2
             for u in new:
                 if u.index >= part[0][0]:  # first label of a new epoch
                     u.latency_s = now - t_in
@@ -164,6 +178,7 @@ class Engine:
             #: (index, conditioned rows, image) of the newest epoch, for displays.
             self.last_epoch = (part[-1][0], part[-1][1], images[-1])
             self._publish(new)
+            self.timings["sinks"] += time.perf_counter() - now
             updates += new
         return updates
 
@@ -204,8 +219,12 @@ class Engine:
             updates = self._score(self.epocher.push(tail), time.perf_counter())
         finally:
             self.finished = True
+            t0 = time.perf_counter()
             final = self.rolling.finish()
+            t1 = time.perf_counter()
             self._publish(final)
+            self.timings["rolling"] += t1 - t0
+            self.timings["sinks"] += time.perf_counter() - t1
         return updates + final
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ inlet, offline and live results of the same recording agree (tests check it).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,10 @@ class ScoredNight:
     unfamiliar: np.ndarray | None = None
     interrupted: bool = False
     n_epochs_file: int = 0
+    #: Seconds per stage: ``read`` (EDF -> rows), the engine's
+    #: (:attr:`~edge_scorer.engine.Engine.timings`; ``sinks`` includes closing them: hypnogram
+    #: files, statistics) and ``total``.
+    timings: dict = field(default_factory=dict)
 
 
 def score_file(psg: str | Path, model: ScoringModel, out_dir: str | Path | None = None, *,
@@ -101,7 +106,9 @@ def score_file(psg: str | Path, model: ScoringModel, out_dir: str | Path | None 
     from .sinks import output_sinks
 
     spec = model.spec
+    t_start = time.perf_counter()
     rec = read_psg(psg, spec, channel_overrides)
+    t_read = time.perf_counter() - t_start
     if rec.duration_s < spec.epoch_s:
         raise ValueError(f"{psg}: the recording ({rec.duration_s:.1f} s) is shorter than one "
                          f"{spec.epoch_s:g}-s epoch; nothing to score")
@@ -135,7 +142,11 @@ def score_file(psg: str | Path, model: ScoringModel, out_dir: str | Path | None 
         if bar is not None:
             bar.update(engine.n_epochs - bar.n)
             bar.close()
+        t_close = time.perf_counter()
+    timings = {"read": t_read, **engine.timings}
+    timings["sinks"] += time.perf_counter() - t_close  # hypnogram files, statistics
+    timings["total"] = time.perf_counter() - t_start
     return ScoredNight(engine.hypnogram(), rec, Path(out_dir) if out_dir else None,
                        engine.latency_summary(), list(rec.warnings),
                        engine.familiarity_summary(), engine.rolling.familiarity()[1],
-                       interrupted, n_epochs)
+                       interrupted, n_epochs, timings)

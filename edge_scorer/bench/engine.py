@@ -67,7 +67,8 @@ def offline_vs_yasa(model, psg: Path) -> dict:
     t = time.perf_counter()
     ours = score_file(psg, model, None, progress=False)
     t_ours = time.perf_counter() - t
-    out = {"n_epochs": ours.hypnogram.n_epochs, "edge_scorer_s": t_ours}
+    out = {"n_epochs": ours.hypnogram.n_epochs, "edge_scorer_s": t_ours,
+           "stages_s": {k: v for k, v in ours.timings.items() if k != "total"}}
     try:
         import mne
         import yasa
@@ -159,9 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n2. whole night offline ({off['n_epochs']} epochs, EDF file -> stages)")
         print(f"   edge-scorer engine {off['edge_scorer_s']:7.1f} s  "
               f"({off['n_epochs'] / off['edge_scorer_s']:.0f} epochs/s)")
+        stages = off["stages_s"]
+        print("   where it goes: " + ", ".join(
+            f"{k} {v:.2f} s ({v / off['edge_scorer_s']:.0%})" for k, v in stages.items()))
         if "yasa_s" in off:
             print(f"   YASA SleepStaging  {off['yasa_s']:7.1f} s  -> edge-scorer is "
-                  f"{off['yasa_over_edge_scorer']:.2f}x YASA's speed")
+                  f"{off['yasa_over_edge_scorer']:.2f}x YASA's speed (time ratio "
+                  f"edge-scorer / YASA {1 / off['yasa_over_edge_scorer']:.2f})")
         print(f"\n3. beds in one process, each replayed at {args.bed_speed:g}x for "
               f"{args.bed_s:g} s")
         print(f"   {'beds':>5} {'= real-time beds':>17} {'median ms':>10} {'p99 ms':>8} "
