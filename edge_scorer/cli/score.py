@@ -1,5 +1,8 @@
 """``edge-scorer score``: score a PSG file offline through the live engine's code.
 
+Given many nights (several files, a folder, a glob or a list file) it scores each into its own
+folder with a cohort table, on a local process pool or Ray (:mod:`.score_many`).
+
 Ctrl-C or SIGTERM stops after the current block of epochs: those scored are finalized and the
 night's files written (exit code 130 / 143); a second one aborts at once.
 """
@@ -10,8 +13,10 @@ import argparse
 from pathlib import Path
 
 from .._log import get_logger
+from . import CliError
 from ._args import add_formats, add_overwrite, chosen_formats
 from ._model_args import add_model_arguments, channel_overrides, load_model
+from .score_many import add_cohort_arguments, run_many
 
 log = get_logger("cli.score")
 
@@ -21,7 +26,10 @@ HELP = ("score a PSG file (EDF/BDF) offline: epochs.csv, hypnogram CSV/EDF+, sle
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``score`` options."""
-    parser.add_argument("psg", type=Path, help="PSG file (EDF, EDF+ or BDF)")
+    parser.add_argument("psg", nargs="+",
+                        help="PSG file (EDF, EDF+ or BDF); or many nights: several files, a "
+                             "folder, a glob or a list file of 'PSG[,HYPNOGRAM]' lines (one "
+                             "folder per night under -o and cohort.csv)")
     parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     parser.add_argument("--hypnogram", type=Path,
                         help="reference hypnogram: print accuracy, kappa and macro-F1")
@@ -29,12 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_formats(parser)
     add_overwrite(parser)
     add_model_arguments(parser)
+    add_cohort_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Score, write the outputs, print the statistics (and agreement)."""
     import time
 
+    from ..cohort import is_cohort
     from ..familiarity import flag_review, flag_review_line, summary_line, warning_line
     from ..metrics import agreement
     from ..offline import score_file
@@ -43,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from ..shutdown import Shutdown
     from .demo import hypnogram_text
 
+    if is_cohort(args.psg):
+        return run_many(args)
+    if args.ray is not None:
+        raise CliError("--ray scores many nights: give a folder, a glob or a list file")
+    args.psg = Path(args.psg[0])
     check_output_dir(args.out, args.overwrite)  # before the model is loaded
     model = load_model(args)
     prepare_output_dir(args.out, args.overwrite)
