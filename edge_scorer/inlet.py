@@ -13,6 +13,11 @@ spec order, ready for :class:`~edge_scorer.conditioning.Conditioner`.
   conventions); a stream without labels gets ``ch1..chN``. They are mapped to spec rows with
   :func:`~edge_scorer.montage.map_channels`, the same rules and ``--channel ROW=LABEL``
   overrides as for files; a missing row is an error listing what the streams have.
+* **Units.** Each channel's ``desc/channels/channel/unit`` (XDF strings such as ``uV``,
+  ``microvolts``, ``V``, or MNE-LSL's power-of-ten codes such as ``0`` and ``-6``) converts the
+  voltage rows to microvolts (``units`` / ``--units`` override it); the first seconds of each
+  row are checked for a plausible amplitude, and a stream off by 1e3 or 1e6 is refused
+  (:mod:`edge_scorer.stream_units`).
 * **Pulling.** Each inlet pulls with ``pull_chunk(timeout=0, dest_obj=...)`` straight into a
   preallocated ring buffer (``ring_s`` seconds per stream; the GUI reads the latest signal
   from it). Time stamps are clock-corrected by liblsl (``proc_clocksync``). liblsl keeps
@@ -51,6 +56,7 @@ from ._log import get_logger
 from .inlet_stream import InletStream, RingBuffer
 from .montage import ChannelMapError, map_channels
 from .spec import RenderSpec
+from .stream_units import AmplitudeGuard, channel_units, row_scales
 
 log = get_logger("inlet")
 
@@ -239,6 +245,9 @@ class LslSource:
         Seconds of signal kept per stream in the ring buffer (for displays).
     timeout_s : float
         How long to wait for the streams when connecting.
+    units : mapping, optional
+        ``{row name: unit}`` the rows are sent in, whatever the description says (``--units``;
+        :mod:`edge_scorer.stream_units`).
     """
 
     def __init__(self, spec: RenderSpec, *, name: str | None = None, stype: str | None = None,
@@ -247,7 +256,7 @@ class LslSource:
                  speed: float | None = None, start_time: float | None = None,
                  fill_gap_s: float = 1.0, gap_tolerance_s: float = 0.1,
                  buffer_s: float = 360.0, ring_s: float = 60.0,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, units: Mapping[str, str] | None = None) -> None:
         if not (name or stype or source_id):
             raise ValueError("give the stream's name, type or source id (e.g. --name NAME)")
         if speed is not None and not (math.isfinite(speed) and speed > 0):
@@ -270,6 +279,10 @@ class LslSource:
         self.buffer_s = float(buffer_s)
         self.ring_s = float(ring_s)
         self.timeout_s = float(timeout_s)
+        self.unit_overrides = dict(units or {})
+        #: Factor bringing each row's samples to the row's unit (from the stream's units).
+        self.row_scale = np.ones(spec.n_rows)
+        self.amplitude: AmplitudeGuard | None = None
         self.groups: list[InletStream] = []
         self.t0: float | None = None
         self.speed = 1.0
@@ -307,8 +320,10 @@ class LslSource:
         import pylsl
 
         labels: list[str] = []
+        units: list[str] = []
         where: list[tuple[int, int]] = []
         for g, info in enumerate(infos):
+            units += channel_units(info)
             for c, lb in enumerate(channel_labels(info)):
                 labels.append(lb)
                 where.append((g, c))
@@ -358,8 +373,13 @@ class LslSource:
             for row, _ in grp.rows:
                 self.row_sfreq[row] = grp.sfreq
         self.labels = {row.name: labels[k] for row, k in zip(self.spec.rows, picks, strict=True)}
+        self.row_scale, used = row_scales(self.spec, [units[k] for k in picks],
+                                          self.unit_overrides)
+        self.amplitude = AmplitudeGuard(self.spec, self.row_sfreq, used,
+                                        forced=list(self.unit_overrides))
         log.info("connected to %s at speed %g: %s", source, speed,
-                 ", ".join(f"{r} <- {lb}" for r, lb in self.labels.items()))
+                 ", ".join(f"{r} <- {lb}" + (f" [{u}, x{f:g}]" if u or f != 1 else "")
+                           for (r, lb), u, f in zip(self.labels.items(), used, self.row_scale)))
 
     def disconnect(self) -> None:
         """Close the inlets (idempotent)."""
@@ -422,9 +442,12 @@ class LslSource:
                 grp.t_next = self.t0
             x, mask = grp.place(x, ts)
             for j, (row, _) in enumerate(grp.rows):
-                rows[row] = x[:, j]
+                rows[row] = x[:, j] * self.row_scale[row] if self.row_scale[row] != 1 \
+                    else x[:, j]
                 filled[row] = mask
             got = got or len(x) > 0
+        if got and self.amplitude is not None:
+            self.amplitude.add(rows)  # refuses a stream off by 1e3 / 1e6 (StreamUnitError)
         return Chunk(rows, filled, t_in) if got else None
 
     def _check_lag(self, oldest_stamp: float) -> None:
@@ -456,7 +479,8 @@ class LslSource:
         for grp in self.groups:
             block = grp.ring.latest(int(seconds * grp.sfreq))
             for row, c in grp.rows:
-                out[self.spec.rows[row].name] = block[:, c].astype(np.float64)
+                out[self.spec.rows[row].name] = block[:, c].astype(np.float64) \
+                    * self.row_scale[row]
         return out
 
 

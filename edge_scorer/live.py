@@ -177,6 +177,8 @@ class LiveScorer:
         for sink in self.engine.sinks:
             if isinstance(sink, NightFiles):
                 sink.run_info["inlet"] = stats
+                if src.amplitude is not None:
+                    sink.run_info["amplitude"] = src.amplitude.summary()
 
     def _push(self, chunk) -> None:
         engine = self.engine

@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-invalid", type=fraction, default=0.5,
                         help="an epoch with a larger fraction of missing signal is unscorable "
                              "(default 0.5)")
+    parser.add_argument("--units", action="append", default=[], metavar="[ROW=]UNIT",
+                        help="the unit the stream sends (V, mV, uV/microvolts), for every "
+                             "voltage row or ROW=UNIT for one; wins over the stream's "
+                             "description and lets an implausible amplitude through with a "
+                             "warning (repeatable)")
     add_formats(parser)
     add_overwrite(parser)
     add_model_arguments(parser)
@@ -100,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import check_output_dir, prepare_output_dir
     from ..shutdown import Shutdown
     from ..sinks import Callback
+    from ..stream_units import StreamUnitError, parse_unit_overrides
 
     if not (args.name or args.stype or args.source_id):
         raise CliError("say which stream to score: --name NAME (or --type / --source-id)")
@@ -109,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         start_time, start_dt = start_time_lsl(args.start_at)
         log.info("epoch 0 starts at %s", start_dt.isoformat(timespec="seconds"))
     model = load_model(args)  # shapes checked and warmed up before any output exists
+    try:
+        units = parse_unit_overrides(args.units, model.spec)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     prepare_output_dir(args.out, args.overwrite)
     outlet = args.outlet or f"{args.name or args.source_id or args.stype}-stages"
     live = LiveScorer(
@@ -117,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         sinks=[Callback(log_updates)], channel_overrides=channel_overrides(args),
         idle_timeout_s=args.until_idle,
         source_kwargs={"speed": args.speed, "fill_gap_s": args.fill_gap_s,
-                       "start_time": start_time},
+                       "start_time": start_time, "units": units},
         engine_kwargs={"max_invalid_fraction": args.max_invalid, "start_time": start_dt},
         formats=chosen_formats(args))
     with Shutdown("the night") as stop:
@@ -144,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     if warning_line(fam):
         print(warning_line(fam))
     print(f"outputs: {args.out}")
+    if isinstance(live.error, StreamUnitError):
+        log.error("stream refused: %s", live.error)
+        return 2
     if live.error is not None:
         log.error("scoring stopped early: %s: %s (the epochs scored before it are in the "
                   "outputs)", type(live.error).__name__, live.error)
