@@ -17,6 +17,7 @@ from .._log import get_logger
 from . import CliError
 from ._args import add_formats, add_overwrite, chosen_formats, fraction, non_negative, positive
 from ._model_args import add_model_arguments, channel_overrides, load_model
+from .stream_beds import add_beds_arguments, is_many, run_beds
 
 log = get_logger("cli.stream")
 
@@ -26,7 +27,9 @@ HELP = ("score a live LSL PSG stream epoch by epoch: stages on an LSL outlet, an
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``stream`` options."""
-    parser.add_argument("--name", help="LSL stream name (e.g. the replay's --name)")
+    parser.add_argument("--name", action="append",
+                        help="LSL stream name (e.g. the replay's --name); repeat it to score "
+                             "several beds in this process, one folder each under -o")
     parser.add_argument("--type", dest="stype", help="LSL stream type (e.g. EEG)")
     parser.add_argument("--source-id", help="LSL source id (picks one of several streams)")
     parser.add_argument("-o", "--out", type=Path, default=Path("edge-scorer-stream"),
@@ -55,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "voltage row or ROW=UNIT for one; wins over the stream's "
                              "description and lets an implausible amplitude through with a "
                              "warning (repeatable)")
+    add_beds_arguments(parser)
     add_formats(parser)
     add_overwrite(parser)
     add_model_arguments(parser)
@@ -107,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     from ..sinks import Callback
     from ..stream_units import StreamUnitError, parse_unit_overrides
 
+    if is_many(args):
+        return run_beds(args)
+    args.name = args.name[0] if args.name else None
     if not (args.name or args.stype or args.source_id):
         raise CliError("say which stream to score: --name NAME (or --type / --source-id)")
     check_output_dir(args.out, args.overwrite)

@@ -1,0 +1,123 @@
+"""Many beds in one ``edge-scorer stream`` process, over real LSL on loopback.
+
+Real replays (edge_scorer.replay over pylsl), a real outlet whose channels the spec cannot map
+(the bed that refuses), a replay stopped halfway (the bed that drops out), the shipped model on
+ONNX Runtime shared by every bed with cross-bed batching; the full bed's stages are compared
+with offline scoring of the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from edge_scorer.beds import BatchingModel, BedConfig, read_beds_file
+from edge_scorer.cli import main
+from edge_scorer.hypnogram_io import read_hypnogram
+from edge_scorer.offline import score_file
+from edge_scorer.replay import Replayer
+
+SIM_NIGHT = (0.1, 31)  # 12 epochs
+SPEED = 60.0
+
+
+def test_batching_model_matches_the_model_across_threads(model):
+    rng = np.random.default_rng(0)
+    shape = model.spec.image_shape
+    requests = [rng.integers(0, 255, (n, *shape), dtype=np.uint8) for n in (1, 3, 2, 5, 1, 4)]
+    batching = BatchingModel(model, max_batch=8)
+    got: dict[int, tuple] = {}
+    barrier = threading.Barrier(len(requests))
+
+    def call(i: int) -> None:
+        barrier.wait()
+        got[i] = batching.epoch_outputs(requests[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i, images in enumerate(requests):
+        logits, feats = model.epoch_outputs(images)
+        np.testing.assert_allclose(got[i][0], logits, atol=1e-5)
+        np.testing.assert_allclose(got[i][1], feats, atol=1e-5)
+    assert batching.n_epochs == 16 and batching.n_calls < len(requests)  # batched across beds
+    assert batching.spec is model.spec  # everything else is the model's own
+
+
+def test_beds_file_toml_and_csv(tmp_path):
+    toml = tmp_path / "beds.toml"
+    toml.write_text('[[bed]]\nname = "bed 1"\nchannels = { "EEG Fpz-Cz" = "Fpz" }\n'
+                    '[[bed]]\nsource_id = "dev-7"\nlabel = "b7"\n')
+    beds = read_beds_file(toml)
+    assert beds == [BedConfig("bed 1", None, (("EEG Fpz-Cz", "Fpz"),), "bed_1"),
+                    BedConfig(None, "dev-7", (), "b7")]
+    csv = tmp_path / "beds.csv"
+    csv.write_text("name,source_id,label,channels\nA,,,EEG Fpz-Cz=Fpz;EOG horizontal=EOG\n")
+    assert read_beds_file(csv)[0].channels == (("EEG Fpz-Cz", "Fpz"), ("EOG horizontal", "EOG"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[bed]]\nname = "A"\ncolour = "red"\n')
+    with pytest.raises(ValueError, match="unknown keys"):
+        read_beds_file(bad)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("name\nA\nA\n")
+    with pytest.raises(ValueError, match="labelled"):
+        read_beds_file(twice)
+
+
+def test_stream_scores_many_beds_one_refuses_one_drops_out(model, sim_night, tmp_path,
+                                                           capsys):
+    import pylsl
+
+    psg, _ = sim_night
+    tag = uuid.uuid4().hex[:8]
+    full, dropped, refusing = f"bedA-{tag}", f"bedB-{tag}", f"bedC-{tag}"
+    info = pylsl.StreamInfo(refusing, "EEG", 2, 100.0, pylsl.cf_float32, refusing)
+    chans = info.desc().append_child("channels")
+    for lb in ("Fp1", "Fp2"):
+        chans.append_child("channel").append_child_value("label", lb)
+    outlet = pylsl.StreamOutlet(info)
+    rep_a = Replayer(psg, model.spec, name=full, speed=SPEED, wait_for_consumers_s=30)
+    rep_b = Replayer(psg, model.spec, name=dropped, speed=SPEED, wait_for_consumers_s=30)
+    rep_a.start()
+    rep_b.start()
+
+    def drop_out() -> None:  # bed B's device goes away after ~2 s of signal (2 min at 60x)
+        deadline = time.perf_counter() + 60
+        while sum(rep_b.n_pushed) == 0 and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.0)
+        rep_b.stop()
+
+    dropper = threading.Thread(target=drop_out, daemon=True)
+    dropper.start()
+    out = tmp_path / "beds"
+    try:
+        code = main(["stream", "--name", full, "--name", dropped, "--name", refusing, "-o",
+                     str(out), "--until-idle", "2"])
+    finally:
+        rep_a.stop()
+        rep_b.stop()
+        del outlet
+    assert code == 1  # a bed refused; the others' nights are complete
+    rows = {r["bed"]: r for r in json.loads((out / "beds.json").read_text())["beds"]}
+    assert rows[refusing]["status"] == "refused"
+    assert "EEG Fpz-Cz" in rows[refusing]["error"] or "Fp1" in rows[refusing]["error"]
+    assert rows[full]["status"] == rows[dropped]["status"] == "ended"
+    offline = score_file(psg, model, None, progress=False).hypnogram
+    assert rows[full]["epochs"] == offline.n_epochs == 12
+    assert 0 < rows[dropped]["epochs"] < 12
+    assert rows[full]["p99_ms"] is not None
+    got = read_hypnogram(out / full / "hypnogram.csv")
+    np.testing.assert_array_equal(got.stages, offline.stages)
+    for bed in (full, dropped):
+        assert json.loads((out / bed / "run.json").read_text())["state"] == "finished"
+    assert not (out / refusing / "run.json").exists()
+    text = capsys.readouterr().out
+    assert "refused" in text and "inference calls" in text
