@@ -36,9 +36,14 @@ spec order, ready for :class:`~edge_scorer.conditioning.Conditioner`.
   marks the output invalid; the engine marks the epoch, and calls it unscorable when too little
   signal is left). A stream that stops and comes back (same source id: liblsl recovers the
   inlet) resumes after a gap of the outage's length.
-* **Alignment.** ``t0`` is the first stamp of the highest-rate stream (or ``start_time``, an
-  LSL clock time). Other streams align to it by their stamps: earlier samples are dropped,
-  a later start is a gap.
+* **One epoch grid, whenever you join.** ``t0`` (epoch 0) is the recording's start when the
+  stream advertises it (``desc/edge_scorer/t0_lsl``, the LSL time of signal time 0, as
+  ``edge-scorer replay`` does), else ``start_time`` (an LSL clock time, ``--start-at``), else
+  the first stamp of the highest-rate stream. Joining an advertised recording late, the part
+  already missed is a gap (those epochs are unscorable) and epoch ``k`` is the recording's
+  epoch ``k``: indices, onsets, clock times and outlet stamps are the offline ones.
+  :attr:`LslSource.grid` says which origin was used. Other streams align to ``t0`` by their
+  stamps: earlier samples are dropped, a later start is a gap.
 """
 
 from __future__ import annotations
@@ -280,6 +285,9 @@ class LslSource:
         self.ring_s = float(ring_s)
         self.timeout_s = float(timeout_s)
         self.unit_overrides = dict(units or {})
+        #: Origin of the epoch grid: ``recording start`` (advertised by the stream),
+        #: ``start_time`` (given) or ``first sample``.
+        self.grid = "first sample"
         #: Factor bringing each row's samples to the row's unit (from the stream's units).
         self.row_scale = np.ones(spec.n_rows)
         self.amplitude: AmplitudeGuard | None = None
@@ -338,6 +346,16 @@ class LslSource:
             text = _desc_value(infos[0], "edge_scorer/speed")
             speed = float(text) if text else 1.0
         self.speed = speed
+        advertised = _desc_value(infos[0], "edge_scorer/t0_lsl")
+        if self.start_time is not None:
+            self.grid = "start_time"
+        elif advertised:
+            try:
+                t0_remote = float(advertised)
+                self.grid = "recording start"
+            except ValueError:
+                log.warning("stream %s advertises t0_lsl %r, not a number; epochs start at "
+                            "the first sample", infos[0].name(), advertised)
         duration = _desc_value(infos[0], "edge_scorer/duration_s")
         cap_s = float(duration) + 60.0 if duration else MAX_BUFFER_SIGNAL_S
         buflen = max(1, math.ceil(min(self.buffer_s * speed, cap_s)))
@@ -362,7 +380,10 @@ class LslSource:
             for grp in groups:
                 grp.inlet.open_stream(timeout=self.timeout_s)
                 # the first clock-offset estimate takes ~1 s: get it now, not on the first pull
-                grp.inlet.time_correction(timeout=self.timeout_s)
+                offset = grp.inlet.time_correction(timeout=self.timeout_s)
+                if grp is groups[0] and self.grid == "recording start":
+                    # the sender's t0 on this machine's clock, as the corrected stamps are
+                    self.start_time = t0_remote + offset
         except BaseException:
             for grp in groups:
                 grp.close()

@@ -42,7 +42,9 @@ class LiveScorer:
     out_dir : path-like, optional
         Where ``epochs.csv`` (per epoch) and the hypnogram/statistics files (at the end) go.
     outlet_name : str, optional
-        Publish the stages on an LSL stream of this name (``SleepStages`` type).
+        Publish the stages on an LSL stream of this name (``SleepStages`` type, every update,
+        keyed by epoch) and the final stages on ``<outlet_name>-final`` (one per epoch,
+        increasing stamps); see :class:`~edge_scorer.sinks.LslStageOutlet`.
     sinks : sequence, optional
         More sinks (e.g. :class:`~edge_scorer.sinks.Callback`).
     channel_overrides : mapping, optional
@@ -99,15 +101,17 @@ class LiveScorer:
         sinks: list = []
         run_info = {"edge_scorer_version": __version__, "source": "lsl",
                     "streams": src.stream_names, "channels": src.labels,
+                    "epoch_grid": src.grid,
                     "speed": src.speed, "model": str(getattr(self.model.intra, "path", ""))}
         if self.out_dir is not None:
             sinks += output_sinks(self.out_dir, run_info, self.formats)
         if self.outlet_name:
             fam = self.model.familiarity
-            sinks.append(LslStageOutlet(self.outlet_name,
-                                        f"edge-scorer:{src.stream_names[0]}:stages",
-                                        stamp=src.epoch_stamp,
-                                        familiarity_threshold=fam.threshold if fam else None))
+            for suffix, final in (("", False), ("-final", True)):  # keyed by epoch / finals
+                sinks.append(LslStageOutlet(
+                    self.outlet_name + suffix,
+                    f"edge-scorer:{src.stream_names[0]}:stages{suffix}", stamp=src.epoch_stamp,
+                    familiarity_threshold=fam.threshold if fam else None, final_only=final))
         return Engine(self.model, src.row_sfreq, sinks=sinks + self.extra_sinks,
                       **self.engine_kwargs)
 
@@ -202,13 +206,14 @@ class LiveScorer:
         log.debug("drained %d chunk(s) at the stop", n)
 
     def _wall_start(self):
-        """Wall-clock time of epoch 0: the file's start for a replay, else from the clock."""
+        """Wall-clock time of epoch 0: the recording's start when the epochs are on its grid
+        (a replay advertising it), else from the clock at real time (None at another speed)."""
         from datetime import datetime, timedelta
 
         import pylsl
 
         text = self.source.desc_value("edge_scorer/start_time")
-        if text:
+        if text and self.source.grid == "recording start":
             try:
                 return datetime.fromisoformat(text)
             except ValueError:

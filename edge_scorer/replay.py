@@ -26,10 +26,14 @@ Design choices
   sends all samples due by then. The loop wakes every ``chunk_ms / speed`` ms of wall time, but
   never more often than every :data:`MIN_PERIOD_S`, so at high speeds (e.g. 200x) a chunk holds
   more than ``chunk_ms`` of signal. Each sample is stamped ``t0 + t / speed`` with ``t0`` a
-  :func:`pylsl.local_clock` reading taken at the start: time stamps advance at the replay's pace
-  on the LSL clock, so a receiver's ``time_correction`` works as with a real device. The stream's
-  ``nominal_srate`` stays the native rate (the rate the signal must be processed at); at a speed
-  other than 1 the stamps are ``speed`` times denser than ``nominal_srate`` says.
+  :func:`pylsl.local_clock` reading taken when the outlets are created: time stamps advance at
+  the replay's pace on the LSL clock, so a receiver's ``time_correction`` works as with a real
+  device. That reading is advertised in the ``desc`` (``edge_scorer/t0_lsl``, the LSL time of
+  signal time 0): a receiver that joins late lays its epochs on the recording's grid
+  (:mod:`edge_scorer.inlet`), so epoch ``k`` is the file's epoch ``k`` whenever it joins.
+  The stream's ``nominal_srate`` stays the native rate (the rate the signal must be
+  processed at); at a speed other than 1 the stamps are ``speed`` times denser than
+  ``nominal_srate`` says.
 * **Buffers sized by speed.** liblsl sizes an outlet's buffer in seconds at the *nominal* rate
   (pylsl's default 360 s). At ``speed`` 60 that is 6 s of wall time: a receiver that stalls
   longer (or the replay catching up after a pause) would lose samples. Outlets therefore keep
@@ -177,9 +181,10 @@ class Replayer:
         Base source id (default ``edge-scorer:<file stem>:<spec name>:<8 hex digits>``, unique
         per Replayer; pass one to keep it across restarts).
     wait_for_consumers_s : float
-        Before starting the clock, wait up to this long until every signal outlet has a
-        receiver (0: start at once; the hypnogram marker stream is not waited for). Lets a
-        receiver started alongside see the first sample.
+        Before the first push, wait up to this long until every signal outlet has a receiver
+        (0: start at once; the hypnogram marker stream is not waited for). The clock runs from
+        the outlets' creation (the advertised ``t0_lsl``): what became due while waiting is
+        pushed at once when the receivers are there, so they get every sample from the first.
     all_channels : bool
         Also publish every other signal of the file (see the module notes).
 
@@ -230,6 +235,7 @@ class Replayer:
             self.markers = self._markers(hypnogram)
         self._outlets: list[Any] = []
         self._marker_outlet: Any = None
+        self._wall0 = self._lsl0 = 0.0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.n_pushed = [0] * len(self.groups)
@@ -281,6 +287,7 @@ class Replayer:
         es.append_child_value("start_time", rec.start_time.isoformat() if rec.start_time else "")
         es.append_child_value("speed", f"{self.speed:g}")
         es.append_child_value("duration_s", f"{self.duration_s:g}")
+        es.append_child_value("t0_lsl", f"{self._lsl0:.6f}")
 
     @property
     def buffer_s(self) -> int:
@@ -311,8 +318,12 @@ class Replayer:
     # ------------------------------------------------------------------ control
     def start(self) -> Replayer:
         """Create the outlets and start pushing from a background thread."""
+        import pylsl
+
         if self._thread is not None:
             raise RuntimeError("this Replayer was already started; create a new one")
+        # the replay's clock: signal time 0 is now (advertised in every stream's desc)
+        self._wall0, self._lsl0 = time.perf_counter(), pylsl.local_clock()
         self._open_outlets()
         self._thread = threading.Thread(target=self._run, name=f"replay-{self.name}",
                                         daemon=True)
@@ -366,17 +377,15 @@ class Replayer:
             log.error("replay stopped by %s: %s", type(exc).__name__, exc)
 
     def _replay(self) -> None:
-        import pylsl
-
         if self.wait_for_consumers_s > 0:
             self._wait_consumers()
         period_s = max(self.chunk_s / self.speed, MIN_PERIOD_S)
-        wall0, lsl0 = time.perf_counter(), pylsl.local_clock()
+        wall0, lsl0 = self._wall0, self._lsl0
         sent = [0] * len(self.groups)  # samples sent in the current pass
         sent_markers = 0
         offset_s = 0.0  # signal time at the start of the current pass
         epoch_s = self.spec.epoch_s
-        n_wake = 0
+        n_wake = math.ceil((time.perf_counter() - wall0) / period_s)  # after any wait
         while not self._stop.is_set():
             # Signal time due now, rounded down to whole chunks (chunk_ms of signal per push
             # at speed 1; several chunks per push when the wall period is clamped).

@@ -7,7 +7,9 @@ Every sink has ``write(updates, engine)`` (called with each batch of
   crash loses at most the epoch being scored; :func:`read_epoch_log` rebuilds the night from it
   (the last row of each epoch wins; a torn last line is ignored).
 * :class:`LslStageOutlet` publishes each update as one sample of a numeric LSL stream
-  (``STAGE_CHANNELS``), stamped with the epoch's start on the source's clock when known.
+  (``STAGE_CHANNELS``), keyed by epoch and stamped with the epoch's start on the source's clock
+  when known; a final-only variant sends one label per epoch with increasing stamps; a
+  subscriber that joins late gets the epochs so far first.
 * :class:`NightFiles` writes the hypnogram (by default CSV with probabilities and the
   unfamiliar-signal columns, and EDF+ annotations; also BIDS ``events.tsv`` and NSRR XML:
   :data:`HYPNOGRAM_FILES`) and the sleep statistics (JSON and text, with the fraction of
@@ -57,6 +59,8 @@ STAGE_CHANNELS = ("epoch", "stage", *(f"p_{c}" for c in CLASS_NAMES), "status", 
                   "invalid_fraction", "gap_filled", "unscorable", "familiarity", "unfamiliar")
 #: Numeric code of each status in the stage outlet.
 STATUS_CODES = {PROVISIONAL: 0, REVISED: 1, FINAL: 2}
+#: Seconds a stage outlet with subscribers stays up after the last push (they receive it).
+OUTLET_LINGER_S = 0.5
 #: The night's hypnogram file of each format (``--format``).
 HYPNOGRAM_FILES = {"csv": "hypnogram.csv", "edf": "hypnogram.edf",
                    "bids": "hypnogram_events.tsv", "nsrr": "hypnogram.xml"}
@@ -249,12 +253,25 @@ def read_epoch_log(path: str | Path, epoch_s: float = 30.0) -> tuple[Hypnogram, 
 
 
 class LslStageOutlet:
-    """Publish every update on a numeric LSL stream (irregular rate, float32).
+    """Publish stages on a numeric LSL stream (irregular rate, float32), keyed by epoch.
+
+    Every sample carries its epoch's index (channel ``epoch``) and is stamped with the epoch's
+    start on the source's LSL clock (``stamp``), so consumers key by epoch: an epoch gets a
+    provisional sample, revised ones and a final one, all with its start as time stamp, so the
+    stamps of the full outlet are not monotonic (a revision of epoch 3 follows the provisional
+    label of epoch 12); the latest sample of an epoch wins. With ``final_only`` (the
+    ``NAME-final`` outlet) an epoch is sent once, when its stage is final, in epoch order: the
+    stamps increase, one label per epoch, for consumers that want exactly that.
+
+    **Late subscribers catch up.** LSL hands a new inlet only what is pushed after it connects.
+    The outlet keeps the latest sample of every epoch and, when it gains a subscriber after
+    having none (polled every ``catch_up_s``, and before every push), sends that history first,
+    in epoch order; then the updates follow.
 
     Parameters
     ----------
     name : str
-        Stream name (e.g. ``NAME-stages``).
+        Stream name (e.g. ``NAME-stages``; ``NAME-stages-final`` for the final-only outlet).
     source_id : str
         Stable source id.
     stamp : callable, optional
@@ -263,11 +280,16 @@ class LslStageOutlet:
     familiarity_threshold : float, optional
         The model's unfamiliar-signal threshold, written into the stream description (absent:
         the model carries no statistics, the ``familiarity`` channel is NaN).
+    final_only : bool
+        One sample per epoch, when final (see above).
+    catch_up_s : float
+        How often a new subscriber is looked for (0: only before pushes).
     """
 
     def __init__(self, name: str, source_id: str,
                  stamp: Callable[[int], float | None] | None = None,
-                 familiarity_threshold: float | None = None) -> None:
+                 familiarity_threshold: float | None = None, *, final_only: bool = False,
+                 catch_up_s: float = 0.2) -> None:
         import pylsl
 
         info = pylsl.StreamInfo(name, "SleepStages", len(STAGE_CHANNELS), pylsl.IRREGULAR_RATE,
@@ -283,26 +305,79 @@ class LslStageOutlet:
         es.append_child_value("status_codes", "provisional=0 revised=1 final=2")
         es.append_child_value("unfamiliar_codes", "0=familiar or flag off, 1=far from the "
                               "training data (review; not a diagnosis)")
+        es.append_child_value("keyed_by", "epoch (channel 'epoch'); stamp = the epoch's start")
+        es.append_child_value("updates", "final only: one sample per epoch, increasing stamps"
+                              if final_only else "provisional, revised and final samples per "
+                              "epoch (stamps not monotonic); the latest sample of an epoch wins")
+        es.append_child_value("history", "sent to a subscriber that connects when there is "
+                              "none, in epoch order")
         if familiarity_threshold is not None:
             es.append_child_value("familiarity_threshold", f"{familiarity_threshold:.6g}")
         self.name = name
+        self.final_only = bool(final_only)
         self.outlet = pylsl.StreamOutlet(info)
         self.stamp = stamp
         self.n_pushed = 0
+        self.n_caught_up = 0
+        self._history: dict[int, tuple[list[float], float]] = {}
+        self._had_consumers = False
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._poller: threading.Thread | None = None
+        if catch_up_s > 0:
+            self._poller = threading.Thread(target=self._poll, args=(float(catch_up_s),),
+                                            name=f"edge-scorer-outlet-{name}", daemon=True)
+            self._poller.start()
+
+    def _catch_up(self) -> None:
+        """(Lock held.) A first subscriber after none: send the history, in epoch order."""
+        has = self.outlet.have_consumers()
+        if has and not self._had_consumers and self._history:
+            for i in sorted(self._history):
+                sample, ts = self._history[i]
+                self.outlet.push_sample(sample, ts)
+            self.n_caught_up += 1
+            log.info("%s: a subscriber joined; sent the %d epoch(s) so far", self.name,
+                     len(self._history))
+        self._had_consumers = has
+
+    def _poll(self, period_s: float) -> None:
+        while not self._closed.wait(period_s):
+            with self._lock:
+                if self.outlet is None:
+                    return
+                self._catch_up()
 
     def write(self, updates: list[EpochUpdate], engine: Any = None) -> None:
         import pylsl
 
-        for u in updates:
-            ts = self.stamp(u.index) if self.stamp is not None else None
-            sample = [u.index, u.stage, *u.proba.tolist(), STATUS_CODES[u.status],
-                      u.n_windows, u.invalid_fraction, float(u.gap_filled),
-                      float(u.unscorable), float(u.familiarity), float(u.unfamiliar)]
-            self.outlet.push_sample(sample, ts if ts is not None else pylsl.local_clock())
-            self.n_pushed += 1
+        with self._lock:
+            if self.outlet is None:
+                return
+            self._catch_up()
+            for u in updates:
+                if self.final_only and u.status != FINAL:
+                    continue
+                ts = self.stamp(u.index) if self.stamp is not None else None
+                ts = ts if ts is not None else pylsl.local_clock()
+                sample = [u.index, u.stage, *u.proba.tolist(), STATUS_CODES[u.status],
+                          u.n_windows, u.invalid_fraction, float(u.gap_filled),
+                          float(u.unscorable), float(u.familiarity), float(u.unfamiliar)]
+                self._history[u.index] = (sample, ts)
+                self.outlet.push_sample(sample, ts)
+                self.n_pushed += 1
 
     def close(self, engine: Any = None) -> None:
-        self.outlet = None
+        """Stop; an outlet with subscribers stays up :data:`OUTLET_LINGER_S` first, so that
+        the last (final) samples reach them."""
+        self._closed.set()
+        with self._lock:
+            outlet, self.outlet = self.outlet, None
+        if self._poller is not None and self._poller is not threading.current_thread():
+            self._poller.join(1.0)
+        if outlet is not None and outlet.have_consumers():
+            time.sleep(OUTLET_LINGER_S)
+        del outlet
 
 
 class NightFiles:

@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="restart at the end of the file")
     parser.add_argument("--wait", type=non_negative("must be zero or a positive number of "
                                                     "seconds"), default=0.0, metavar="S",
-                        help="wait up to S seconds for a receiver before starting the clock "
-                             "(default 0: start at once)")
+                        help="hold the first sample up to S seconds until every stream has a "
+                             "receiver; the clock runs from the start, what became due is sent "
+                             "at once (default 0: push at once)")
     parser.add_argument("--source-id", help="base LSL source id (default: unique per run; give "
                                             "the same one to a restarted replay so receivers "
                                             "reconnect)")

@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", type=Path, default=Path("edge-scorer-stream"),
                         help="output folder (default ./edge-scorer-stream)")
     parser.add_argument("--outlet", metavar="NAME",
-                        help="name of the stage outlet (default: <stream>-stages; 'none' for no "
-                             "outlet)")
+                        help="name of the stage outlet, every update keyed by epoch (default: "
+                             "<stream>-stages); NAME-final carries the final stages, one per "
+                             "epoch; 'none' for no outlets")
     parser.add_argument("--until-idle", type=positive("must be a positive number of seconds"),
                         metavar="S",
                         help="end after S seconds without samples (default: run until Ctrl-C)")
