@@ -67,3 +67,29 @@ def models(tmp_path_factory):
     for name in ("intra.onnx", "inter.onnx"):
         shutil.copy(default_model_dir() / name, folder / name)
     return folder
+
+
+def uncalibrated_models(dest: Path) -> Path:
+    """Copies of the shipped models (ONNX + weights) without the calibration metadata
+    (``temperature``, ``familiarity``): temperature 1 and the unfamiliar-signal flag off, as a
+    model exported before calibration existed."""
+    import shutil
+
+    import onnx
+
+    from edge_scorer.backends import META_PREFIX
+    from edge_scorer.scorer import default_model_dir
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    drop = {f"{META_PREFIX}temperature", f"{META_PREFIX}familiarity"}
+    for name in ("intra", "inter"):
+        m = onnx.load(str(default_model_dir() / f"{name}.onnx"))
+        keep = [(p.key, p.value) for p in m.metadata_props if p.key not in drop]
+        del m.metadata_props[:]
+        for k, v in keep:
+            entry = m.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(m, str(dest / f"{name}.onnx"))
+        shutil.copy(default_model_dir() / f"{name}.pt", dest / f"{name}.pt")
+    return dest

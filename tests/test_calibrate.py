@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import uuid
 
 import numpy as np
@@ -16,8 +15,10 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("scipy")
 
+from conftest import uncalibrated_models  # noqa: E402
+
 from edge_scorer.hypnogram import Hypnogram  # noqa: E402
-from edge_scorer.scorer import ScoringModel, default_model_dir  # noqa: E402
+from edge_scorer.scorer import ScoringModel  # noqa: E402
 from edge_scorer.simulate import simulate_night, write_night  # noqa: E402
 from export import read_metadata  # noqa: E402
 from training.calibrate import main as calibrate_main  # noqa: E402
@@ -32,7 +33,8 @@ QUANTILE = 0.5  # half of the validation epochs above the threshold: the flag su
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     """Three simulated nights (subjects 001 train, 002 validation, 003 test) in an epoch cache,
-    the shipped models copied with their weights, calibrated by the command line."""
+    the shipped models copied with their weights but without their calibration, calibrated by
+    the command line."""
     root = tmp_path_factory.mktemp("calibrate")
     for subject in (1, 2, 3):
         night = simulate_night(Hypnogram(np.array(STAGES, np.int8)), seed=subject,
@@ -41,10 +43,7 @@ def calibrated(tmp_path_factory):
     save_split({"train": ["001"], "val": ["002"], "test": ["003"]}, root / "split.json")
     build_cache(nights_from_folder(root / "nights"), "sleep-edf", root / "cache",
                 trim_wake_min=None)
-    models = root / "models"
-    models.mkdir()
-    for name in ("intra.onnx", "inter.onnx", "intra.pt", "inter.pt"):
-        shutil.copy(default_model_dir() / name, models / name)
+    models = uncalibrated_models(root / "models")
     before = {k: read_metadata(models / k) for k in ("intra.onnx", "inter.onnx")}
     assert calibrate_main([str(models), "--cache", str(root / "cache"), "--split",
                            str(root / "split.json"), "--quantile", str(QUANTILE)]) == 0
@@ -151,7 +150,9 @@ def test_a_model_without_statistics_scores_with_the_flag_off(model, calibrated, 
     from edge_scorer.sinks import read_epoch_log
 
     out = tmp_path / "plain"
-    assert main(["score", str(calibrated["psg"]), "-o", str(out), "--no-progress"]) == 0
+    plain = uncalibrated_models(tmp_path / "uncalibrated")
+    assert main(["score", str(calibrated["psg"]), "-o", str(out), "--no-progress",
+                 "--intra", str(plain / "intra.onnx"), "--inter", str(plain / "inter.onnx")]) == 0
     printed = capsys.readouterr().out
     assert "unfamiliar-signal flag: off" in printed and "warning" not in printed
     with open(out / "epochs.csv", newline="") as fh:

@@ -176,7 +176,16 @@ def _scratch(tmp_path, names=("intra.onnx", "inter.onnx")):
     return tmp_path
 
 
-def test_shipped_model_has_the_flag_off(model):
+def test_shipped_model_is_calibrated(model):
+    assert model.familiarity is not None and model.familiarity.dim == 128
+    assert 0.05 < model.temperature < 20 and model.temperature != 1.0
+
+
+def test_a_model_without_statistics_has_the_flag_off(tmp_path):
+    from conftest import uncalibrated_models
+
+    folder = uncalibrated_models(tmp_path)
+    model = ScoringModel.load(folder / "intra.onnx", folder / "inter.onnx")
     assert model.familiarity is None and model.temperature == 1.0
     dist, flags = model.familiarity_of(np.zeros((3, 128), np.float32))
     assert np.isnan(dist).all() and not flags.any()
@@ -196,17 +205,18 @@ def test_stamped_temperature_scales_every_softmax(tmp_path, fitted):
     update_metadata(folder / "intra.onnx", {"temperature": "0.5"})
     after = read_metadata(folder / "inter.onnx")
     assert after == {**before, "temperature": "2"}  # every other key kept
-    raw = ScoringModel.load()
+    raw = ScoringModel.load()  # the shipped (calibrated) model: raw=True gives its own logits
     cal = ScoringModel.load(folder / "intra.onnx", folder / "inter.onnx")
     intra_only = ScoringModel.load(folder / "intra.onnx")
     assert (cal.intra_temperature, cal.inter_temperature, cal.temperature) == (0.5, 2.0, 2.0)
     assert intra_only.temperature == 0.5
     images = np.random.default_rng(10).integers(0, 256, (12, 224, 224), dtype=np.uint8)
-    logits, feats = raw.epoch_outputs(images)
+    logits, feats = raw.epoch_outputs(images, raw=True)
     cal_logits, _ = cal.epoch_outputs(images)
     np.testing.assert_allclose(cal_logits, logits / 0.5, rtol=1e-5)
     np.testing.assert_allclose(cal.epoch_outputs(images, raw=True)[0], logits, rtol=1e-6)
-    ref = sliding_window_proba(lambda w: raw.inter_logits(w) / 2.0, feats, L=raw.window)
+    ref = sliding_window_proba(lambda w: raw.inter_logits(w, raw=True) / 2.0, feats,
+                               L=raw.window)
     np.testing.assert_allclose(cal.score_images(images), ref, atol=1e-6)
     np.testing.assert_allclose(intra_only.score_images(images), softmax(logits / 0.5),
                                atol=1e-6)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_scorer import metrics
-from edge_scorer.bench.realism_features import compare, epoch_features, eog_deflections
+from edge_scorer.bench.realism_features import compare, eog_deflections, epoch_features
 from edge_scorer.simulate import (
     draw_profile,
     night_variation,

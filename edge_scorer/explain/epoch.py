@@ -101,7 +101,7 @@ class InterExplanation:
 
 
 def explain_window_night(inter, features: np.ndarray, index: int, target: int | None = None,
-                         method: str = "chefer") -> InterExplanation:
+                         method: str = "chefer", temperature: float = 1.0) -> InterExplanation:
     """Inter-epoch relevance for epoch ``index`` of a night, over all windows covering it.
 
     Parameters
@@ -115,6 +115,9 @@ def explain_window_night(inter, features: np.ndarray, index: int, target: int | 
         Explained class; default: the final stage of ``index``.
     method : str
         One of :data:`~.relevance.METHODS`.
+    temperature : float
+        The model's softmax temperature (``TorchModels.temperature``), so the probabilities
+        equal the engine's final ones.
     """
     (method,) = check_methods(method)
     n = len(features)
@@ -123,7 +126,8 @@ def explain_window_night(inter, features: np.ndarray, index: int, target: int | 
     wins = _windows(features, starts, length)
     with torch.no_grad():
         logits = inter(torch.from_numpy(wins)).numpy()
-    proba = softmax(logits[np.arange(len(starts)), pos].astype(np.float64)).mean(0)
+    proba = softmax(logits[np.arange(len(starts)), pos].astype(np.float64)
+                    / temperature).mean(0)
     tgt = int(proba.argmax()) if target is None else int(target)
     res = inter_relevance(inter, wins, pos, target=tgt, methods=method)
     lo, hi = int(starts[0]), min(n, int(starts[-1]) + length)
@@ -265,11 +269,12 @@ def explain_epoch(models: TorchModels, image: np.ndarray, spec: RenderSpec, *,
     t0 = time.perf_counter()
     inter = stage = None
     if features is not None and models.inter is not None:
-        inter = explain_window_night(models.inter, features, int(index), target, method)
+        inter = explain_window_night(models.inter, features, int(index), target, method,
+                                     temperature=getattr(models, "temperature", 1.0))
         stage = int(inter.probabilities.argmax())
     tgt = target if target is not None else stage
     res = intra_relevance(models.intra, image[None], target=tgt, methods=method)
-    proba = softmax(res.logits[0].astype(np.float64))
+    proba = softmax(res.logits[0].astype(np.float64) / getattr(models, "intra_temperature", 1.0))
     grid = res.maps[method][0]
     agg = aggregate(grid, spec, bin_s)
     return EpochExplanation(

@@ -220,12 +220,17 @@ class TorchModels:
     inter : training.models.InterEpochTransformer or None
     spec_name, spec_hash : str or None
         Render spec the models were trained on (from their metadata).
+    temperature, intra_temperature : float
+        Softmax temperatures of the inter and intra models stamped into the ONNX metadata by
+        calibration (1.0 for checkpoints), applied as the engine applies them.
     """
 
     intra: object
     inter: object | None
     spec_name: str | None
     spec_hash: str | None
+    temperature: float = 1.0
+    intra_temperature: float = 1.0
 
     @classmethod
     def load(cls, intra: str | Path | None = None, inter: str | Path | None = None
@@ -240,12 +245,14 @@ class TorchModels:
             intra = folder / "intra.onnx"
             inter = folder / "inter.onnx" if inter is None else inter
         intra_m, spec = _load_one(Path(intra))
-        inter_m = _load_one(Path(inter))[0] if inter is not None else None
+        inter_m, inter_spec = _load_one(Path(inter)) if inter is not None else (None, {})
         if getattr(intra_m, "arch", None) != "vit":
             raise ValueError(f"{intra} is not an intra (ViT) model")
         if inter_m is not None and getattr(inter_m, "arch", None) != "inter":
             raise ValueError(f"{inter} is not an inter-epoch model")
-        return cls(intra_m, inter_m, spec.get("name"), spec.get("hash"))
+        return cls(intra_m, inter_m, spec.get("name"), spec.get("hash"),
+                   temperature=float(inter_spec.get("temperature", 1.0)),
+                   intra_temperature=float(spec.get("temperature", 1.0)))
 
     def check_spec(self, spec) -> None:
         """Raise ``ValueError`` when the images are rendered with another spec."""
@@ -264,8 +271,11 @@ def _load_one(path: Path) -> tuple[object, dict]:
 
         model, _ = load_beside_onnx(path)
         # the ONNX metadata is what the engine checks (a re-stamped model keeps old .pt meta)
+        from edge_scorer.familiarity import read_temperature
+
         meta = OrtBackend(path).metadata
-        spec = {"name": meta.get("render_spec"), "hash": meta.get("render_spec_hash")}
+        spec = {"name": meta.get("render_spec"), "hash": meta.get("render_spec_hash"),
+                "temperature": read_temperature(meta)}
     else:
         model, ckpt = load_checkpoint(path)
         spec = dict((ckpt.get("meta") or {}).get("spec") or {})
