@@ -121,3 +121,40 @@ def test_stream_scores_many_beds_one_refuses_one_drops_out(model, sim_night, tmp
     assert not (out / refusing / "run.json").exists()
     text = capsys.readouterr().out
     assert "refused" in text and "inference calls" in text
+
+
+def test_all_discovers_beds_and_picks_up_a_late_one(model, tmp_path):
+    import pylsl
+
+    from edge_scorer.beds import BedSet, discover_beds
+
+    tag = uuid.uuid4().hex[:8]
+    stype = f"PSGTEST{tag}"
+
+    def outlet(name: str, source_id: str):
+        info = pylsl.StreamInfo(name, stype, 2, 100.0, pylsl.cf_float32, source_id)
+        chans = info.desc().append_child("channels")
+        for lb in ("Fp1", "Fp2"):
+            chans.append_child("channel").append_child_value("label", lb)
+        return pylsl.StreamOutlet(info)
+
+    keep = [outlet(f"a-{tag}", f"a-{tag}"), outlet(f"a-{tag}-1Hz", f"a-{tag}-1"),
+            outlet(f"twin-{tag}", "t1"), outlet(f"twin-{tag}", "t2")]
+    found = sorted(discover_beds(stype), key=lambda b: b.label)
+    assert [(b.name, b.source_id) for b in found] == [
+        (f"a-{tag}", None), (None, "t1"), (None, "t2")]  # the 1-Hz companion is bed a's
+    beds = BedSet(model, [], tmp_path, outlets=False, discover=f"NONE{tag}", discover_s=0.3,
+                  live_kwargs={"idle_timeout_s": 1.0})
+    beds.start()
+    assert beds.beds == {} and beds.poll()  # with discovery on it keeps going
+    beds.discover = stype.lower()  # types match ignoring case
+    deadline = time.perf_counter() + 30
+    while len(beds.beds) < 3 and time.perf_counter() < deadline:
+        beds.poll()
+        time.sleep(0.2)
+    beds.stop()
+    rows = {r["bed"]: r for r in beds.summary()}
+    assert rows[f"a-{tag}"]["status"] == "refused"  # its channels cannot be mapped
+    assert "Fp1" in rows[f"a-{tag}"]["error"], rows[f"a-{tag}"]["error"]
+    assert len(rows) == 3 and all(r["status"] == "refused" for r in rows.values())
+    del keep
