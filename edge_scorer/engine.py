@@ -248,8 +248,8 @@ class Engine:
                 except Exception as exc:
                     log.error("closing %s failed: %s", type(sink).__name__, exc)
                     errors.append(exc)
-        if errors:
-            raise errors[0]
+        if errors:  # the first sink error of the run (e.g. epochs.csv on a full disk) wins
+            raise self.sink_error if self.sink_error is not None else errors[0]
 
     def __enter__(self) -> Engine:
         return self
