@@ -299,10 +299,13 @@ def run_cohort(jobs: Sequence[NightJob], choice: ModelChoice, *, workers: int = 
         for i in todo:
             take(i, score_night(jobs[i], choice))
     else:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         threaded = ModelChoice(**{**asdict(choice), "threads": choice.threads or 1})
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+        # spawned, not forked: a parent holding ONNX Runtime or LSL threads must not be copied
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
             futures = {pool.submit(score_night, jobs[i], threaded): i for i in todo}
             for fut in as_completed(futures):
                 i = futures[fut]
