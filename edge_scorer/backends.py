@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,6 +57,8 @@ INSTALL_HINTS = {
 }
 INSTALL_HINTS["torch-cuda"] = INSTALL_HINTS["torch"]
 META_PREFIX = "edge_scorer."
+#: ONNX opset used for every exported model.
+OPSET = 17
 
 
 class BackendUnavailable(ValueError):
@@ -87,6 +91,32 @@ def file_hash(path: str | Path, n_hex: int = 16) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:n_hex]
+
+
+def model_metadata(
+    *, kind: str, spec: Any, model_cfg: Mapping[str, Any], window: int | None = None,
+    provenance: str = "", extra: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """The ``edge_scorer.*`` metadata written into an exported model (all values strings)."""
+    from . import __version__
+    from .stages import CLASS_NAMES
+
+    meta = {
+        "kind": kind,
+        "render_spec": spec.name,
+        "render_spec_hash": spec.hash,
+        "montage": json.dumps(list(spec.row_names)),
+        "class_names": json.dumps(list(CLASS_NAMES)),
+        "preset": str(model_cfg.get("preset", model_cfg.get("arch", ""))),
+        "model_cfg": json.dumps(dict(model_cfg), sort_keys=True),
+        "window_length": str(window or ""),
+        "training_data": provenance,
+        "edge_scorer_version": __version__,
+        "opset": str(OPSET),
+    }
+    for k, v in (extra or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    return {META_PREFIX + k: v for k, v in meta.items()}
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:

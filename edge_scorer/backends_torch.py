@@ -42,8 +42,7 @@ def _torch():
 def checkpoint_metadata(ckpt: dict[str, Any]) -> dict[str, str]:
     """The ONNX-style metadata of a training checkpoint (what the exporter would embed, with the
     render-spec hash the checkpoint was trained on)."""
-    from export.onnx_export import model_metadata
-
+    from .backends import model_metadata
     from .spec import load_spec
 
     cfg, meta = ckpt["cfg"], ckpt.get("meta") or {}
@@ -98,7 +97,7 @@ class TorchBackend:
                                      f"(torch {torch.__version__}); {INSTALL_HINTS['torch-cuda']}")
         if (half or cuda_graphs) and not cuda:
             raise ValueError("fp16 and CUDA graphs need the torch-cuda backend")
-        from training.checkpoint import load_beside_onnx, load_checkpoint
+        from .nets.weights import load_beside_onnx, load_checkpoint
 
         if self.path.suffix == ".onnx":
             model, _ = load_beside_onnx(self.path, map_location=self.device)

@@ -12,7 +12,6 @@ Built as small steps: torch module -> ONNX file -> metadata -> check -> parity r
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,12 +20,14 @@ from typing import Any
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.backends import META_PREFIX  # the one metadata key prefix
+from edge_scorer.backends import (  # the one metadata contract lives in the core
+    META_PREFIX,
+    OPSET,
+    model_metadata,
+)
 
 log = get_logger("export.onnx")
 
-#: ONNX opset used for every exported model.
-OPSET = 17
 
 
 def _torch():
@@ -37,31 +38,6 @@ def _torch():
             "exporting models needs PyTorch: pip install -e '.[train]' (torch==2.13.0)"
         ) from None
     return torch
-
-
-def model_metadata(
-    *, kind: str, spec: Any, model_cfg: Mapping[str, Any], window: int | None = None,
-    provenance: str = "", extra: Mapping[str, Any] | None = None,
-) -> dict[str, str]:
-    """The ``edge_scorer.*`` metadata written into an exported model (all values strings)."""
-    from edge_scorer import CLASS_NAMES, __version__
-
-    meta = {
-        "kind": kind,
-        "render_spec": spec.name,
-        "render_spec_hash": spec.hash,
-        "montage": json.dumps(list(spec.row_names)),
-        "class_names": json.dumps(list(CLASS_NAMES)),
-        "preset": str(model_cfg.get("preset", model_cfg.get("arch", ""))),
-        "model_cfg": json.dumps(dict(model_cfg), sort_keys=True),
-        "window_length": str(window or ""),
-        "training_data": provenance,
-        "edge_scorer_version": __version__,
-        "opset": str(OPSET),
-    }
-    for k, v in (extra or {}).items():
-        meta[k] = v if isinstance(v, str) else json.dumps(v)
-    return {META_PREFIX + k: v for k, v in meta.items()}
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

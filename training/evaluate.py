@@ -7,7 +7,7 @@ Methods (each gives per-epoch class probabilities; the stage is their argmax):
 ``intra+inter``
     SleepXViT: the inter transformer on the ViT's epoch features, windows of ``L = 10`` with
     stride 1, the softmax of every window covering an epoch summed
-    (:func:`training.models.inter.sliding_window_proba`).
+    (:func:`edge_scorer.nets.inter.sliding_window_proba`).
 ``stqs``
     STQS on the cache's conditioned signals, sequences of ``S = 8`` epochs with a label per
     epoch. ``stqs_mode="sliding"`` (default) scores every window of 8 with stride 1 and sums

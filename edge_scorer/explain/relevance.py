@@ -264,7 +264,7 @@ class TorchModels:
 
 
 def _load_one(path: Path) -> tuple[object, dict]:
-    from training.checkpoint import load_beside_onnx, load_checkpoint
+    from ..nets.weights import load_beside_onnx, load_checkpoint
 
     if path.suffix == ".onnx":
         from edge_scorer.backends import OrtBackend

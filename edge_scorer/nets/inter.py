@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_scorer.stages import N_CLASSES
-from edge_scorer.windows import sliding_window_proba as _sliding_window_proba
-from training.models.vit import Block, config_dict, init_transformer_weights, replace_config
+from ..stages import N_CLASSES
+from ..windows import sliding_window_proba as _sliding_window_proba
+from .vit import Block, config_dict, init_transformer_weights, replace_config
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edge_scorer.spec import RenderSpec, load_spec
-from edge_scorer.stages import N_CLASSES
-from training.models.vit import config_dict, replace_config
+from ..spec import RenderSpec, load_spec
+from ..stages import N_CLASSES
+from .vit import config_dict, replace_config
 
 #: Channel types grouped into one modality, in output order.
 MODALITY_TYPES: dict[str, tuple[str, ...]] = {

@@ -29,9 +29,9 @@ from dataclasses import fields
 
 from torch import nn
 
-from training.models.inter import InterConfig, InterEpochTransformer
-from training.models.stqs import STQS, STQSConfig
-from training.models.vit import VisionTransformer, ViTConfig
+from .inter import InterConfig, InterEpochTransformer
+from .stqs import STQS, STQSConfig
+from .vit import VisionTransformer, ViTConfig
 
 ARCHS: dict[str, tuple[type[nn.Module], type]] = {
     "vit": (VisionTransformer, ViTConfig),

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from edge_scorer.stages import N_CLASSES
+from ..stages import N_CLASSES
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
@@ -252,7 +252,7 @@ class VisionTransformer(nn.Module):
     Attributes
     ----------
     cfg : dict
-        ``{"arch": "vit", **config fields}``; :func:`training.models.model_from_cfg` rebuilds
+        ``{"arch": "vit", **config fields}``; :func:`edge_scorer.nets.model_from_cfg` rebuilds
         the model from it.
     num_features : int
         Dimension of :meth:`forward_features` output.
