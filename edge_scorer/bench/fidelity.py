@@ -193,7 +193,8 @@ def timings(nights, picks, models, scoring, n: int) -> dict[str, float]:
             lambda j, m=m: intra_relevance(models.intra, img[j][None], methods=m), n)
         out[f"inter {m} (all windows of an epoch)"] = _median_time(
             lambda j, m=m: explain_window_night(models.inter, nights[sel[j][0]].features,
-                                                sel[j][1], method=m), n)
+                                                sel[j][1], method=m,
+                                                temperature=models.temperature), n)
     out["explain_epoch chefer (intra + inter + aggregates)"] = _median_time(
         lambda j: explain_epoch(models, img[j], nights[0].spec, method="chefer",
                                 features=nights[sel[j][0]].features, index=sel[j][1]), n)

@@ -189,23 +189,17 @@ def run_realism(
     return out
 
 
-def _conditioned_epochs(psg: str | Path) -> np.ndarray:
-    """Epochs of a PSG file through the one conditioning chain (sleep-edf spec)."""
+def _file_features(psg: str | Path) -> dict[str, np.ndarray]:
+    """Features of every epoch of a PSG file, through the one conditioning chain (sleep-edf)."""
     from ..conditioning import epochs_from_signal
     from ..pipeline import condition_recording
     from ..psg import read_psg
     from ..spec import load_spec
+    from .realism_features import epoch_features
 
     spec = load_spec("sleep-edf")
     conditioned, _ = condition_recording(read_psg(psg, spec), spec)
-    return epochs_from_signal(conditioned, spec)
-
-
-def _file_features(psg: str | Path) -> dict[str, np.ndarray]:
-    from ..spec import load_spec
-    from .realism_features import epoch_features
-
-    return epoch_features(_conditioned_epochs(psg), load_spec("sleep-edf"))
+    return epoch_features(epochs_from_signal(conditioned, spec), spec)
 
 
 def _wake_features(night: Any) -> dict[str, np.ndarray]:

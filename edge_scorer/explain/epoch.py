@@ -270,11 +270,11 @@ def explain_epoch(models: TorchModels, image: np.ndarray, spec: RenderSpec, *,
     inter = stage = None
     if features is not None and models.inter is not None:
         inter = explain_window_night(models.inter, features, int(index), target, method,
-                                     temperature=getattr(models, "temperature", 1.0))
+                                     temperature=models.temperature)
         stage = int(inter.probabilities.argmax())
     tgt = target if target is not None else stage
     res = intra_relevance(models.intra, image[None], target=tgt, methods=method)
-    proba = softmax(res.logits[0].astype(np.float64) / getattr(models, "intra_temperature", 1.0))
+    proba = softmax(res.logits[0].astype(np.float64) / models.intra_temperature)
     grid = res.maps[method][0]
     agg = aggregate(grid, spec, bin_s)
     return EpochExplanation(
