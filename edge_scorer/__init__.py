@@ -5,27 +5,51 @@ Public API (explicit re-exports; heavy optional parts are imported lazily where 
 
 from __future__ import annotations
 
-from .hypnogram import Hypnogram
-from .spec import RenderSpec, RowSpec, SpecError, available_specs, load_spec
-from .stages import CLASS_NAMES, N_CLASSES, Stage, parse_stage, stages_to_labels
+from edge_scorer.dsp.spec import RenderSpec, RowSpec, SpecError, available_specs, load_spec
+from edge_scorer.stages import CLASS_NAMES, N_CLASSES, Stage, parse_stage, stages_to_labels
+from edge_scorer.stats.hypnogram import Hypnogram
 
 # Re-exported lazily (explicit name -> module map) so that `import edge_scorer` and light CLI
 # commands do not pay for scipy.signal, MNE or ONNX Runtime.
 _LAZY = {
-    "Conditioner": "conditioning", "Epocher": "conditioning", "condition": "conditioning",
-    "epochs_from_signal": "conditioning", "read_hypnogram": "hypnogram_io",
-    "write_hypnogram": "hypnogram_io", "Agreement": "metrics", "agreement": "metrics",
-    "ChannelMapError": "montage", "map_channels": "montage",
-    "parse_channel_overrides": "montage", "RenderedNight": "pipeline",
-    "render_night": "pipeline", "PsgReadError": "psg", "PsgRecording": "psg",
-    "read_psg": "psg", "contact_sheet": "render", "render_epoch": "render",
-    "render_epochs": "render", "ModelSpecMismatch": "scorer", "ScoringModel": "scorer",
-    "SleepStatistics": "sleepstats", "sleep_statistics": "sleepstats",
-    "Engine": "engine", "EpochUpdate": "rolling", "RollingScorer": "rolling",
-    "LslSource": "inlet", "find_streams": "inlet", "resolve_stream": "inlet",
-    "AmbiguousStream": "inlet", "StreamNotFound": "inlet", "LiveScorer": "live",
-    "score_file": "offline", "Replayer": "replay", "CsvLog": "sinks",
-    "read_epoch_log": "sinks", "LslStageOutlet": "sinks", "Familiarity": "familiarity",
+    "Conditioner": "dsp.conditioning",
+    "Epocher": "dsp.conditioning",
+    "condition": "dsp.conditioning",
+    "epochs_from_signal": "dsp.conditioning",
+    "read_hypnogram": "io.hypnogram_io",
+    "write_hypnogram": "io.hypnogram_io",
+    "Agreement": "stats.metrics",
+    "agreement": "stats.metrics",
+    "ChannelMapError": "dsp.montage",
+    "map_channels": "dsp.montage",
+    "parse_channel_overrides": "dsp.montage",
+    "RenderedNight": "dsp.pipeline",
+    "render_night": "dsp.pipeline",
+    "PsgReadError": "io.psg",
+    "PsgRecording": "io.psg",
+    "read_psg": "io.psg",
+    "contact_sheet": "dsp.render",
+    "render_epoch": "dsp.render",
+    "render_epochs": "dsp.render",
+    "ModelSpecMismatch": "inference.scorer",
+    "ScoringModel": "inference.scorer",
+    "SleepStatistics": "stats.sleepstats",
+    "sleep_statistics": "stats.sleepstats",
+    "Engine": "engine.engine",
+    "EpochUpdate": "engine.rolling",
+    "RollingScorer": "engine.rolling",
+    "LslSource": "stream.inlet",
+    "find_streams": "stream.inlet",
+    "resolve_stream": "stream.inlet",
+    "AmbiguousStream": "stream.inlet",
+    "StreamNotFound": "stream.inlet",
+    "LiveScorer": "stream.live",
+    "score_file": "engine.offline",
+    "Replayer": "stream.replay",
+    "CsvLog": "engine.sinks",
+    "read_epoch_log": "engine.sinks",
+    "LslStageOutlet": "engine.sinks",
+    "Familiarity": "inference.familiarity",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.outputs import atomic_write
+from edge_scorer.io.outputs import atomic_write
 
 from .epochs import feature_windows, image_input
 
@@ -53,7 +53,7 @@ def checkpoint_spec(path: str | Path, force_spec: bool = False):
 
 
 def _spec_of(ckpt: dict[str, Any], what: Path, force_spec: bool):
-    from edge_scorer.spec import load_spec
+    from edge_scorer.dsp.spec import load_spec
 
     info = (ckpt.get("meta") or {}).get("spec") or {}
     if not info.get("name"):

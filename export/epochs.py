@@ -27,15 +27,15 @@ def simulated_epochs(spec: Any = "sleep-edf", *, n_nights: int = 1, duration_h: 
     """Rendered epochs of simulated nights (night ``i`` has seed ``seed + i``).
 
     The nights are written as EDF files to a temporary folder and read back through
-    :func:`edge_scorer.pipeline.render_night`, the path every recording takes.
+    :func:`edge_scorer.dsp.pipeline.render_night`, the path every recording takes.
 
     Returns
     -------
     ndarray of uint8, shape (n_epochs, *spec.image_shape)
     """
-    from edge_scorer.pipeline import render_night
+    from edge_scorer.dsp.pipeline import render_night
+    from edge_scorer.dsp.spec import load_spec
     from edge_scorer.simulate import simulate_nights
-    from edge_scorer.spec import load_spec
 
     spec = load_spec(spec) if isinstance(spec, str) else spec
     with tempfile.TemporaryDirectory(prefix="edge-scorer-epochs-") as tmp:
@@ -63,8 +63,8 @@ def load_epochs(source: str | Path | None, spec: Any = "sleep-edf", *, seed: int
     ValueError
         An ``.npy`` file that does not hold uint8 images of the spec's shape.
     """
-    from edge_scorer.pipeline import render_night
-    from edge_scorer.spec import load_spec
+    from edge_scorer.dsp.pipeline import render_night
+    from edge_scorer.dsp.spec import load_spec
 
     spec = load_spec(spec) if isinstance(spec, str) else spec
     if source is None or str(source) == "simulated":
@@ -128,7 +128,7 @@ def model_feeds(model: str | Path, images: np.ndarray, *, batch_size: int = 32,
     ValueError
         A model that is neither intra nor inter, or an intra model of another feature size.
     """
-    from edge_scorer.backends import OrtBackend
+    from edge_scorer.inference.backends import OrtBackend
 
     model = Path(model)
     be = OrtBackend(model)

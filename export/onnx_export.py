@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.backends import (  # the one metadata contract lives in the core
+from edge_scorer.inference.backends import (  # the one metadata contract lives in the core
     META_PREFIX,
     OPSET,
     model_metadata,

@@ -256,7 +256,7 @@ def quantize_model(
                 "written. Try --mode dynamic, more calibration epochs, or keep fp32", report)
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(out_tmp), output)
-    from edge_scorer.outputs import atomic_write
+    from edge_scorer.io.outputs import atomic_write
 
     atomic_write(output.with_suffix(".json"), json.dumps(report.to_dict(), indent=2) + "\n")
     log.info("int8 model written to %s (agreement %.4f, speed-up %.2fx)", output,

@@ -6,7 +6,7 @@ file + JSON sidecar (write_engine)``; :func:`build_engine` runs them all and
 :func:`verify_engine` compares the engine with ONNX Runtime CPU fp32 on rendered epochs.
 
 Engines are named by model hash, GPU model, TensorRT version and precision (see
-:mod:`edge_scorer.backends_trt`), so the runtime never loads an engine built for something
+:mod:`edge_scorer.inference.backends_trt`), so the runtime never loads an engine built for something
 else. Default optimization profiles: batch 1 (live scoring of one bed) and 2..256 with opt 64
 (offline nights, many beds); the runtime picks the narrowest profile that covers a batch.
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.backends_trt import (
+from edge_scorer.inference.backends_trt import (
     SIDECAR_FORMAT,
     EngineName,
     TensorRTBackend,
@@ -175,7 +175,7 @@ def write_engine(engine: bytes, out_dir: str | Path, *, onnx_path: str | Path, g
     """Step 4: the engine file (named by model hash, GPU, TensorRT version, precision) and its
     JSON sidecar with the ONNX model's ``edge_scorer.*`` metadata."""
     from edge_scorer import __version__
-    from edge_scorer.backends import onnx_metadata
+    from edge_scorer.inference.backends import onnx_metadata
 
     onnx_path = Path(onnx_path)
     name = EngineName(stem=onnx_path.stem, model_hash=model_hash(onnx_path), gpu=gpu_slug(gpu),
@@ -335,7 +335,7 @@ def verify_engine(engine_path: str | Path, onnx_path: str | Path, images: np.nda
     dict
         Per batch size: argmax agreement, max abs probability difference, n; ``passed``.
     """
-    from edge_scorer.backends import OrtBackend
+    from edge_scorer.inference.backends import OrtBackend
 
     engine = TensorRTBackend(engine_path, onnx_path=onnx_path, trt=trt, gpu=gpu,
                              buffers=buffers)

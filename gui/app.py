@@ -1,6 +1,6 @@
 """The bedside window, :class:`MainWindow` (the entry points are in :mod:`gui.launch`).
 
-Threads: scoring runs in the :class:`~edge_scorer.live.LiveScorer` thread of a
+Threads: scoring runs in the :class:`~edge_scorer.stream.live.LiveScorer` thread of a
 :class:`~gui.session.Session`; connecting, loading a model and finishing a run in
 :class:`~gui.workers.BackgroundCalls` threads; explanations in a
 :class:`~gui.workers.LatestOnlyWorker` thread. The GUI thread only pulls: one ``QTimer``
@@ -21,7 +21,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtWidgets
 
 from edge_scorer._log import get_logger
-from edge_scorer.spec import RenderSpec, load_spec
+from edge_scorer.dsp.spec import RenderSpec, load_spec
 
 from .controls import ControlPanel, ModelChoice, list_streams, stream_channel_labels
 from .explainer import ExplainRequest, TorchExplainer
@@ -199,7 +199,7 @@ class MainWindow(ExportsMixin, QtWidgets.QMainWindow):
         loaded = self.model if self._model_key == key else None
 
         def work() -> tuple[Session, object]:
-            from edge_scorer.scorer import ScoringModel
+            from edge_scorer.inference.scorer import ScoringModel
 
             model = loaded or ScoringModel.load(choice.intra, choice.inter,
                                                 backend=choice.backend)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtWidgets
 
-from edge_scorer.backends import BACKENDS
+from edge_scorer.inference.backends import BACKENDS
 
 from .panels.channels import ChannelMapBox, file_channel_labels
 from .session import FileSource, StreamSource
@@ -40,7 +40,7 @@ class StreamRow:
 
 def list_streams(timeout_s: float = 1.0) -> list[StreamRow]:
     """Every LSL stream on the network (blocks ``timeout_s``), sorted by name."""
-    from edge_scorer.inlet import find_streams
+    from edge_scorer.stream.inlet import find_streams
 
     rows = [StreamRow.from_info(i) for i in find_streams(timeout_s=timeout_s)]
     return sorted(rows, key=lambda r: (r.name, r.source_id))
@@ -52,7 +52,7 @@ def stream_channel_labels(row: StreamRow, listed: list[StreamRow],
     same host, read from their descriptions (blocks: opens one inlet per stream)."""
     import pylsl
 
-    from edge_scorer.inlet import channel_labels, find_streams
+    from edge_scorer.stream.inlet import channel_labels, find_streams
 
     pattern = re.compile(re.escape(row.name) + r"-[0-9.]+Hz")
     labels: list[str] = []
@@ -135,7 +135,7 @@ class ControlPanel(QtWidgets.QWidget):
         g.addWidget(browse_hyp, 4, 2)
         g.addWidget(QtWidgets.QLabel("speed"), 5, 0)
         g.addWidget(self.speed, 5, 1, 1, 2)
-        from edge_scorer.spec import load_spec
+        from edge_scorer.dsp.spec import load_spec
 
         self.channels = ChannelMapBox(load_spec("sleep-edf"))
         g.addWidget(self.channels, 6, 0, 1, 3)

@@ -1,6 +1,6 @@
 """Exports from the window: the hypnogram (CSV/TSV/EDF+), a PNG of it, a report of the night.
 
-The PNG and the report are drawn with ``QPainter`` from the :class:`~edge_scorer.hypnogram.
+The PNG and the report are drawn with ``QPainter`` from the :class:`~edge_scorer.stats.hypnogram.
 Hypnogram` itself (white background, for printing), not grabbed from the screen: the same
 picture comes out whether the window is shown, hidden or offscreen. The report (one A4 page,
 PDF or PNG) holds the run's details, the hypnogram and hypnodensity, the sleep statistics and
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtGui
 
-from edge_scorer.hypnogram import Hypnogram
-from edge_scorer.sleepstats import sleep_statistics
+from edge_scorer.stats.hypnogram import Hypnogram
+from edge_scorer.stats.sleepstats import sleep_statistics
 
 from .panels.hypnogram import density_image, stage_levels
 from .theme import PROVISIONAL_PEN, stage_ticks

@@ -97,7 +97,7 @@ def run_window(*, source: StreamSource | FileSource | None = None,
 
 def _exec(app, win: MainWindow) -> int:
     """Run the event loop until the window closes; SIGINT/SIGTERM close it."""
-    from edge_scorer.shutdown import Shutdown
+    from edge_scorer.engine.shutdown import Shutdown
 
     with Shutdown("the window's night") as stop:
         # Python runs signal handlers only between bytecodes: a timer gives it the chance

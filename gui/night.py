@@ -3,7 +3,7 @@
 :func:`load_night` reads a night's folder (what ``edge-scorer score``, ``stream``, the demo or
 the window wrote): every update of ``epochs.csv`` (so the window shows the first provisional
 stage and the revisions, as it did live), the technician's review so far
-(:class:`~edge_scorer.review.NightReview`), the model named in ``run.json`` and, when the PSG
+(:class:`~edge_scorer.engine.review.NightReview`), the model named in ``run.json`` and, when the PSG
 file is known (``--edf``, or the file ``run.json`` names), the night conditioned and rendered
 again through the one pipeline with the channel mapping of the run: the epoch images, the
 conditioned epochs (for occlusion) and the native-rate signals (for the signal panel).
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.review import NightReview, ReviewError, epoch_log_updates
-from edge_scorer.spec import RenderSpec, load_spec
+from edge_scorer.dsp.spec import RenderSpec, load_spec
+from edge_scorer.engine.review import NightReview, ReviewError, epoch_log_updates
 
 from .store import ScoredEpochs, channel_quality
 
@@ -81,7 +81,7 @@ class LoadedNight:
 
 def model_files(run_info: dict) -> tuple[Path | None, Path | None]:
     """The run's intra/inter model files (None, None: the shipped model, or files gone)."""
-    from edge_scorer.scorer import default_model_dir
+    from edge_scorer.inference.scorer import default_model_dir
 
     text = run_info.get("model") or ""
     if not text:
@@ -115,10 +115,10 @@ def load_night(folder: str | Path, psg: str | Path | None = None, *,
     FileNotFoundError
         ``psg`` does not exist.
     """
-    from edge_scorer.conditioning import epochs_from_signal
-    from edge_scorer.pipeline import condition_recording
-    from edge_scorer.psg import read_psg
-    from edge_scorer.render import render_epochs
+    from edge_scorer.dsp.conditioning import epochs_from_signal
+    from edge_scorer.dsp.pipeline import condition_recording
+    from edge_scorer.dsp.render import render_epochs
+    from edge_scorer.io.psg import read_psg
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -137,7 +137,7 @@ def load_night(folder: str | Path, psg: str | Path | None = None, *,
     batch = ScoredEpochs(updates)
     night = LoadedNight(folder, review, spec, batch, info, warnings=warnings)
     night.intra, night.inter = model_files(info)
-    from edge_scorer.scorer import ScoringModel
+    from edge_scorer.inference.scorer import ScoringModel
 
     night.model = ScoringModel.load(night.intra, night.inter, spec=spec)
     if psg is None and info.get("source") and Path(info["source"]).is_file():
@@ -201,7 +201,7 @@ class OcclusionExplainer:
     def __call__(self, request: OcclusionRequest):
         """The :class:`~edge_scorer.explain.occlusion.OcclusionResult` of the request."""
         from edge_scorer.explain.occlusion import occlusion_analysis, onnx_proba_fn
-        from edge_scorer.scorer import ScoringModel
+        from edge_scorer.inference.scorer import ScoringModel
 
         if self.model is None:
             self.model = ScoringModel.load(self.intra, self.inter, spec=self.spec)

@@ -14,7 +14,7 @@ in a text field:
 ``A``                  the whole night on the hypnogram again
 =====================  =========================================================
 
-Every change goes into the night's :class:`~edge_scorer.review.NightReview` (audit log, saved
+Every change goes into the night's :class:`~edge_scorer.engine.review.NightReview` (audit log, saved
 at once into ``NIGHT_DIR/review``). The technician's stage of the shown epoch is shown beside
 the model's (:class:`~gui.panels.review.ReviewPanel`), their stages that differ from the
 model's are drawn green on the hypnogram. Sign-off writes the reviewed hypnogram in every
@@ -32,9 +32,9 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from edge_scorer._log import get_logger
-from edge_scorer.hypnogram import Hypnogram
-from edge_scorer.review import NightReview, ReviewError
+from edge_scorer.engine.review import NightReview, ReviewError
 from edge_scorer.stages import Stage
+from edge_scorer.stats.hypnogram import Hypnogram
 
 from .night import LoadedNight, OcclusionExplainer, OcclusionRequest, load_night
 from .store import NightStore

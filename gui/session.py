@@ -1,8 +1,10 @@
 """One scoring run of the window: a live LSL stream (or a replayed file) and the engine.
 
-:class:`Session` wraps :class:`~edge_scorer.live.LiveScorer` (and, for a file, a
-:class:`~edge_scorer.replay.Replayer` publishing it as LSL streams on this machine). The engine
-calls the session's :class:`~edge_scorer.sinks.Callback` sink from its scoring thread; the sink
+:class:`Session` wraps :class:`~edge_scorer.stream.live.LiveScorer` (and, for a file, a
+:class:`~edge_scorer.stream.replay.Replayer` publishing it as LSL streams on this machine). The
+engine
+calls the session's :class:`~edge_scorer.engine.sinks.Callback` sink from its scoring thread; the
+sink
 copies the new epoch's rendered image and per-channel quality (``Engine.last_epoch``; the engine
 scores one epoch per batch here, so every new epoch passes through it) and puts a
 :class:`~gui.store.ScoredEpochs` on a queue. The GUI thread takes them with :meth:`drain` on a
@@ -25,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.live import LiveScorer
-from edge_scorer.scorer import ScoringModel
-from edge_scorer.sinks import Callback
+from edge_scorer.engine.sinks import Callback
+from edge_scorer.inference.scorer import ScoringModel
+from edge_scorer.stream.live import LiveScorer
 
 from .store import ScoredEpochs, channel_quality
 
@@ -159,7 +161,7 @@ class Session:
     def _open_source(self) -> tuple[str, str | None]:
         if isinstance(self.source, StreamSource):
             return self.source.name, self.source.source_id
-        from edge_scorer.replay import Replayer
+        from edge_scorer.stream.replay import Replayer
 
         name = f"edge-scorer-gui-{uuid.uuid4().hex[:8]}"
         self.replayer = Replayer(self.source.psg, self.spec, name=name, speed=self.source.speed,

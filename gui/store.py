@@ -4,7 +4,8 @@
 over (:class:`ScoredEpochs`, through :class:`~gui.session.Session`) and keeps, per epoch, the
 current stage and probabilities, the status (provisional, revised, final), the first
 (provisional) stage and how often the stage changed, the engine's quality flags, the
-unfamiliar-signal flag and its distance (:mod:`edge_scorer.familiarity`), the rendered image
+unfamiliar-signal flag and its distance (:mod:`edge_scorer.inference.familiarity`), the rendered
+image
 (for the epoch panel and the explanations), the conditioned epoch (for the occlusion
 analyses) and per-channel signal-quality flags (:func:`channel_quality`). No Qt here.
 """
@@ -15,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_scorer.hypnogram import Hypnogram
-from edge_scorer.rolling import FINAL, PROVISIONAL, REVISED, EpochUpdate
-from edge_scorer.spec import RenderSpec
+from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.engine.rolling import FINAL, PROVISIONAL, REVISED, EpochUpdate
 from edge_scorer.stages import N_CLASSES, Stage
+from edge_scorer.stats.hypnogram import Hypnogram
 
 #: A row is flagged ``missing`` above this fraction of missing (non-finite) samples.
 MISSING_FRACTION = 0.1

@@ -37,7 +37,7 @@ def psg_excerpt(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def model():
     """The shipped default scoring model (ONNX Runtime, CPU), loaded once per session."""
-    from edge_scorer.scorer import ScoringModel
+    from edge_scorer.inference.scorer import ScoringModel
 
     return ScoringModel.load()
 
@@ -61,7 +61,7 @@ def models(tmp_path_factory):
     """The shipped intra/inter ONNX models copied to a scratch folder (outputs go beside)."""
     import shutil
 
-    from edge_scorer.scorer import default_model_dir
+    from edge_scorer.inference.scorer import default_model_dir
 
     folder = tmp_path_factory.mktemp("models")
     for name in ("intra.onnx", "inter.onnx"):
@@ -77,8 +77,8 @@ def uncalibrated_models(dest: Path) -> Path:
 
     import onnx
 
-    from edge_scorer.backends import META_PREFIX
-    from edge_scorer.scorer import default_model_dir
+    from edge_scorer.inference.backends import META_PREFIX
+    from edge_scorer.inference.scorer import default_model_dir
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

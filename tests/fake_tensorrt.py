@@ -19,7 +19,8 @@ requires and fails the way it fails:
   every input shape and every I/O tensor address set, and an integer stream handle.
 
 Execution reads the inputs from the addresses given to ``set_tensor_address`` (host memory:
-:class:`edge_scorer.backends_trt.HostBuffers`), runs the ONNX model kept inside the "engine"
+:class:`edge_scorer.inference.backends_trt.HostBuffers`), runs the ONNX model kept inside the
+"engine"
 with ONNX Runtime on the CPU (fp16 engines round inputs and outputs to float16) and writes the
 outputs to their addresses. It checks API use and data flow, not TensorRT's numerics or speed:
 those need the real check on a GPU machine (``edge-scorer export tensorrt --verify``).

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_scorer import load_spec
-from edge_scorer.backends import (
+from edge_scorer.inference.backends import (
     BACKENDS,
     BackendUnavailable,
     OrtBackend,
@@ -18,7 +18,7 @@ from edge_scorer.backends import (
     create_backend,
     nvidia_gpu_present,
 )
-from edge_scorer.scorer import ModelSpecMismatch, ScoringModel, default_model_dir
+from edge_scorer.inference.scorer import ModelSpecMismatch, ScoringModel, default_model_dir
 
 SPEC = load_spec("sleep-edf")
 MODELS = default_model_dir()
@@ -69,7 +69,7 @@ def test_missing_backends_give_the_install_hint():
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailable, match="no CUDA device"):
             create_backend(MODELS / "intra.onnx", "torch-cuda")
-        from edge_scorer.backends_torch import TorchBackend
+        from edge_scorer.inference.backends_torch import TorchBackend
 
         with pytest.raises(ValueError, match="need the torch-cuda backend"):
             TorchBackend(MODELS / "intra.onnx", half=True)

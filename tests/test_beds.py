@@ -1,6 +1,7 @@
 """Many beds in one ``edge-scorer stream`` process, over real LSL on loopback.
 
-Real replays (edge_scorer.replay over pylsl), a real outlet whose channels the spec cannot map
+Real replays (edge_scorer.stream.replay over pylsl), a real outlet whose channels the spec cannot
+map
 (the bed that refuses), a replay stopped halfway (the bed that drops out), the shipped model on
 ONNX Runtime shared by every bed with cross-bed batching; the full bed's stages are compared
 with offline scoring of the same file.
@@ -16,11 +17,11 @@ import uuid
 import numpy as np
 import pytest
 
-from edge_scorer.beds import BatchingModel, BedConfig, read_beds_file
 from edge_scorer.cli import main
-from edge_scorer.hypnogram_io import read_hypnogram
-from edge_scorer.offline import score_file
-from edge_scorer.replay import Replayer
+from edge_scorer.engine.offline import score_file
+from edge_scorer.io.hypnogram_io import read_hypnogram
+from edge_scorer.stream.beds import BatchingModel, BedConfig, read_beds_file
+from edge_scorer.stream.replay import Replayer
 
 SIM_NIGHT = (0.1, 31)  # 12 epochs
 SPEED = 60.0
@@ -126,7 +127,7 @@ def test_stream_scores_many_beds_one_refuses_one_drops_out(model, sim_night, tmp
 def test_all_discovers_beds_and_picks_up_a_late_one(model, tmp_path):
     import pylsl
 
-    from edge_scorer.beds import BedSet, discover_beds
+    from edge_scorer.stream.beds import BedSet, discover_beds
 
     tag = uuid.uuid4().hex[:8]
     stype = f"PSGTEST{tag}"

@@ -17,9 +17,9 @@ pytest.importorskip("scipy")
 
 from conftest import uncalibrated_models  # noqa: E402
 
-from edge_scorer.hypnogram import Hypnogram  # noqa: E402
-from edge_scorer.scorer import ScoringModel  # noqa: E402
+from edge_scorer.inference.scorer import ScoringModel  # noqa: E402
 from edge_scorer.simulate import simulate_night, write_night  # noqa: E402
+from edge_scorer.stats.hypnogram import Hypnogram  # noqa: E402
 from export import read_metadata  # noqa: E402
 from training.calibrate import main as calibrate_main  # noqa: E402
 from training.dataset import build_cache, nights_from_folder  # noqa: E402
@@ -101,8 +101,8 @@ def test_recalibrating_fits_the_raw_outputs_again(calibrated, tmp_path):
 
 def test_score_writes_the_flag_everywhere(calibrated, tmp_path, capsys):
     from edge_scorer.cli import main
-    from edge_scorer.pipeline import render_night
-    from edge_scorer.sinks import LOG_COLUMNS, read_epoch_log
+    from edge_scorer.dsp.pipeline import render_night
+    from edge_scorer.engine.sinks import LOG_COLUMNS, read_epoch_log
 
     models, psg = calibrated["models"], calibrated["psg"]
     out = tmp_path / "scored"
@@ -127,7 +127,7 @@ def test_score_writes_the_flag_everywhere(calibrated, tmp_path, capsys):
     with open(out / "hypnogram.csv", newline="") as fh:
         hyp_rows = list(csv.DictReader(fh))
     assert [r["unfamiliar"] for r in hyp_rows] == [str(int(f)) for f in flags]
-    from edge_scorer.hypnogram_io import read_hypnogram
+    from edge_scorer.io.hypnogram_io import read_hypnogram
 
     assert read_hypnogram(out / "hypnogram.csv").n_epochs == len(flags)  # still readable
     stats = json.loads((out / "stats.json").read_text())
@@ -147,7 +147,7 @@ def test_score_writes_the_flag_everywhere(calibrated, tmp_path, capsys):
 def test_a_model_without_statistics_scores_with_the_flag_off(model, calibrated, tmp_path,
                                                              capsys):
     from edge_scorer.cli import main
-    from edge_scorer.sinks import read_epoch_log
+    from edge_scorer.engine.sinks import read_epoch_log
 
     out = tmp_path / "plain"
     plain = uncalibrated_models(tmp_path / "uncalibrated")
@@ -168,10 +168,10 @@ def test_a_model_without_statistics_scores_with_the_flag_off(model, calibrated, 
 def test_the_lsl_stage_outlet_carries_the_flag(calibrated, tmp_path):
     import pylsl
 
-    from edge_scorer.inlet import resolve_stream
-    from edge_scorer.live import LiveScorer
-    from edge_scorer.replay import Replayer
-    from edge_scorer.sinks import STAGE_CHANNELS, read_epoch_log
+    from edge_scorer.engine.sinks import STAGE_CHANNELS, read_epoch_log
+    from edge_scorer.stream.inlet import resolve_stream
+    from edge_scorer.stream.live import LiveScorer
+    from edge_scorer.stream.replay import Replayer
 
     model = _load(calibrated["models"])
     name = f"test-calibrate-{uuid.uuid4().hex[:10]}"
@@ -214,8 +214,8 @@ def test_the_window_marks_flagged_epochs(calibrated, request):
     pytest.importorskip("pyqtgraph", reason="the window needs the gui extra")
     pytest.importorskip("pytestqt", reason="the window tests need pytest-qt")
     qapp = request.getfixturevalue("qapp")
-    from edge_scorer.offline import score_file
-    from edge_scorer.sinks import Callback
+    from edge_scorer.engine.offline import score_file
+    from edge_scorer.engine.sinks import Callback
     from gui.app import MainWindow
     from gui.launch import create_app
     from gui.panels.hypnogram import UNFAMILIAR_LEVEL

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edge_scorer.cli import build_parser, main
-from edge_scorer.hypnogram_io import read_hypnogram
+from edge_scorer.io.hypnogram_io import read_hypnogram
 
 SIM_NIGHT = (0.1, 9)  # 12 epochs
 
@@ -110,7 +110,7 @@ def test_convert_real_hypnograms(shared_data, tmp_path, capsys):
 def test_stream_type_matches_ignoring_case():
     import pylsl
 
-    from edge_scorer.inlet import find_streams, resolve_stream
+    from edge_scorer.stream.inlet import find_streams, resolve_stream
 
     name = f"case-{uuid.uuid4().hex[:8]}"
     outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "eeg", 2, 100.0, pylsl.cf_float32,
@@ -128,8 +128,8 @@ def test_replay_all_channels(sim_night):
     pyedflib = pytest.importorskip("pyedflib")
     import pylsl
 
-    from edge_scorer.inlet import LslSource, channel_labels
-    from edge_scorer.replay import Replayer
+    from edge_scorer.stream.inlet import LslSource, channel_labels
+    from edge_scorer.stream.replay import Replayer
 
     psg, _ = sim_night
     with pyedflib.EdfReader(str(psg)) as edf:
@@ -206,7 +206,7 @@ def test_hints_name_only_options_the_command_accepts(sim_night, tmp_path, capsys
     """Real errors of several commands; each option their message names is one of theirs."""
     import pylsl
 
-    from edge_scorer.edf_writer import EdfSignal, write_edf
+    from edge_scorer.io.edf_writer import EdfSignal, write_edf
 
     psg, _ = sim_night
     other = write_edf(tmp_path / "other.edf", [

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from edge_scorer import cli
-from edge_scorer.spec import load_spec
+from edge_scorer.dsp.spec import load_spec
 
 
 @pytest.fixture(autouse=True)
@@ -34,9 +34,9 @@ def _labels(path: Path) -> list[dict[str, str]]:
 
 
 def test_render_real_excerpt(psg_excerpt: Path, tmp_path: Path) -> None:
-    from edge_scorer.conditioning import condition, epochs_from_signal
-    from edge_scorer.psg import read_psg
-    from edge_scorer.render import render_epochs
+    from edge_scorer.dsp.conditioning import condition, epochs_from_signal
+    from edge_scorer.dsp.render import render_epochs
+    from edge_scorer.io.psg import read_psg
 
     out = tmp_path / "out"
     rc = main(["render", str(psg_excerpt), "-o", str(out), "--hypnogram",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge_scorer.cli import main
-from edge_scorer.cohort import expand_inputs, is_cohort, plan_jobs
+from edge_scorer.engine.cohort import expand_inputs, is_cohort, plan_jobs
 
 COMPARED = ("hypnogram.csv", "stats.json")
 

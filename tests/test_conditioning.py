@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from edge_scorer.conditioning import (
+from edge_scorer.dsp.conditioning import (
     Conditioner,
     Epocher,
     _LinearResampler,
@@ -16,7 +16,7 @@ from edge_scorer.conditioning import (
     epochs_from_signal,
     row_sos,
 )
-from edge_scorer.spec import RenderSpec, load_spec
+from edge_scorer.dsp.spec import RenderSpec, load_spec
 
 SLEEP_EDF = load_spec("sleep-edf")
 SHHS = load_spec("shhs")
@@ -318,8 +318,8 @@ def test_conditioner_plus_epocher_live_equals_offline() -> None:
 
 # ------------------------------------------------------------------------ real PSG
 def test_real_excerpt_chunked_equals_whole(psg_excerpt) -> None:
-    from edge_scorer.psg import read_psg
-    from edge_scorer.render import render_epochs
+    from edge_scorer.dsp.render import render_epochs
+    from edge_scorer.io.psg import read_psg
 
     rec = read_psg(psg_excerpt, SLEEP_EDF)
     assert rec.row_names == SLEEP_EDF.row_names and rec.sfreq == 100.0

@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 _PROBE = """
 import sys
 import numpy as np
-from edge_scorer.scorer import ScoringModel
+from edge_scorer.inference.scorer import ScoringModel
 from edge_scorer.explain.epoch import explain_epoch
 from edge_scorer.explain.relevance import TorchModels
 models = TorchModels.load()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from edge_scorer.cli import main
-from edge_scorer.hypnogram_io import read_hypnogram
-from edge_scorer.sinks import read_epoch_log
+from edge_scorer.engine.sinks import read_epoch_log
+from edge_scorer.io.hypnogram_io import read_hypnogram
 
 
 def test_demo_on_a_simulated_night(tmp_path, capsys):

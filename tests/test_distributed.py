@@ -23,8 +23,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_scorer.cli import main  # noqa: E402
-from edge_scorer.hypnogram import Hypnogram  # noqa: E402
 from edge_scorer.simulate import simulate_night, write_night  # noqa: E402
+from edge_scorer.stats.hypnogram import Hypnogram  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.dataset import build_cache, nights_from_folder  # noqa: E402
 from training.distributed import EpochShardSampler, epoch_order  # noqa: E402

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_scorer.engine import Engine
-from edge_scorer.offline import score_file
-from edge_scorer.pipeline import render_night
-from edge_scorer.psg import read_psg
-from edge_scorer.rolling import FINAL, PROVISIONAL, REVISED, RollingScorer
-from edge_scorer.sinks import LOG_COLUMNS, CsvLog, output_sinks, read_epoch_log
+from edge_scorer.dsp.pipeline import render_night
+from edge_scorer.engine.engine import Engine
+from edge_scorer.engine.offline import score_file
+from edge_scorer.engine.rolling import FINAL, PROVISIONAL, REVISED, RollingScorer
+from edge_scorer.engine.sinks import LOG_COLUMNS, CsvLog, output_sinks, read_epoch_log
+from edge_scorer.engine.windows import sliding_window_proba
+from edge_scorer.io.psg import read_psg
 from edge_scorer.stages import Stage
-from edge_scorer.windows import sliding_window_proba
 
 SIM_NIGHT = (0.4, 11)  # (hours, seed) of the module's simulated night
 
@@ -94,7 +94,8 @@ def test_one_dead_eeg_row_makes_the_epoch_unscorable(model, sim_night, caplog):
     rows, rates = read_psg(psg, model.spec).native_rows()
     rows = [r.copy() for r in rows]
     rows[0][int(60 * 100):int(150 * 100)] = np.nan  # EEG Fpz-Cz dead in epochs 2-4
-    with caplog.at_level("WARNING", logger="edge_scorer.engine"), Engine(model, rates) as engine:
+    with caplog.at_level("WARNING", logger="edge_scorer.engine"), \
+            Engine(model, rates) as engine:
         engine.push([r[:int(300 * fs)] for r, fs in zip(rows, rates, strict=True)])
     hyp = engine.hypnogram()
     assert list(np.flatnonzero(hyp.stages == Stage.UNSCORED)) == [2, 3, 4]

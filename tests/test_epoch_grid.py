@@ -19,9 +19,9 @@ import uuid
 import numpy as np
 import pytest
 
-from edge_scorer.hypnogram_io import read_hypnogram
-from edge_scorer.review import epoch_log_updates
-from edge_scorer.sinks import STAGE_CHANNELS
+from edge_scorer.engine.review import epoch_log_updates
+from edge_scorer.engine.sinks import STAGE_CHANNELS
+from edge_scorer.io.hypnogram_io import read_hypnogram
 
 SIM_NIGHT = (0.4, 21)  # 48 epochs
 SPEED = 120.0          # 12 s of replay
@@ -36,9 +36,9 @@ def _pull(inlet, into: list) -> None:
 def test_late_joins_keep_the_grid_and_outlets_catch_up(sim_night, model, tmp_path):
     import pylsl
 
-    from edge_scorer.live import LiveScorer
-    from edge_scorer.offline import score_file
-    from edge_scorer.replay import Replayer
+    from edge_scorer.engine.offline import score_file
+    from edge_scorer.stream.live import LiveScorer
+    from edge_scorer.stream.replay import Replayer
 
     psg, _ = sim_night
     offline = score_file(psg, model, tmp_path / "offline", progress=False).hypnogram

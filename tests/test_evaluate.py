@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_scorer.cli import main  # noqa: E402
-from edge_scorer.metrics import agreement  # noqa: E402
+from edge_scorer.stats.metrics import agreement  # noqa: E402
 from training.lookahead import (  # noqa: E402
     block_proba,
     lookahead_curve,

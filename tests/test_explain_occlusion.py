@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from scipy import signal
 
+from edge_scorer.dsp.render import render_epochs
+from edge_scorer.dsp.spec import load_spec
 from edge_scorer.explain.occlusion import (
     BANDS,
     band_rows,
@@ -17,10 +19,8 @@ from edge_scorer.explain.occlusion import (
     onnx_proba_fn,
     remove_band,
 )
-from edge_scorer.render import render_epochs
-from edge_scorer.scorer import ScoringModel
+from edge_scorer.inference.scorer import ScoringModel
 from edge_scorer.simulate import simulate_nights
-from edge_scorer.spec import load_spec
 
 SPEC = load_spec("sleep-edf")
 SF = SPEC.sfreq

@@ -21,12 +21,12 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(2)
 
+from edge_scorer.dsp.render import render_epochs  # noqa: E402
 from edge_scorer.explain.aggregate import aggregate  # noqa: E402
 from edge_scorer.explain.occlusion import onnx_proba_fn  # noqa: E402
 from edge_scorer.explain.relevance import TorchModels, intra_relevance  # noqa: E402
 from edge_scorer.explain.summary import ExplainedNight  # noqa: E402
-from edge_scorer.render import render_epochs  # noqa: E402
-from edge_scorer.scorer import ScoringModel  # noqa: E402
+from edge_scorer.inference.scorer import ScoringModel  # noqa: E402
 from edge_scorer.simulate import simulate_nights  # noqa: E402
 from edge_scorer.stages import Stage  # noqa: E402
 

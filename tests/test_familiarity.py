@@ -10,10 +10,15 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_scorer.familiarity import Familiarity, ledoit_wolf, read_temperature, summary_line
-from edge_scorer.metrics import expected_calibration_error
-from edge_scorer.scorer import ScoringModel, default_model_dir
-from edge_scorer.windows import sliding_window_proba, softmax
+from edge_scorer.engine.windows import sliding_window_proba, softmax
+from edge_scorer.inference.familiarity import (
+    Familiarity,
+    ledoit_wolf,
+    read_temperature,
+    summary_line,
+)
+from edge_scorer.inference.scorer import ScoringModel, default_model_dir
+from edge_scorer.stats.metrics import expected_calibration_error
 
 D = 16
 
@@ -230,7 +235,7 @@ def test_stamped_temperature_scales_every_softmax(tmp_path, fitted):
 def test_stamped_model_keeps_its_weights_beside_it(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from edge_scorer.backends import file_hash
+    from edge_scorer.inference.backends import file_hash
     from export import update_metadata
     from training.checkpoint import load_beside_onnx
 
@@ -243,7 +248,7 @@ def test_stamped_model_keeps_its_weights_beside_it(tmp_path):
 
 
 def test_epoch_logs_without_the_flag_columns_are_still_read(tmp_path):
-    from edge_scorer.sinks import LEGACY_LOG_COLUMNS, CsvLog, read_epoch_log
+    from edge_scorer.engine.sinks import LEGACY_LOG_COLUMNS, CsvLog, read_epoch_log
 
     path = tmp_path / "epochs.csv"
     rows = [",".join(LEGACY_LOG_COLUMNS),

@@ -19,11 +19,11 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from edge_scorer.edf_writer import EdfSignal, write_edf  # noqa: E402
-from edge_scorer.hypnogram import Hypnogram  # noqa: E402
-from edge_scorer.hypnogram_io import HypnogramError, read_hypnogram  # noqa: E402
-from edge_scorer.montage import ChannelMapError  # noqa: E402
-from edge_scorer.psg import EdfHeader, PsgReadError, read_edf_header, read_psg  # noqa: E402
+from edge_scorer.dsp.montage import ChannelMapError  # noqa: E402
+from edge_scorer.io.edf_writer import EdfSignal, write_edf  # noqa: E402
+from edge_scorer.io.hypnogram_io import HypnogramError, read_hypnogram  # noqa: E402
+from edge_scorer.io.psg import EdfHeader, PsgReadError, read_edf_header, read_psg  # noqa: E402
+from edge_scorer.stats.hypnogram import Hypnogram  # noqa: E402
 
 #: Most memory one read may take (bytes, traced by tracemalloc).
 MEMORY_LIMIT = 64 * 1024 * 1024

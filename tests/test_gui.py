@@ -31,9 +31,9 @@ from PySide6 import QtCore  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
 from edge_scorer.cli import main  # noqa: E402
-from edge_scorer.hypnogram_io import read_hypnogram  # noqa: E402
-from edge_scorer.replay import Replayer  # noqa: E402
-from edge_scorer.spec import load_spec  # noqa: E402
+from edge_scorer.dsp.spec import load_spec  # noqa: E402
+from edge_scorer.io.hypnogram_io import read_hypnogram  # noqa: E402
+from edge_scorer.stream.replay import Replayer  # noqa: E402
 from gui.app import MainWindow  # noqa: E402
 from gui.explainer import TORCH_HINT  # noqa: E402
 from gui.export import export_hypnogram, save_hypnogram_png, write_report  # noqa: E402
@@ -256,7 +256,7 @@ def test_window_updates_keep_reference_counts(qapp):
     aborts after some minutes ("deallocating None"). Also no Python objects pile up."""
     import gc
 
-    from edge_scorer.rolling import EpochUpdate
+    from edge_scorer.engine.rolling import EpochUpdate
     from gui.store import ScoredEpochs, channel_quality
 
     create_app()

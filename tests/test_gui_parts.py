@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from edge_scorer.rolling import FINAL, PROVISIONAL, RollingScorer
-from edge_scorer.scorer import ScoringModel
-from edge_scorer.spec import load_spec
+from edge_scorer.dsp.spec import load_spec
+from edge_scorer.engine.rolling import FINAL, PROVISIONAL, RollingScorer
+from edge_scorer.inference.scorer import ScoringModel
 from edge_scorer.stages import Stage
 from gui.explainer import contiguous_window
 from gui.store import NightStore, ScoredEpochs, channel_quality
@@ -75,7 +75,7 @@ def test_store_follows_the_rolling_scorer():
 
 def test_store_quality_codes_and_unscorable():
     store = NightStore(SPEC)
-    from edge_scorer.rolling import EpochUpdate
+    from edge_scorer.engine.rolling import EpochUpdate
 
     u = EpochUpdate(2, 60.0, int(Stage.UNSCORED), np.full(5, 0.2), FINAL, 1,
                     invalid_fraction=0.9, unscorable=True)

@@ -34,7 +34,7 @@ from PySide6.QtTest import QTest  # noqa: E402
 from test_gui import assert_not_blank, click_epoch  # noqa: E402
 
 from edge_scorer.cli import main  # noqa: E402
-from edge_scorer.hypnogram_io import read_hypnogram  # noqa: E402
+from edge_scorer.io.hypnogram_io import read_hypnogram  # noqa: E402
 from edge_scorer.stages import Stage  # noqa: E402
 from gui.app import MainWindow  # noqa: E402
 from gui.launch import create_app  # noqa: E402
@@ -46,7 +46,7 @@ Key = QtCore.Qt.Key
 @pytest.fixture(scope="module")
 def scored(sim_night, tmp_path_factory, model):
     """The simulated night scored by the engine: its output folder (run.json names the EDF)."""
-    from edge_scorer.offline import score_file
+    from edge_scorer.engine.offline import score_file
 
     out = tmp_path_factory.mktemp("scored")
     score_file(sim_night[0], model, out, progress=False)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from edge_scorer import Hypnogram
-from edge_scorer.edf_writer import write_edf
-from edge_scorer.hypnogram_io import (
+from edge_scorer.io.edf_writer import write_edf
+from edge_scorer.io.hypnogram_io import (
     inbed_crop,
     pair_sleep_edf,
     read_hypnogram,

@@ -6,7 +6,7 @@ import numpy as np
 import pylsl
 import pytest
 
-from edge_scorer.inlet_stream import InletStream, RingBuffer
+from edge_scorer.stream.inlet_stream import InletStream, RingBuffer
 
 
 def _stream(sfreq=100.0, speed=1.0, fill_gap_s=1.0, t0=1000.0) -> InletStream:

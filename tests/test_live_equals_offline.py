@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from edge_scorer import load_spec
-from edge_scorer.conditioning import Conditioner, Epocher
-from edge_scorer.pipeline import render_night
-from edge_scorer.psg import read_psg
-from edge_scorer.render import render_epoch
+from edge_scorer.dsp.conditioning import Conditioner, Epocher
+from edge_scorer.dsp.pipeline import render_night
+from edge_scorer.dsp.render import render_epoch
+from edge_scorer.io.psg import read_psg
 
 SPEC = load_spec("sleep-edf")
 

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from edge_scorer.metrics import (
+from edge_scorer.stats.metrics import (
     Agreement,
     accuracy,
     agreement,

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(2)
 
-from edge_scorer.spec import load_spec  # noqa: E402
+from edge_scorer.dsp.spec import load_spec  # noqa: E402
 from training.models import (  # noqa: E402
     STQS,
     class_weights,

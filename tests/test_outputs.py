@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 
 from edge_scorer.cli import main
-from edge_scorer.hypnogram import Hypnogram
-from edge_scorer.hypnogram_io import read_hypnogram
-from edge_scorer.outputs import (
+from edge_scorer.engine.sinks import read_epoch_log
+from edge_scorer.io.hypnogram_io import read_hypnogram
+from edge_scorer.io.outputs import (
     OutputError,
     OutputExists,
     atomic_write,
     check_output_dir,
     prepare_output_dir,
 )
-from edge_scorer.sinks import read_epoch_log
+from edge_scorer.stats.hypnogram import Hypnogram
 
 SIM_NIGHT = (0.3, 9)
 
@@ -44,7 +44,7 @@ def test_a_failed_write_leaves_the_old_file_whole_and_names_it(tmp_path):
     before = path.read_bytes()
     code = textwrap.dedent(f"""
         import numpy as np
-        from edge_scorer.hypnogram import Hypnogram
+        from edge_scorer.stats.hypnogram import Hypnogram
         big = Hypnogram(np.zeros(2000, dtype=np.int8), 30.0,
                         probabilities=np.full((2000, 5), 0.2, dtype=np.float32))
         try:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from edge_scorer import Hypnogram, load_spec
-from edge_scorer.edf_writer import EdfSignal, write_edf
-from edge_scorer.montage import ChannelMapError, map_channels, parse_channel_overrides
-from edge_scorer.psg import PsgReadError, align_hypnogram, read_edf_header, read_psg
+from edge_scorer.dsp.montage import ChannelMapError, map_channels, parse_channel_overrides
+from edge_scorer.io.edf_writer import EdfSignal, write_edf
+from edge_scorer.io.psg import PsgReadError, align_hypnogram, read_edf_header, read_psg
 
 SPEC = load_spec("sleep-edf")
 

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("onnx")
 
-from edge_scorer.backends import OrtBackend  # noqa: E402
-from edge_scorer.scorer import ScoringModel  # noqa: E402
+from edge_scorer.inference.backends import OrtBackend  # noqa: E402
+from edge_scorer.inference.scorer import ScoringModel  # noqa: E402
 from export.epochs import simulated_epochs  # noqa: E402
 from export.quantize import QuantizationRefused, quantize_model  # noqa: E402
 

@@ -25,7 +25,7 @@ def test_shipped_model_is_calibrated_and_flags(model) -> None:
 def test_score_on_the_real_excerpt(psg_excerpt: Path, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     from edge_scorer.cli import main
-    from edge_scorer.sinks import read_epoch_log
+    from edge_scorer.engine.sinks import read_epoch_log
 
     ref = psg_excerpt.with_name("SC4001E0-PSG_first300s_hypnogram.csv")
     out = tmp_path / "out"

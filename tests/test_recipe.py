@@ -43,7 +43,7 @@ def _run(tmp_path, recipe: str, data) -> dict:
 
 
 def test_recipe_sleep_edf_layout(tmp_path, shared_data):
-    from edge_scorer.hypnogram_io import inbed_crop, read_hypnogram
+    from edge_scorer.io.hypnogram_io import inbed_crop, read_hypnogram
 
     # Nights named after the real nights that drive them (SIM0011 <- SC4011 ...), so the
     # committed Sleep-EDF SC split applies: subject 00 is validation, 01 test, 02 train.

@@ -9,14 +9,14 @@ import pytest
 from PIL import Image
 
 from edge_scorer.bench.render import baseline_render_loop
-from edge_scorer.render import (
+from edge_scorer.dsp.render import (
     BLOCK_EPOCHS,
     contact_sheet,
     render_epoch,
     render_epochs,
     save_png,
 )
-from edge_scorer.spec import RenderSpec, load_spec
+from edge_scorer.dsp.spec import RenderSpec, load_spec
 
 SPECS = [load_spec("sleep-edf"), load_spec("shhs")]
 IDS = [s.name for s in SPECS]

@@ -14,9 +14,9 @@ pylsl = pytest.importorskip("pylsl")
 
 from pylsl.util import LostError  # noqa: E402
 
-from edge_scorer.psg import align_hypnogram, read_psg  # noqa: E402
-from edge_scorer.replay import Replayer  # noqa: E402
+from edge_scorer.io.psg import align_hypnogram, read_psg  # noqa: E402
 from edge_scorer.stages import Stage  # noqa: E402
+from edge_scorer.stream.replay import Replayer  # noqa: E402
 
 HYPNOGRAM = "hypnograms/SC4001EC-Hypnogram.edf"
 
@@ -112,7 +112,7 @@ def test_replay_excerpt_equals_native_rows(psg_excerpt: Path, shared_data: Path)
     assert groups == ["1 of 2", "2 of 2"]
 
     markers, mts = got[f"{name}-hypnogram"]
-    from edge_scorer.hypnogram_io import read_hypnogram
+    from edge_scorer.io.hypnogram_io import read_hypnogram
 
     expected = align_hypnogram(read_hypnogram(hyp_path), rec.duration_s).stages
     assert [m[0] for m in markers] == [Stage(int(s)).label for s in expected]
@@ -276,8 +276,8 @@ def _inlet_big(name: str):
 def test_two_replays_of_one_file_get_distinct_source_ids(psg_excerpt: Path) -> None:
     """Both replays had one source id, so the --source-id the ambiguity error suggests could
     not pick one."""
-    from edge_scorer.inlet import AmbiguousStream, LslSource
-    from edge_scorer.spec import load_spec
+    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.stream.inlet import AmbiguousStream, LslSource
 
     name = _uid()
     spec = load_spec("sleep-edf")
@@ -296,8 +296,8 @@ def test_two_replays_of_one_file_get_distinct_source_ids(psg_excerpt: Path) -> N
 
 
 def test_falling_behind_is_warned(psg_excerpt: Path, caplog) -> None:
-    from edge_scorer.inlet import LslSource
-    from edge_scorer.spec import load_spec
+    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.stream.inlet import LslSource
 
     name = _uid()
     with Replayer(psg_excerpt, name=name, speed=20, wait_for_consumers_s=10) as rep:

@@ -14,17 +14,17 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 
-from edge_scorer.hypnogram import Hypnogram
-from edge_scorer.hypnogram_io import read_hypnogram
-from edge_scorer.review import (
+from edge_scorer.engine.review import (
     AUDIT_COLUMNS,
     SIGNED_FILES,
     NightReview,
     ReviewError,
     epoch_log_updates,
 )
-from edge_scorer.sinks import read_epoch_log
+from edge_scorer.engine.sinks import read_epoch_log
+from edge_scorer.io.hypnogram_io import read_hypnogram
 from edge_scorer.stages import Stage
+from edge_scorer.stats.hypnogram import Hypnogram
 
 SIM_NIGHT = (0.1, 5)  # 12 epochs
 
@@ -32,7 +32,7 @@ SIM_NIGHT = (0.1, 5)  # 12 epochs
 @pytest.fixture(scope="module")
 def scored(sim_night, tmp_path_factory, model):
     """A simulated night scored by the engine: its output folder."""
-    from edge_scorer.offline import score_file
+    from edge_scorer.engine.offline import score_file
 
     out = tmp_path_factory.mktemp("scored")
     score_file(sim_night[0], model, out, progress=False)
@@ -153,7 +153,7 @@ def test_refusals(night, tmp_path):
 
 def test_a_review_folder_belongs_to_its_run(night):
     """A new run into the folder refuses it (or, with --overwrite, removes the old review)."""
-    from edge_scorer.outputs import OutputExists, prepare_output_dir
+    from edge_scorer.io.outputs import OutputExists, prepare_output_dir
 
     NightReview.open(night).set_stage(0, "W")
     for name in ("epochs.csv", "hypnogram.csv", "hypnogram.edf", "stats.json", "stats.txt",

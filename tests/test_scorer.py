@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_scorer import load_spec
-from edge_scorer.scorer import ModelSpecMismatch, ScoringModel, default_model_dir
+from edge_scorer.inference.scorer import ModelSpecMismatch, ScoringModel, default_model_dir
 
 SPEC = load_spec("sleep-edf")
 

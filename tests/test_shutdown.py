@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from edge_scorer.cli import main
-from edge_scorer.hypnogram_io import read_hypnogram
-from edge_scorer.replay import Replayer
-from edge_scorer.rolling import FINAL
-from edge_scorer.sinks import read_epoch_log
+from edge_scorer.engine.rolling import FINAL
+from edge_scorer.engine.sinks import read_epoch_log
+from edge_scorer.io.hypnogram_io import read_hypnogram
+from edge_scorer.stream.replay import Replayer
 
 SIM_NIGHT = (0.3, 5)
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -135,9 +135,9 @@ def test_double_ctrl_c_exits_at_once_between_log_batches(tmp_path):
     code = textwrap.dedent(f"""
         import os, signal, threading, time
         import numpy as np
-        from edge_scorer.rolling import EpochUpdate
-        from edge_scorer.shutdown import Shutdown
-        from edge_scorer.sinks import CsvLog
+        from edge_scorer.engine.rolling import EpochUpdate
+        from edge_scorer.engine.shutdown import Shutdown
+        from edge_scorer.engine.sinks import CsvLog
 
         log = CsvLog({str(log_path)!r})
         u = EpochUpdate(index=0, onset_s=0.0, stage=2, proba=np.full(5, 0.2), status="final",

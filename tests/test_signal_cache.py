@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_scorer.hypnogram import Hypnogram
-from edge_scorer.pipeline import render_night
-from edge_scorer.render import _layout, render_epochs
+from edge_scorer.dsp.pipeline import render_night
+from edge_scorer.dsp.render import _layout, render_epochs
+from edge_scorer.dsp.spec import load_spec
 from edge_scorer.simulate import simulate_night, write_night
-from edge_scorer.spec import load_spec
+from edge_scorer.stats.hypnogram import Hypnogram
 from training.augment import AugmentConfig
 from training.dataset import build_cache, nights_from_folder, open_cache
 from training.signal_cache import NAN_CODE, SignalCodec

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from scipy import signal as sps
 
-from edge_scorer.hypnogram import Hypnogram
 from edge_scorer.simulate import (
     LAYOUTS,
     ChannelSpec,
@@ -24,6 +23,7 @@ from edge_scorer.simulate import (
 )
 from edge_scorer.simulate.sources import StageTimeline
 from edge_scorer.stages import Stage
+from edge_scorer.stats.hypnogram import Hypnogram
 
 W, N1, N2, N3, REM = 0, 1, 2, 3, 4
 # A short night with every stage in a plausible order (70 min).
@@ -251,7 +251,7 @@ def _sha(path: Path) -> str:
 
 def test_sleep_edf_files_read_back(tmp_path: Path) -> None:
     mne = pytest.importorskip("mne")
-    from edge_scorer.hypnogram_io import pair_sleep_edf, read_hypnogram
+    from edge_scorer.io.hypnogram_io import pair_sleep_edf, read_hypnogram
 
     night = simulate_night(seed=5, duration_h=1.0, subject=12, night=2)
     psg, hyp_path = write_night(night, tmp_path)
@@ -274,7 +274,7 @@ def test_sleep_edf_files_read_back(tmp_path: Path) -> None:
 
 def test_shhs_files_read_back(tmp_path: Path) -> None:
     mne = pytest.importorskip("mne")
-    from edge_scorer.hypnogram_io import read_hypnogram
+    from edge_scorer.io.hypnogram_io import read_hypnogram
 
     night = simulate_night(layout="shhs", seed=2, duration_h=0.5, subject=3)
     psg, xml = write_night(night, tmp_path)
@@ -296,7 +296,7 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
 
 
 def test_driven_by_real_hypnogram(shared_data: Path, tmp_path: Path) -> None:
-    from edge_scorer.hypnogram_io import read_hypnogram
+    from edge_scorer.io.hypnogram_io import read_hypnogram
 
     real = load_hypnograms(shared_data / "hypnograms")[0]
     night = simulate_night(real, seed=0, duration_h=2.0)

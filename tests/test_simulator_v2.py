@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_scorer import metrics
 from edge_scorer.bench.realism_features import compare, eog_deflections, epoch_features
+from edge_scorer.dsp.spec import load_spec
 from edge_scorer.simulate import (
     draw_profile,
     night_variation,
@@ -16,8 +16,8 @@ from edge_scorer.simulate import (
     simulate_night,
 )
 from edge_scorer.simulate.label_noise import DISAGREE_P, disagreement_probability
-from edge_scorer.spec import load_spec
 from edge_scorer.stages import Stage
+from edge_scorer.stats import metrics
 
 W, N1, N2, N3, REM = (int(s) for s in (Stage.W, Stage.N1, Stage.N2, Stage.N3, Stage.REM))
 

@@ -13,8 +13,8 @@ import pytest
 
 from edge_scorer import Hypnogram
 from edge_scorer.cli import main
-from edge_scorer.hypnogram_io import inbed_crop, read_hypnogram
-from edge_scorer.sleepstats import SleepStatistics, sleep_statistics
+from edge_scorer.io.hypnogram_io import inbed_crop, read_hypnogram
+from edge_scorer.stats.sleepstats import SleepStatistics, sleep_statistics
 
 U, W, N1, N2, N3, R = -1, 0, 1, 2, 3, 4
 

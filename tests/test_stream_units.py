@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_scorer.stream_units import (
+from edge_scorer.stream.stream_units import (
     StreamUnitError,
     parse_unit_overrides,
     row_scales,
@@ -29,7 +29,7 @@ SPEC_ROWS = ("EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal", "EMG submental")
 
 
 def test_unit_spellings_and_overrides():
-    from edge_scorer.spec import load_spec
+    from edge_scorer.dsp.spec import load_spec
 
     for text, v in (("V", 1), ("volts", 1), ("mV", 1e-3), ("millivolts", 1e-3), ("uV", 1e-6),
                     ("µV", 1e-6), ("μV", 1e-6), ("microvolts", 1e-6), (" Microvolts ", 1e-6),
@@ -58,7 +58,7 @@ def test_unit_spellings_and_overrides():
 
 def _excerpt_rows(psg_excerpt: Path, seconds: float) -> tuple[list[np.ndarray], list[float]]:
     """The spec rows of the real excerpt in uV at native rates, the first ``seconds``."""
-    from edge_scorer.psg import read_psg
+    from edge_scorer.io.psg import read_psg
 
     rows, rates = read_psg(psg_excerpt, "sleep-edf").native_rows()
     return [x[: int(seconds * fs)] for x, fs in zip(rows, rates)], rates
@@ -110,8 +110,8 @@ def _pull_seconds(src, seconds: float, timeout: float = 20.0) -> list[np.ndarray
                                          ("millivolts", 1e-3), ("µV", 1.0)])
 def test_stream_units_are_converted(psg_excerpt, unit, factor):
     """A stream in volts (mne-lsl code 0), microvolts (-6), V, mV or µV gives the file's uV."""
-    from edge_scorer.inlet import LslSource
-    from edge_scorer.spec import load_spec
+    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.stream.inlet import LslSource
 
     rows, rates = _excerpt_rows(psg_excerpt, 12.0)
     name = f"units-{uuid.uuid4().hex[:8]}"
@@ -134,8 +134,8 @@ def test_a_stream_off_by_a_unit_factor_is_refused(psg_excerpt):
     """Volts described as microvolts (what a player without units does): refused before the
     first epoch is scored, the message naming the row, the cause and the --units fix; with
     --units the same stream is read right."""
-    from edge_scorer.inlet import LslSource
-    from edge_scorer.spec import load_spec
+    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.stream.inlet import LslSource
 
     spec = load_spec("sleep-edf")
     rows, rates = _excerpt_rows(psg_excerpt, 12.0)
@@ -163,8 +163,8 @@ def test_a_stream_off_by_a_unit_factor_is_refused(psg_excerpt):
 
 
 def test_implausible_epochs_are_flagged():
-    from edge_scorer.spec import load_spec
-    from edge_scorer.stream_units import AmplitudeGuard
+    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.stream.stream_units import AmplitudeGuard
 
     spec = load_spec("sleep-edf")
     guard = AmplitudeGuard(spec, [100.0, 100.0, 100.0, 1.0], ["uV"] * 4)
@@ -182,7 +182,7 @@ def _crop(psg_excerpt: Path, out: Path, seconds: float) -> Path:
     them at (what PlayerLSL publishes), as an EDF file."""
     import mne
 
-    from edge_scorer.edf_writer import EdfSignal, write_edf
+    from edge_scorer.io.edf_writer import EdfSignal, write_edf
 
     raw = mne.io.read_raw_edf(psg_excerpt, preload=True, verbose="error")
     n = int(seconds * raw.info["sfreq"])
@@ -201,8 +201,8 @@ def test_player_lsl_in_volts_and_microvolts_gives_the_offline_stages(psg_excerpt
     mne_lsl_player = pytest.importorskip("mne_lsl.player")
     import mne
 
-    from edge_scorer.engine import Engine
-    from edge_scorer.hypnogram_io import read_hypnogram
+    from edge_scorer.engine.engine import Engine
+    from edge_scorer.io.hypnogram_io import read_hypnogram
 
     seconds = 80.0
     crop = _crop(psg_excerpt, tmp_path / "crop.edf", seconds)

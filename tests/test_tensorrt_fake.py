@@ -22,8 +22,8 @@ import fake_tensorrt as trt
 import numpy as np
 import pytest
 
-from edge_scorer.backends import BackendUnavailable, OrtBackend
-from edge_scorer.backends_trt import (
+from edge_scorer.inference.backends import BackendUnavailable, OrtBackend
+from edge_scorer.inference.backends_trt import (
     EngineMismatch,
     EngineName,
     HostBuffers,
@@ -32,7 +32,7 @@ from edge_scorer.backends_trt import (
     model_hash,
     sidecar_path,
 )
-from edge_scorer.scorer import ScoringModel
+from edge_scorer.inference.scorer import ScoringModel
 from export.epochs import image_input, simulated_epochs
 from export.tensorrt_build import (
     build_engine,

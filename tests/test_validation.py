@@ -13,11 +13,16 @@ import pytest
 
 from edge_scorer import load_spec
 from edge_scorer.cli import main
-from edge_scorer.edf_writer import EdfSignal, write_edf
-from edge_scorer.hypnogram_io import HypnogramError, read_hypnogram
-from edge_scorer.montage import ChannelMapError
-from edge_scorer.psg import PsgReadError, read_edf_header, read_psg
-from edge_scorer.scorer import ModelShapeError, ModelSpecMismatch, ScoringModel, default_model_dir
+from edge_scorer.dsp.montage import ChannelMapError
+from edge_scorer.inference.scorer import (
+    ModelShapeError,
+    ModelSpecMismatch,
+    ScoringModel,
+    default_model_dir,
+)
+from edge_scorer.io.edf_writer import EdfSignal, write_edf
+from edge_scorer.io.hypnogram_io import HypnogramError, read_hypnogram
+from edge_scorer.io.psg import PsgReadError, read_edf_header, read_psg
 
 SPEC = load_spec("sleep-edf")
 SIM_NIGHT = (0.1, 4)

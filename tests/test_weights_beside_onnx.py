@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_scorer.scorer import ScoringModel, default_model_dir  # noqa: E402
+from edge_scorer.inference.scorer import ScoringModel, default_model_dir  # noqa: E402
 from training.checkpoint import load_beside_onnx, save_weights  # noqa: E402
 
 

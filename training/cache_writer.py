@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.spec import RenderSpec
+from edge_scorer.dsp.spec import RenderSpec
 from edge_scorer.stages import CLASS_NAMES
 from training.signal_cache import SignalCodec
 
@@ -109,7 +109,7 @@ class CacheWriter:
             stages: np.ndarray, t0: float) -> None:
         """Append one night: its rendered images (image store) and conditioned rows (signal
         stores, or the image store with signals), cut to ``info["trim"]``."""
-        from edge_scorer.conditioning import epochs_from_signal
+        from edge_scorer.dsp.conditioning import epochs_from_signal
 
         start, stop = info["trim"]["start"], info["trim"]["stop"]
         extra: dict = {}

@@ -2,10 +2,11 @@
 
 ``python -m training.calibrate MODEL_DIR --cache CACHE_DIR [--split SPLIT.json]
 [--quantile 0.99]`` opens ``MODEL_DIR/intra.onnx`` (and ``inter.onnx`` when present) with
-:class:`~edge_scorer.scorer.ScoringModel` on ONNX Runtime, runs them over the epoch cache's
+:class:`~edge_scorer.inference.scorer.ScoringModel` on ONNX Runtime, runs them over the epoch
+cache's
 nights of the split's train, validation and test subjects, and:
 
-1. fits :class:`~edge_scorer.familiarity.Familiarity` (class means + tied Ledoit-Wolf
+1. fits :class:`~edge_scorer.inference.familiarity.Familiarity` (class means + tied Ledoit-Wolf
    covariance of the intra CLS features) on training epochs (at most ``max_train``, a seeded
    subsample), and its threshold at ``quantile`` of the validation epochs' distances;
 2. fits the temperatures (Guo et al. 2017) on the validation nights by minimising the negative
@@ -33,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.familiarity import METADATA_KEY, TEMPERATURE_KEY, Familiarity
-from edge_scorer.metrics import expected_calibration_error
-from edge_scorer.scorer import ScoringModel
-from edge_scorer.windows import sliding_window_proba, softmax
+from edge_scorer.engine.windows import sliding_window_proba, softmax
+from edge_scorer.inference.familiarity import METADATA_KEY, TEMPERATURE_KEY, Familiarity
+from edge_scorer.inference.scorer import ScoringModel
+from edge_scorer.stats.metrics import expected_calibration_error
 
 log = get_logger("training.calibrate")
 
@@ -105,7 +106,7 @@ def window_logits(model: ScoringModel, feats: np.ndarray, batch_size: int = 256
                   ) -> np.ndarray:
     """Raw inter logits ``(n_windows, L, C)`` of one night's windows (stride 1; a night shorter
     than ``L`` is one window padded with its last epoch, as
-    :func:`~edge_scorer.windows.sliding_window_proba` pads it)."""
+    :func:`~edge_scorer.engine.windows.sliding_window_proba` pads it)."""
     n, L = len(feats), model.window
     n_win = max(1, n - L + 1)
     index = np.minimum(np.arange(n_win)[:, None] + np.arange(L)[None, :], n - 1)
@@ -116,7 +117,7 @@ def window_logits(model: ScoringModel, feats: np.ndarray, batch_size: int = 256
 
 def windowed_proba(logits: np.ndarray, n: int, temperature: float = 1.0) -> np.ndarray:
     """Final probabilities ``(n, C)`` of a night from its window logits at ``temperature``:
-    SleepXViT's rule (:func:`~edge_scorer.windows.sliding_window_proba`) on cached logits."""
+    SleepXViT's rule (:func:`~edge_scorer.engine.windows.sliding_window_proba`) on cached logits."""
     L = logits.shape[1]
     starts = np.arange(n, dtype=np.float64)[:, None]  # a window's first "feature" is its start
 

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from edge_scorer._log import get_logger
-from edge_scorer.backends import file_hash  # re-exported: checkpoint identity
-from edge_scorer.nets.weights import (  # re-exported: loading lives in the core
+from edge_scorer.inference.backends import file_hash  # re-exported: checkpoint identity
+from edge_scorer.inference.nets.weights import (  # re-exported: loading lives in the core
     load_beside_onnx,
     load_checkpoint,
     resolve_checkpoint,

@@ -1,7 +1,7 @@
 """The epoch cache: every night rendered once, through the one renderer, into memory-mapped arrays.
 
 Training reads epochs many times; rendering them each time would dominate a CPU run. So
-:func:`build_cache` renders every night with :func:`edge_scorer.pipeline.render_night` (the same
+:func:`build_cache` renders every night with :func:`edge_scorer.dsp.pipeline.render_night` (the same
 conditioning and renderer as live scoring) and appends them to arrays on disk:
 ``images.npy`` uint8 ``(N, H, W)`` (memory-mapped), ``labels.npy`` int8 ``(N,)`` stage codes
 (-1 unscored), ``night.npy`` int32 night index, ``epoch.npy`` int32 epoch index in the night's
@@ -11,14 +11,14 @@ subject, psg, hypnogram, n_epochs, offset, trim; build time; edge-scorer version
 
 Unscored epochs stay in the cache with label -1 (losses mask them; sequence models keep their
 continuity). Wake at both ends of a night is trimmed the usual Sleep-EDF way (30 min before the
-first to 30 min after the last sleep epoch, :func:`edge_scorer.hypnogram_io.inbed_crop`).
+first to 30 min after the last sleep epoch, :func:`edge_scorer.io.hypnogram_io.inbed_crop`).
 A cache is reused while the spec hash, the night list (paths, sizes, modification times), the
 trim and the augmentation settings are unchanged, and rebuilt otherwise.
 
 With an :class:`~training.augment.AugmentConfig` of ``copies > 0``, each night of the given
 training subjects is followed by ``copies`` augmented versions (``NAME+aug1``, ...): its
 native-rate rows changed by :mod:`training.augment`, then the same conditioning and renderer
-(:func:`edge_scorer.pipeline.condition_recording` with a ``transform``). They keep the night's
+(:func:`edge_scorer.dsp.pipeline.condition_recording` with a ``transform``). They keep the night's
 subject, labels and trim, carry ``"augmented": k`` in ``cache.json``, and only ever serve
 training (:meth:`EpochCache.nights_of` leaves them out unless asked).
 
@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.spec import RenderSpec, load_spec
+from edge_scorer.dsp.spec import RenderSpec, load_spec
 from edge_scorer.stages import CLASS_NAMES, Stage
 from training.augment import AugmentConfig
 from training.cache_writer import SIGNALS_DIR, CacheWriter
@@ -200,11 +200,11 @@ def _signal_views(path: Path, meta: dict, store: str
 def trim_window(stages: np.ndarray, epoch_s: float, trim_wake_min: float | None) -> tuple[int, int]:
     """Epoch range ``[start, stop)`` kept by the in-bed trim (whole night when not trimming).
 
-    Uses :func:`~edge_scorer.hypnogram_io.inbed_crop` with a ``trim_wake_min`` margin; a night
+    Uses :func:`~edge_scorer.io.hypnogram_io.inbed_crop` with a ``trim_wake_min`` margin; a night
     without any sleep epoch (or ``trim_wake_min`` None or negative) is kept whole.
     """
-    from edge_scorer.hypnogram import Hypnogram
-    from edge_scorer.hypnogram_io import inbed_crop
+    from edge_scorer.io.hypnogram_io import inbed_crop
+    from edge_scorer.stats.hypnogram import Hypnogram
 
     n = len(stages)
     if trim_wake_min is None or trim_wake_min < 0 or not np.any(stages > Stage.W):
@@ -230,10 +230,10 @@ def _request(nights: Sequence[NightSource], spec: RenderSpec, trim_wake_min,
 def _read_night(src: NightSource, spec: RenderSpec, *, render: bool, signals: bool):
     """``(recording, images or None, conditioned or None, stages, warnings)`` of one night:
     read, conditioned, rendered when asked (the offline path of
-    :func:`edge_scorer.pipeline.render_night`), labelled (UNSCORED without a hypnogram)."""
-    from edge_scorer.conditioning import epochs_from_signal
-    from edge_scorer.pipeline import condition_recording, render_night
-    from edge_scorer.psg import align_hypnogram, read_psg
+    :func:`edge_scorer.dsp.pipeline.render_night`), labelled (UNSCORED without a hypnogram)."""
+    from edge_scorer.dsp.conditioning import epochs_from_signal
+    from edge_scorer.dsp.pipeline import condition_recording, render_night
+    from edge_scorer.io.psg import align_hypnogram, read_psg
 
     if render:
         night = render_night(src.psg, spec, src.hypnogram)
@@ -333,9 +333,9 @@ def build_cache(
     from functools import partial
 
     from edge_scorer import __version__
-    from edge_scorer.conditioning import epochs_from_signal
-    from edge_scorer.pipeline import condition_recording
-    from edge_scorer.render import render_epochs
+    from edge_scorer.dsp.conditioning import epochs_from_signal
+    from edge_scorer.dsp.pipeline import condition_recording
+    from edge_scorer.dsp.render import render_epochs
     from training.augment import apply_augmentation, copy_seed, plan_augmentation
 
     if store not in STORES:

@@ -7,7 +7,7 @@ Methods (each gives per-epoch class probabilities; the stage is their argmax):
 ``intra+inter``
     SleepXViT: the inter transformer on the ViT's epoch features, windows of ``L = 10`` with
     stride 1, the softmax of every window covering an epoch summed
-    (:func:`edge_scorer.nets.inter.sliding_window_proba`).
+    (:func:`edge_scorer.inference.nets.inter.sliding_window_proba`).
 ``stqs``
     STQS on the cache's conditioned signals, sequences of ``S = 8`` epochs with a label per
     epoch. ``stqs_mode="sliding"`` (default) scores every window of 8 with stride 1 and sums
@@ -19,7 +19,7 @@ For the sequence methods scored with sliding windows, accuracy and kappa are als
 a function of the look-ahead ``k = 0..L-1`` (:mod:`training.lookahead`): what the live engine
 shows for an epoch once ``k`` later epochs have arrived (``k = L-1`` is the offline result).
 
-Metrics (:mod:`edge_scorer.metrics`) exclude epochs unscored in the reference (label -1);
+Metrics (:mod:`edge_scorer.stats.metrics`) exclude epochs unscored in the reference (label -1);
 *pooled* metrics count every epoch of the part together (per-night confusion matrices summed).
 :meth:`EvaluationReport.write` gives ``report.json``, ``report.md``, ``confusion.png``,
 ``lookahead.png`` and ``predictions.csv``.
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.metrics import Agreement, agreement
 from edge_scorer.stages import CLASS_NAMES, Stage
+from edge_scorer.stats.metrics import Agreement, agreement
 
 log = get_logger("training.evaluate")
 
@@ -388,7 +388,7 @@ def evaluate(
     """
     import torch
 
-    from edge_scorer.windows import softmax as _softmax
+    from edge_scorer.engine.windows import softmax as _softmax
     from training.checkpoint import load_checkpoint
     from training.dataset import open_cache
     from training.lookahead import block_proba, lookahead_curve, window_softmax

@@ -5,7 +5,7 @@ L = 8) over windows of ``L`` epochs with stride 1. When epoch ``e`` arrives it s
 new window ending at ``e``; the probability of an earlier epoch ``t`` is then the sum of the
 softmax outputs at ``t``'s position in every window scored so far that covers it. Offline
 (``k = L - 1``, all windows covering ``t`` exist) this is SleepXViT's test-time rule,
-:func:`edge_scorer.nets.inter.sliding_window_proba`.
+:func:`edge_scorer.inference.nets.inter.sliding_window_proba`.
 
 The rule for epoch ``t`` at look-ahead ``k`` (epochs ``0..t+k`` have arrived, ``a = min(t+k+1,
 N)`` of them exist in a night of ``N``):
@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from edge_scorer.windows import softmax as _softmax
+from edge_scorer.engine.windows import softmax as _softmax
 
 
 def _as_numpy(out) -> np.ndarray:
@@ -61,8 +61,8 @@ def window_softmax(
     ----------
     logits_fn : callable
         Maps windows ``(B, L, *item_shape)`` to logits ``(B, L, C)``: an
-        :class:`~edge_scorer.nets.inter.InterEpochTransformer` or
-        :class:`~edge_scorer.nets.stqs.STQS` in eval mode, or any function (e.g. an ONNX
+        :class:`~edge_scorer.inference.nets.inter.InterEpochTransformer` or
+        :class:`~edge_scorer.inference.nets.stqs.STQS` in eval mode, or any function (e.g. an ONNX
         session wrapper). Called with the array type of ``features`` (float32 for a float16
         numpy array).
     features : torch.Tensor or numpy.ndarray, shape (N, *item_shape)

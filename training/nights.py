@@ -80,7 +80,7 @@ def canonical_subject(subject: str) -> str:
 
 
 def _sleep_edf_nights(folder: Path) -> list[NightSource]:
-    from edge_scorer.hypnogram_io import pair_sleep_edf
+    from edge_scorer.io.hypnogram_io import pair_sleep_edf
 
     pairs = pair_sleep_edf(folder)
     if not pairs:  # the PhysioNet download keeps the files one level down (sleep-cassette/)

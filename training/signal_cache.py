@@ -6,7 +6,7 @@ make and cheap to store: the conditioned signals (the output of the one conditio
 int16, one memory-mapped ``.npy`` file per night (``signals/000000.npy`` ...; the rows of the
 cache's ``labels``/``night``/``epoch`` arrays are the index). Training reads epochs through
 :class:`RenderedImages`, which decodes them and calls the one renderer,
-:func:`edge_scorer.render.render_epochs`, in the DataLoader workers (:mod:`training.loader`).
+:func:`edge_scorer.dsp.render.render_epochs`, in the DataLoader workers (:mod:`training.loader`).
 
 The int16 code is the renderer's own pixel coordinate at 1/2**bits pixel. For a sample ``v`` of
 row ``r`` the renderer computes ``px = bottom_r - (v - lo_r) * scale_r`` and lights pixel row
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_scorer.render import _layout, render_epochs
-from edge_scorer.spec import RenderSpec
+from edge_scorer.dsp.render import _layout, render_epochs
+from edge_scorer.dsp.spec import RenderSpec
 
 __all__ = ["NAN_CODE", "STORES", "DecodedSignals", "NightCodes", "RenderedImages",
            "SignalCodec"]

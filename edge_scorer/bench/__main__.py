@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 
 def _available() -> list[str]:
-    from . import __path__ as pkg_path
+    from edge_scorer.bench import __path__ as pkg_path
 
     return sorted(m.name for m in pkgutil.iter_modules(pkg_path) if not m.name.startswith("_"))
 

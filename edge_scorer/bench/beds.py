@@ -4,7 +4,7 @@
 [--json OUT]``
 
 For each N: a helper process (this module with ``--helper``) plays N real-time replays
-(:class:`~edge_scorer.replay.Replayer` at speed 1, 100-ms chunks, real LSL on loopback) of
+(:class:`~edge_scorer.stream.replay.Replayer` at speed 1, 100-ms chunks, real LSL on loopback) of
 ``--nights`` different simulated nights, and one ``edge-scorer stream --beds FILE`` process
 scores all N (one model session, cross-bed batching). After ``--seconds`` of signal the replays
 stop; the stream process finalizes every bed and exits. Reported per N, from the beds'
@@ -45,13 +45,13 @@ DRAIN_OK_S = 5.0
 
 
 def _delayed_replayer(delay_s: float, *args, **kwargs):
-    """A :class:`~edge_scorer.replay.Replayer` whose signal starts ``delay_s`` after
+    """A :class:`~edge_scorer.stream.replay.Replayer` whose signal starts ``delay_s`` after
     :meth:`start` (its outlets exist at once): beds that started at different times."""
     import threading
 
     import pylsl
 
-    from ..replay import Replayer
+    from edge_scorer.stream.replay import Replayer
 
     class Delayed(Replayer):
         def start(self) -> Replayer:  # Replayer.start with the replay clock moved on
@@ -67,7 +67,7 @@ def _delayed_replayer(delay_s: float, *args, **kwargs):
 
 def _helper(args: argparse.Namespace) -> int:
     """Play N replays at speed 1 for ``--seconds`` after their receivers connect."""
-    from ..spec import load_spec
+    from edge_scorer.dsp.spec import load_spec
 
     spec = load_spec("sleep-edf")
     psgs = [Path(p) for p in args.psg]
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.helper:
         return _helper(args)
-    from ..simulate import simulate_nights
+    from edge_scorer.simulate import simulate_nights
 
     counts = [int(x) for x in args.beds.split(",") if x]
     results = []

@@ -3,7 +3,7 @@
 ``python -m edge_scorer.bench cohort [--nights 6] [--night-h 1] [--workers 2] [--json OUT]``
 
 Simulates ``--nights`` different nights and scores them all with
-:func:`~edge_scorer.cohort.run_cohort` in this process, on a local process pool of
+:func:`~edge_scorer.engine.cohort.run_cohort` in this process, on a local process pool of
 ``--workers`` processes and (when Ray is installed) on a new local Ray instance with
 ``--workers`` CPUs, then with YASA's ``SleepStaging`` one file after another (MNE read +
 features + LightGBM, EEG Fpz-Cz + EOG). Each row: seconds for the cohort (start-up included:
@@ -47,8 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="pool / Ray workers")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    from ..cohort import ModelChoice, plan_jobs, run_cohort
-    from ..simulate import simulate_nights
+    from edge_scorer.engine.cohort import ModelChoice, plan_jobs, run_cohort
+    from edge_scorer.simulate import simulate_nights
 
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:

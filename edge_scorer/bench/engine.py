@@ -6,11 +6,13 @@
 Three measurements, in one run, on this machine:
 
 1. **Latency at real time.** A simulated night is replayed at speed 1 (real LSL on loopback,
-   100-ms chunks) into a :class:`~edge_scorer.live.LiveScorer` for ``--realtime-min`` minutes;
+   100-ms chunks) into a :class:`~edge_scorer.stream.live.LiveScorer` for ``--realtime-min``
+   minutes;
    per epoch, the time from the pull of the chunk that completes it to its provisional label
    (conditioning, rendering, intra ViT, inter window, CSV + LSL publishing). Printed against the
    30-s epoch budget.
-2. **Offline night.** :func:`~edge_scorer.offline.score_file` on a ``--night-h`` simulated night
+2. **Offline night.** :func:`~edge_scorer.engine.offline.score_file` on a ``--night-h`` simulated
+   night
    (read EDF -> ... -> hypnogram files) against YASA's ``SleepStaging`` on the same file (MNE
    read + features + LightGBM; EEG Fpz-Cz + EOG, the file's EMG is a 1-Hz envelope YASA cannot
    use), side by side, with the ratio.
@@ -34,13 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .._log import get_logger
+from edge_scorer._log import get_logger
 
 log = get_logger("bench.engine")
 
 
 def _night(folder: Path, hours: float, seed: int) -> tuple[Path, Path]:
-    from ..simulate import simulate_nights
+    from edge_scorer.simulate import simulate_nights
 
     (psg, hyp), = simulate_nights(folder, 1, layout="sleep-edf", seed=seed, duration_h=hours)
     return psg, hyp
@@ -48,8 +50,8 @@ def _night(folder: Path, hours: float, seed: int) -> tuple[Path, Path]:
 
 def realtime_latency(model, psg: Path, minutes: float) -> dict:
     """Replay at speed 1 for ``minutes`` and return the provisional-latency summary."""
-    from ..live import LiveScorer
-    from ..replay import Replayer
+    from edge_scorer.stream.live import LiveScorer
+    from edge_scorer.stream.replay import Replayer
 
     name = f"bench-rt-{uuid.uuid4().hex[:8]}"
     with Replayer(psg, model.spec, name=name, speed=1.0, wait_for_consumers_s=10):
@@ -62,7 +64,7 @@ def realtime_latency(model, psg: Path, minutes: float) -> dict:
 
 def offline_vs_yasa(model, psg: Path) -> dict:
     """Seconds to score the whole file: edge-scorer's engine and YASA, same run."""
-    from ..offline import score_file
+    from edge_scorer.engine.offline import score_file
 
     t = time.perf_counter()
     ours = score_file(psg, model, None, progress=False)
@@ -88,8 +90,8 @@ def offline_vs_yasa(model, psg: Path) -> dict:
 
 def beds(model, psg: Path, n_beds: int, speed: float, seconds: float) -> dict:
     """Run ``n_beds`` replays at ``speed`` into live scorers in this process."""
-    from ..live import LiveScorer
-    from ..replay import Replayer
+    from edge_scorer.stream.live import LiveScorer
+    from edge_scorer.stream.replay import Replayer
 
     names = [f"bench-bed-{uuid.uuid4().hex[:8]}" for _ in range(n_beds)]
     reps = [Replayer(psg, model.spec, name=n, speed=speed, wait_for_consumers_s=20)
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
-    from ..scorer import ScoringModel
+    from edge_scorer.inference.scorer import ScoringModel
 
     model = ScoringModel.load()
     results: dict = {}

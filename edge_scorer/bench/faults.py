@@ -2,7 +2,7 @@
 
 ``python -m edge_scorer.bench faults [--only NAME ...] [--speed X] [--json FILE]`` runs each
 scenario of :data:`SCENARIOS` in a fresh folder: a simulated night is replayed (the ``replay``
-command, or a :class:`~edge_scorer.replay.Replayer` when the signal itself is faulty) and
+command, or a :class:`~edge_scorer.stream.replay.Replayer` when the signal itself is faulty) and
 scored by the ``stream`` command in its own process, while a recorder subscribes to the stage
 outlet. A fault is injected (kill -9, SIGSTOP/SIGCONT of either process, a replay restart
 under the same source id, NaN rows, a wrong channel count, a full disk, signals) and after each
@@ -119,7 +119,7 @@ class StageRecorder:
 
 
 def _wait_epochs(out: Path, n: int, timeout_s: float = 120.0) -> int:
-    from ..sinks import read_epoch_log
+    from edge_scorer.engine.sinks import read_epoch_log
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -138,7 +138,7 @@ def check_published_in_csv(out: Path, published: set[tuple[int, int]]) -> tuple[
     """Every published (epoch, status) is a row of epochs.csv; no torn line."""
     import csv
 
-    from ..sinks import LOG_COLUMNS, STATUS_CODES, read_epoch_log
+    from edge_scorer.engine.sinks import LOG_COLUMNS, STATUS_CODES, read_epoch_log
 
     if not (out / "epochs.csv").exists():
         return not published, {"published": len(published), "logged": 0}
@@ -155,8 +155,8 @@ def check_published_in_csv(out: Path, published: set[tuple[int, int]]) -> tuple[
 
 def check_night_files(out: Path, finalize: bool = True) -> tuple[bool, dict]:
     """The night files read back and agree with epochs.csv (finalized first when needed)."""
-    from ..hypnogram_io import read_hypnogram
-    from ..sinks import read_epoch_log
+    from edge_scorer.engine.sinks import read_epoch_log
+    from edge_scorer.io.hypnogram_io import read_hypnogram
 
     if not (out / "epochs.csv").exists():
         return False, {"state": "no epochs.csv"}
@@ -197,7 +197,7 @@ class Run:
 
 
 def _night(folder: Path, hours: float = NIGHT[0], seed: int = NIGHT[1]) -> Path:
-    from ..simulate import simulate_nights
+    from edge_scorer.simulate import simulate_nights
 
     (psg, _), = simulate_nights(folder / "night", 1, layout="sleep-edf", seed=seed,
                                 duration_h=hours)
@@ -339,7 +339,7 @@ def restart_replay(folder: Path, speed: float) -> FaultResult:
 
 
 def nan_rows(folder: Path, speed: float) -> FaultResult:
-    from ..replay import Replayer
+    from edge_scorer.stream.replay import Replayer
 
     res = FaultResult("nan_rows", "an EEG row of NaN for epochs 4-6 (lead off)")
     psg = _night(folder)
@@ -350,7 +350,7 @@ def nan_rows(folder: Path, speed: float) -> FaultResult:
         rep.wait(300)
         _end(run)
     _common(res, run, finalize=False)
-    from ..sinks import read_epoch_log
+    from edge_scorer.engine.sinks import read_epoch_log
 
     hyp, _ = read_epoch_log(run.out / "epochs.csv")
     bad = [int(i) for i in np.flatnonzero(hyp.stages < 0)]
@@ -416,7 +416,7 @@ def disk_full(folder: Path, speed: float) -> FaultResult:
 
 
 def _whole_or_absent(out: Path) -> bool:
-    from ..hypnogram_io import read_hypnogram
+    from edge_scorer.io.hypnogram_io import read_hypnogram
 
     for name in ("hypnogram.csv", "hypnogram.edf"):
         if (out / name).exists():

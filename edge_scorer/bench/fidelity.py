@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._log import get_logger
-from ..stages import CLASS_NAMES
+from edge_scorer._log import get_logger
+from edge_scorer.stages import CLASS_NAMES
 
 log = get_logger("bench.fidelity")
 
@@ -98,7 +98,7 @@ def _sample(nights, per_stage: int, rng) -> list[tuple[int, int]]:
 def intra_deletion(nights, picks, models, proba_fn, steps: int, n_random: int, rng,
                    fill: np.ndarray | None = None) -> tuple[dict, dict]:
     """Deletion AUC per method (and random), overall and per predicted stage."""
-    from ..explain.relevance import METHODS, intra_relevance
+    from edge_scorer.explain.relevance import METHODS, intra_relevance
 
     aucs: dict[str, list[float]] = {m: [] for m in (*METHODS, "random")}
     stages: list[int] = []
@@ -137,8 +137,8 @@ def intra_deletion(nights, picks, models, proba_fn, steps: int, n_random: int, r
 
 def inter_deletion(nights, picks, models, scoring, n_random: int, rng) -> dict:
     """Deletion of the other epochs of a window, in relevance order (see module docstring)."""
-    from ..explain.relevance import METHODS, inter_relevance
-    from ..windows import softmax
+    from edge_scorer.engine.windows import softmax
+    from edge_scorer.explain.relevance import METHODS, inter_relevance
 
     length = int(models.inter.config.seq_len)
     pos = length // 2
@@ -180,9 +180,9 @@ def timings(nights, picks, models, scoring, n: int) -> dict[str, float]:
     """Median seconds per single-epoch explanation (after a warm-up)."""
     import torch
 
-    from ..explain.epoch import explain_epoch, explain_window_night
-    from ..explain.occlusion import occlusion_analysis, onnx_proba_fn
-    from ..explain.relevance import METHODS, intra_relevance
+    from edge_scorer.explain.epoch import explain_epoch, explain_window_night
+    from edge_scorer.explain.occlusion import occlusion_analysis, onnx_proba_fn
+    from edge_scorer.explain.relevance import METHODS, intra_relevance
 
     sel = [picks[j % len(picks)] for j in range(n)]
     img = [nights[k].images[i] for k, i in sel]
@@ -261,11 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from ..explain.occlusion import onnx_proba_fn
-    from ..explain.relevance import TorchModels
-    from ..explain.summary import ExplainedNight
-    from ..scorer import ScoringModel
-    from ..simulate import simulate_nights
+    from edge_scorer.explain.occlusion import onnx_proba_fn
+    from edge_scorer.explain.relevance import TorchModels
+    from edge_scorer.explain.summary import ExplainedNight
+    from edge_scorer.inference.scorer import ScoringModel
+    from edge_scorer.simulate import simulate_nights
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rng = np.random.default_rng(args.seed)

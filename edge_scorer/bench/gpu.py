@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .._log import get_logger
+from edge_scorer._log import get_logger
 
 log = get_logger("bench.gpu")
 
@@ -109,7 +109,7 @@ class Check:
         try:
             self.rows += fn()
         except Exception as exc:  # every GPU path is reported, the check goes on
-            from ..backends import BackendUnavailable
+            from edge_scorer.inference.backends import BackendUnavailable
 
             status = "not installed" if isinstance(exc, BackendUnavailable) else "failed"
             self.rows.append(Row(path, model, status=status, note=f"{type(exc).__name__}: "
@@ -119,8 +119,8 @@ class Check:
 
 def _night(tmp: Path, duration_h: float, seed: int, spec) -> np.ndarray:
     """Two simulated nights as files (the trainer check trains on both); the first's images."""
-    from ..pipeline import render_night
-    from ..simulate import simulate_nights
+    from edge_scorer.dsp.pipeline import render_night
+    from edge_scorer.simulate import simulate_nights
 
     pairs = simulate_nights(tmp / "nights", 2, layout=spec.name, seed=seed,
                             duration_h=duration_h)
@@ -130,7 +130,7 @@ def _night(tmp: Path, duration_h: float, seed: int, spec) -> np.ndarray:
 def _pair_rows(label: str, intra: Any, inter: Any, images: np.ndarray, spec,
                cpu_stages: np.ndarray, runs: int, model: str = "shipped intra + inter"
                ) -> Row:
-    from ..scorer import ScoringModel
+    from edge_scorer.inference.scorer import ScoringModel
 
     scorer = ScoringModel(intra, inter, spec)
     x1, x64 = images[:1, None].astype(np.float32), images[:64, None].astype(np.float32)
@@ -145,8 +145,8 @@ def _pair_rows(label: str, intra: Any, inter: Any, images: np.ndarray, spec,
 
 
 def _shipped(check: Check, images: np.ndarray, spec, cpu_stages: np.ndarray) -> None:
-    from ..backends import create_backend
-    from ..scorer import default_model_dir
+    from edge_scorer.inference.backends import create_backend
+    from edge_scorer.inference.scorer import default_model_dir
 
     folder = Path(check.args.intra).parent if check.args.intra else default_model_dir()
     paths = [folder / "intra.onnx", folder / "inter.onnx"]
@@ -165,7 +165,7 @@ def _shipped(check: Check, images: np.ndarray, spec, cpu_stages: np.ndarray) -> 
 def _vit_base(check: Check, images: np.ndarray, spec) -> None:
     import torch
 
-    from ..backends_torch import TorchBackend
+    from edge_scorer.inference.backends_torch import TorchBackend
 
     def checkpoint() -> Path:
         from training.checkpoint import save_checkpoint
@@ -304,7 +304,7 @@ def _trainer(check: Check) -> list[Row]:
 def _chefer(check: Check, images: np.ndarray) -> list[Row]:
     import torch
 
-    from ..explain.relevance import TorchModels, inter_relevance, intra_relevance
+    from edge_scorer.explain.relevance import TorchModels, inter_relevance, intra_relevance
 
     models = TorchModels.load()
     with torch.no_grad():
@@ -403,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "Run it on a machine with an NVIDIA GPU and a CUDA build of PyTorch.")
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         return 0
-    from ..scorer import ScoringModel
+    from edge_scorer.inference.scorer import ScoringModel
 
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edge-scorer-gpu-") as tmp_name:

@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import metrics
-from .._log import get_logger
-from ..hypnogram import Hypnogram
-from ..stages import CLASS_NAMES
+from edge_scorer._log import get_logger
+from edge_scorer.stages import CLASS_NAMES
+from edge_scorer.stats import metrics
+from edge_scorer.stats.hypnogram import Hypnogram
 
 log = get_logger("bench.realism")
 
@@ -80,7 +80,7 @@ def default_hypnogram_dir() -> Path:
 
 def agreement(truth: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     """Agreement of YASA with the driving hypnogram as a JSON-ready dict
-    (:func:`edge_scorer.metrics.agreement`; unscored epochs left out)."""
+    (:func:`edge_scorer.stats.metrics.agreement`; unscored epochs left out)."""
     a = metrics.agreement(truth, pred)
     conf = a.confusion.astype(float)
     recall = {n: float(conf[i, i] / conf[i].sum()) if conf[i].sum() else float("nan")
@@ -93,7 +93,7 @@ def yasa_stage(night: Any, layout: str) -> np.ndarray:
     """Run YASA's pretrained ``SleepStaging`` on a simulated night; stage code per epoch."""
     import mne
 
-    from ..simulate.signals import resample
+    from edge_scorer.simulate.signals import resample
 
     try:
         import yasa
@@ -145,8 +145,8 @@ def run_realism(
         stages the signals were drawn from, timings), ``pooled``, ``published`` and, with an
         excerpt, ``features`` (rows of :func:`~edge_scorer.bench.realism_features.compare`).
     """
-    from ..simulate.night import simulate_night
-    from ..simulate.signals import ChannelSpec
+    from edge_scorer.simulate.night import simulate_night
+    from edge_scorer.simulate.signals import ChannelSpec
 
     if layout not in YASA_CHANNELS:
         raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(YASA_CHANNELS)}")
@@ -181,7 +181,7 @@ def run_realism(
            "nights": rows, "pooled": pooled, "published": list(PUBLISHED),
            "goals": {"kappa": list(KAPPA_GOAL), "n1_f1_max": N1_F1_GOAL}}
     if excerpt is not None:
-        from .realism_features import compare
+        from edge_scorer.bench.realism_features import compare
 
         sim = {k: np.concatenate([f[k] for f in wake_feats]) for k in wake_feats[0]}
         out["features"] = compare(_file_features(excerpt), sim)
@@ -191,11 +191,11 @@ def run_realism(
 
 def _file_features(psg: str | Path) -> dict[str, np.ndarray]:
     """Features of every epoch of a PSG file, through the one conditioning chain (sleep-edf)."""
-    from ..conditioning import epochs_from_signal
-    from ..pipeline import condition_recording
-    from ..psg import read_psg
-    from ..spec import load_spec
-    from .realism_features import epoch_features
+    from edge_scorer.bench.realism_features import epoch_features
+    from edge_scorer.dsp.conditioning import epochs_from_signal
+    from edge_scorer.dsp.pipeline import condition_recording
+    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.psg import read_psg
 
     spec = load_spec("sleep-edf")
     conditioned, _ = condition_recording(read_psg(psg, spec), spec)
@@ -207,7 +207,7 @@ def _wake_features(night: Any) -> dict[str, np.ndarray]:
     file's quantization and the reader are part of the comparison, as for the real file)."""
     import tempfile
 
-    from ..simulate.night import write_night
+    from edge_scorer.simulate.night import write_night
 
     with tempfile.TemporaryDirectory() as tmp:
         psg, _ = write_night(night, tmp)
@@ -260,7 +260,7 @@ def format_table(result: dict[str, Any]) -> str:
     for name, counts in zip(CLASS_NAMES, result["pooled"]["confusion"]):
         lines.append(f"{name:>6}" + " ".join(f"{c:6d}" for c in counts))
     if result.get("features"):
-        from .realism_features import format_comparison
+        from edge_scorer.bench.realism_features import format_comparison
 
         lines.append("")
         lines.append(format_comparison(
@@ -271,8 +271,8 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry (see the module docstring)."""
-    from .._log import setup_cli_logging
-    from ..simulate.architecture import load_hypnograms
+    from edge_scorer._log import setup_cli_logging
+    from edge_scorer.simulate.architecture import load_hypnograms
 
     parser = argparse.ArgumentParser(prog="python -m edge_scorer.bench realism",
                                      description=__doc__.splitlines()[0])

@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..conditioning import Conditioner, condition, epochs_from_signal
-from ..render import render_epoch, render_epochs
-from ..spec import RenderSpec, load_spec
+from edge_scorer.dsp.conditioning import Conditioner, condition, epochs_from_signal
+from edge_scorer.dsp.render import render_epoch, render_epochs
+from edge_scorer.dsp.spec import RenderSpec, load_spec
 
 
 def synthetic_night(spec: RenderSpec, n_epochs: int, seed: int = 0) -> np.ndarray:
@@ -68,8 +68,8 @@ def synthetic_night(spec: RenderSpec, n_epochs: int, seed: int = 0) -> np.ndarra
 def simulated_night(spec: RenderSpec, n_epochs: int,
                     seed: int = 0) -> tuple[list[np.ndarray], list[float]]:
     """Rows of a simulated night (:mod:`edge_scorer.simulate`) at their native rates."""
-    from ..montage import map_channels
-    from ..simulate import LAYOUTS, simulate_night
+    from edge_scorer.dsp.montage import map_channels
+    from edge_scorer.simulate import LAYOUTS, simulate_night
 
     if spec.name not in LAYOUTS:
         raise ValueError(f"the simulator has no {spec.name!r} layout (it has "

@@ -8,7 +8,8 @@ On a simulated night (written as EDF, read back, conditioned and rendered as any
 - per-epoch cost of reading, conditioning and rendering (the whole night / epochs);
 - per backend: live latency at batch 1 (intra on one image, inter on one window; median and
   p99), their sum per epoch, offline throughput (the whole night scored by
-  :meth:`~edge_scorer.scorer.ScoringModel.score_images`: intra in batches of 64, inter windows
+  :meth:`~edge_scorer.inference.scorer.ScoringModel.score_images`: intra in batches of 64, inter
+  windows
   in batches of 256), and argmax agreement of the night's stages with ONNX Runtime fp32;
 - ratios against ONNX Runtime fp32 on the CPU (the baseline): ``>1`` is faster.
 
@@ -34,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .._log import get_logger
-from .render import time_each as _time
+from edge_scorer._log import get_logger
+from edge_scorer.bench.render import time_each as _time
 
 log = get_logger("bench.runtimes")
 
@@ -67,10 +68,10 @@ def cpu_name() -> str:
 
 def render_timings(psg: Path, spec: Any, repeats: int) -> tuple[np.ndarray, list[tuple]]:
     """The night's images and (step, ms per epoch) of reading, conditioning, rendering."""
-    from ..conditioning import epochs_from_signal
-    from ..pipeline import condition_recording
-    from ..psg import read_psg
-    from ..render import render_epochs
+    from edge_scorer.dsp.conditioning import epochs_from_signal
+    from edge_scorer.dsp.pipeline import condition_recording
+    from edge_scorer.dsp.render import render_epochs
+    from edge_scorer.io.psg import read_psg
 
     read_s = _time(lambda: read_psg(psg, spec), repeats)
     rec = read_psg(psg, spec)
@@ -102,7 +103,7 @@ class _Candidate:
 
 def prepare(label: str, intra: Any, inter: Any, images: np.ndarray, spec: Any) -> _Candidate:
     """A backend pair ready to time: scoring model, batch-1 inputs, warmed up."""
-    from ..scorer import ScoringModel
+    from edge_scorer.inference.scorer import ScoringModel
 
     model = ScoringModel(intra, inter, spec)
     x1 = images[:1, None].astype(np.float32)
@@ -146,7 +147,7 @@ def summarize(c: _Candidate, n_epochs: int, reference: np.ndarray) -> Row:
 def backend_factories(intra: Path, inter: Path, tmp: Path, calib: np.ndarray,
                       held: np.ndarray) -> list[tuple[str, Callable[[], tuple[Any, Any]]]]:
     """(label, factory) per configuration; a factory raises when it cannot run here."""
-    from ..backends import OrtBackend, create_backend, nvidia_gpu_present
+    from edge_scorer.inference.backends import OrtBackend, create_backend, nvidia_gpu_present
 
     def ort(a: Path, b: Path):
         return lambda: (OrtBackend(a), OrtBackend(b))
@@ -173,9 +174,8 @@ def backend_factories(intra: Path, inter: Path, tmp: Path, calib: np.ndarray,
 
     def trt_native(precision: str):
         def make():
+            from edge_scorer.inference.backends_trt import TensorRTBackend
             from export.tensorrt_build import build_engine
-
-            from ..backends_trt import TensorRTBackend
 
             engines = [build_engine(p, tmp, precision=precision) for p in (intra, inter)]
             return tuple(TensorRTBackend(e, onnx_path=p) for e, p in zip(engines,
@@ -243,12 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--latency-runs must be >= 2 and --repeats >= 1")
     import onnxruntime as ort
 
+    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.inference.backends import onnx_metadata
+    from edge_scorer.inference.scorer import default_model_dir
+    from edge_scorer.simulate import simulate_nights
     from export.epochs import HELD_OUT_SEED_OFFSET, simulated_epochs
-
-    from ..backends import onnx_metadata
-    from ..scorer import default_model_dir
-    from ..simulate import simulate_nights
-    from ..spec import load_spec
 
     folder = default_model_dir()
     intra = Path(args.intra or folder / "intra.onnx")

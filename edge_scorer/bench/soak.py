@@ -4,7 +4,7 @@
 [--json FILE]``
 
 ``N`` simulated nights are replayed in a loop over loopback LSL (each at ``--speed`` x real
-time) and scored by ``N`` :class:`~edge_scorer.live.LiveScorer` in this process, each writing
+time) and scored by ``N`` :class:`~edge_scorer.stream.live.LiveScorer` in this process, each writing
 its ``epochs.csv`` (fsync per batch) into a temporary folder, for ``M`` minutes. Every
 ``--sample-s`` seconds it records the process's resident memory, threads and open files, the
 epochs scored and the provisional latencies of the epochs scored since the last sample.
@@ -53,10 +53,10 @@ def soak(n_beds: int, minutes: float, speed: float, sample_s: float, seed: int =
     """Run the soak (see the module docstring) and return samples and the summary."""
     import threading
 
-    from ..live import LiveScorer
-    from ..replay import Replayer
-    from ..scorer import ScoringModel
-    from ..simulate import simulate_nights
+    from edge_scorer.inference.scorer import ScoringModel
+    from edge_scorer.simulate import simulate_nights
+    from edge_scorer.stream.live import LiveScorer
+    from edge_scorer.stream.replay import Replayer
 
     model = ScoringModel.load()
     with tempfile.TemporaryDirectory(prefix="edge-scorer-soak-") as tmp:

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .._log import get_logger, setup_cli_logging
+from edge_scorer._log import get_logger, setup_cli_logging
 
 #: Subcommand name -> module (relative to this package).
 COMMANDS: dict[str, str] = {
@@ -43,7 +43,7 @@ class CliError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand."""
-    from .. import __version__
+    from edge_scorer import __version__
 
     parser = argparse.ArgumentParser(
         prog="edge-scorer",

@@ -73,7 +73,7 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
 
 def hypnogram_formats(text: str) -> list[str]:
     """``--format csv,edf,bids,nsrr`` (comma-separated, repeatable; case ignored)."""
-    from ..sinks import parse_formats
+    from edge_scorer.engine.sinks import parse_formats
 
     try:
         return list(parse_formats(text))

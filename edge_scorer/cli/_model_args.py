@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import CliError
+from edge_scorer.cli import CliError
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,7 +12,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--intra", metavar="ONNX",
                         help="intra-epoch model (default: the shipped model)")
     parser.add_argument("--inter", metavar="ONNX", help="inter-epoch model (with --intra)")
-    from ..backends import BACKENDS
+    from edge_scorer.inference.backends import BACKENDS
 
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
                         help="inference backend (default onnxruntime, CPU; auto: the best one "
@@ -22,8 +22,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    """The :class:`~edge_scorer.scorer.ScoringModel` the options name (spec from the model)."""
-    from ..scorer import ScoringModel
+    """The :class:`~edge_scorer.inference.scorer.ScoringModel` the options name (spec from the
+    model)."""
+    from edge_scorer.inference.scorer import ScoringModel
 
     if args.inter and not args.intra:
         raise CliError("--inter goes with --intra (the shipped model is used without both)")
@@ -32,6 +33,6 @@ def load_model(args: argparse.Namespace):
 
 def channel_overrides(args: argparse.Namespace) -> dict[str, str]:
     """``--channel ROW=LABEL`` options as a dict."""
-    from ..montage import parse_channel_overrides
+    from edge_scorer.dsp.montage import parse_channel_overrides
 
     return parse_channel_overrides(args.channel)

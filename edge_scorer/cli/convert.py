@@ -1,6 +1,6 @@
 """``edge-scorer convert``: a hypnogram file into another format.
 
-Reads any hypnogram :func:`~edge_scorer.hypnogram_io.read_hypnogram` reads (Sleep-EDF EDF+,
+Reads any hypnogram :func:`~edge_scorer.io.hypnogram_io.read_hypnogram` reads (Sleep-EDF EDF+,
 NSRR XML, CSV/TSV, BIDS ``events.tsv``) and writes it as CSV, TSV, EDF+ annotations, BIDS
 ``events.tsv`` or NSRR XML, chosen by the output's name (``.csv``, ``.tsv``, ``*events.tsv``,
 ``.edf``, ``.xml``) or ``--format``. Stages, epoch length, onset and the recording's clock time
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import CliError
+from edge_scorer.cli import CliError
 
 HELP = ("convert a hypnogram file between formats: CSV, TSV, EDF+ (EDFbrowser, MNE), BIDS "
         "events.tsv, NSRR XML")
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read, write, say what was written."""
-    from ..hypnogram_io import read_hypnogram
+    from edge_scorer.io.hypnogram_io import read_hypnogram
 
     if not args.hypnogram.is_file():
         raise CliError(f"hypnogram file {args.hypnogram} not found")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .._log import get_logger
-from . import CliError
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
 
 log = get_logger("cli.data")
 

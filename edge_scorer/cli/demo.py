@@ -1,8 +1,8 @@
 """``edge-scorer demo``: the main job end to end, live over Lab Streaming Layer.
 
-A night is replayed on the loopback network as real LSL streams (:class:`~edge_scorer.replay.
+A night is replayed on the loopback network as real LSL streams (:class:`~edge_scorer.stream.replay.
 Replayer`, accelerated) and scored live by the shipped default model through the streaming
-engine (:class:`~edge_scorer.live.LiveScorer`: inlet -> conditioning -> renderer -> intra ViT
+engine (:class:`~edge_scorer.stream.live.LiveScorer`: inlet -> conditioning -> renderer -> intra ViT
 -> rolling inter window -> stage outlet + epochs.csv). The hypnogram is printed as it grows
 (final labels, one line per 30 min of signal); at the end the sleep statistics and the
 agreement with the night's own hypnogram.
@@ -22,9 +22,9 @@ import time
 import uuid
 from pathlib import Path
 
-from .._log import get_logger
-from . import CliError
-from ._args import add_overwrite, positive
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
+from edge_scorer.cli._args import add_overwrite, positive
 
 log = get_logger("cli.demo")
 
@@ -99,7 +99,7 @@ def _night(args: argparse.Namespace, out: Path) -> tuple[Path, Path | None, str]
             log.debug("%s", exc)
             print("Sleep-EDF night SC4001 is not on disk and PhysioNet does not answer (offline):"
                   " using a simulated night")
-    from ..simulate import simulate_nights
+    from edge_scorer.simulate import simulate_nights
 
     (psg, hyp), = simulate_nights(out / "night", 1, layout="sleep-edf", seed=args.seed,
                                   duration_h=args.duration_h)
@@ -145,16 +145,16 @@ class _Printer:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the night, score it live, print the hypnogram, statistics and agreement."""
-    from ..familiarity import summary_line, warning_line
-    from ..live import LiveScorer
-    from ..metrics import agreement
-    from ..montage import parse_channel_overrides
-    from ..outputs import check_output_dir, prepare_output_dir
-    from ..psg import align_hypnogram, read_edf_header
-    from ..replay import Replayer
-    from ..scorer import ScoringModel
-    from ..shutdown import Shutdown
-    from ..sinks import Callback
+    from edge_scorer.dsp.montage import parse_channel_overrides
+    from edge_scorer.engine.shutdown import Shutdown
+    from edge_scorer.engine.sinks import Callback
+    from edge_scorer.inference.familiarity import summary_line, warning_line
+    from edge_scorer.inference.scorer import ScoringModel
+    from edge_scorer.io.outputs import check_output_dir, prepare_output_dir
+    from edge_scorer.io.psg import align_hypnogram, read_edf_header
+    from edge_scorer.stats.metrics import agreement
+    from edge_scorer.stream.live import LiveScorer
+    from edge_scorer.stream.replay import Replayer
 
     if args.hypnogram and not args.edf:
         raise CliError("--hypnogram goes with --edf (the demo night brings its own)")
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     check_output_dir(out, args.overwrite)
     if args.gui:  # fail fast, before a night is fetched or simulated
-        from .gui import require_gui
+        from edge_scorer.cli.gui import require_gui
 
         require_gui()
     t0 = time.perf_counter()

@@ -23,9 +23,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .._log import get_logger
-from ..outputs import atomic_write
-from . import CliError
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
+from edge_scorer.io.outputs import atomic_write
 
 log = get_logger("cli.explain")
 
@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _target(text: str | None) -> int | None:
-    from ..stages import CLASS_NAMES
+    from edge_scorer.stages import CLASS_NAMES
 
     if text is None:
         return None
@@ -92,14 +92,14 @@ def _in_night(args: argparse.Namespace) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     """Load the models and the night, explain, write figures and JSON."""
     try:
-        from ..explain.relevance import TorchModels
+        from edge_scorer.explain.relevance import TorchModels
     except ImportError as exc:
         raise CliError(f"{exc}") from None
-    from ..explain.occlusion import onnx_proba_fn
-    from ..explain.summary import ExplainedNight
-    from ..montage import parse_channel_overrides
-    from ..scorer import ScoringModel
-    from ..spec import SpecError, load_spec
+    from edge_scorer.dsp.montage import parse_channel_overrides
+    from edge_scorer.dsp.spec import SpecError, load_spec
+    from edge_scorer.explain.occlusion import onnx_proba_fn
+    from edge_scorer.explain.summary import ExplainedNight
+    from edge_scorer.inference.scorer import ScoringModel
 
     if args.intra is None and args.inter is not None:
         raise CliError("--inter needs --intra (the two models come from one training run)")
@@ -130,11 +130,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_epoch(args, night, models, proba_fn, n: int, target, out: Path) -> None:
-    from ..explain import figures
-    from ..explain.epoch import explain_epoch
-    from ..explain.occlusion import occlusion_analysis
-    from ..explain.relevance import METHODS
-    from ..stages import CLASS_NAMES
+    from edge_scorer.explain import figures
+    from edge_scorer.explain.epoch import explain_epoch
+    from edge_scorer.explain.occlusion import occlusion_analysis
+    from edge_scorer.explain.relevance import METHODS
+    from edge_scorer.stages import CLASS_NAMES
 
     methods = METHODS if args.method == "all" else (args.method,)
     feats = night.features if models.inter is not None else None
@@ -174,8 +174,8 @@ def _run_epoch(args, night, models, proba_fn, n: int, target, out: Path) -> None
 
 
 def _run_all(args, night, models, proba_fn, out: Path) -> None:
-    from ..explain import figures
-    from ..explain.summary import summarize_night
+    from edge_scorer.explain import figures
+    from edge_scorer.explain.summary import summarize_night
 
     method = "chefer" if args.method == "all" else args.method
     summary = summarize_night(

@@ -21,9 +21,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .._log import get_logger
-from ..outputs import atomic_write
-from . import CliError
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
+from edge_scorer.io.outputs import atomic_write
 
 log = get_logger("cli.export")
 
@@ -97,7 +97,7 @@ def _load(source: str, spec: str, args: argparse.Namespace, seed_offset: int = 0
 
 
 def _model_spec(model: str) -> str:
-    from edge_scorer.backends import onnx_metadata
+    from edge_scorer.inference.backends import onnx_metadata
 
     meta = onnx_metadata(model)
     if meta.get("kind") not in ("intra", "inter"):
@@ -157,7 +157,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
 
 
 def _run_tensorrt(args: argparse.Namespace) -> int:
-    from edge_scorer.backends import BackendUnavailable
+    from edge_scorer.inference.backends import BackendUnavailable
     from export.epochs import HELD_OUT_SEED_OFFSET
     from export.tensorrt_build import DEFAULT_PROFILES, build_engine, parse_profile, verify_engine
 

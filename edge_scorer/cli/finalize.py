@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._log import get_logger
-from ._args import add_overwrite
+from edge_scorer._log import get_logger
+from edge_scorer.cli._args import add_overwrite
 
 log = get_logger("cli.finalize")
 
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Finalize and print what was recovered."""
-    from ..recover import finalize_night
+    from edge_scorer.engine.recover import finalize_night
 
     night = finalize_night(args.out, overwrite=args.overwrite)
     hyp = night.hypnogram

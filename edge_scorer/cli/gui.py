@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import CliError
-from ._args import positive
-from ._model_args import add_model_arguments
+from edge_scorer.cli import CliError
+from edge_scorer.cli._args import positive
+from edge_scorer.cli._model_args import add_model_arguments
 
 HELP = ("open the bedside window: score a live LSL stream or a replayed PSG file, with the "
         "hypnogram, hypnodensity, explanations and exports (needs the gui extra)")
@@ -73,10 +73,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--inter goes with --intra (the shipped model is used without both)")
     if args.edf and not args.edf.is_file():
         raise CliError(f"PSG file {args.edf} not found")
+    from edge_scorer.cli._model_args import channel_overrides
     from gui.launch import run_window
     from gui.session import FileSource, StreamSource
-
-    from ._model_args import channel_overrides
 
     source = None
     if args.edf:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 
-from .._log import get_logger
-from . import CliError
-from ._args import add_overwrite, positive_int
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
+from edge_scorer.cli._args import add_overwrite, positive_int
 
 log = get_logger("cli.render")
 
@@ -47,10 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read, condition, render and write the outputs; print a one-line summary."""
-    from ..montage import parse_channel_overrides
-    from ..outputs import check_output_dir, prepare_output_dir
-    from ..pipeline import render_night, save_rendered
-    from ..spec import SpecError, load_spec
+    from edge_scorer.dsp.montage import parse_channel_overrides
+    from edge_scorer.dsp.pipeline import render_night, save_rendered
+    from edge_scorer.dsp.spec import SpecError, load_spec
+    from edge_scorer.io.outputs import check_output_dir, prepare_output_dir
 
     try:
         spec = load_spec(args.spec)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from .._log import get_logger
-from . import CliError
-from ._args import non_negative, positive
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
+from edge_scorer.cli._args import non_negative, positive
 
 log = get_logger("cli.replay")
 
@@ -57,10 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the replay and block until it ends or Ctrl-C."""
-    from ..montage import parse_channel_overrides
-    from ..replay import Replayer
-    from ..shutdown import Shutdown
-    from ..spec import SpecError, load_spec
+    from edge_scorer.dsp.montage import parse_channel_overrides
+    from edge_scorer.dsp.spec import SpecError, load_spec
+    from edge_scorer.engine.shutdown import Shutdown
+    from edge_scorer.stream.replay import Replayer
 
     try:
         spec = load_spec(args.spec)

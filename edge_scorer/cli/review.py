@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import CliError
+from edge_scorer.cli import CliError
 
 HELP = ("review a scored night in the window: page with the keyboard, stage with W/1/2/3/R/U, "
         "audit log, sign-off writing the reviewed hypnogram (needs the gui extra)")
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Open the window on the night until it is closed."""
-    from .gui import require_gui
+    from edge_scorer.cli.gui import require_gui
 
     require_gui()
     if not args.night.is_dir():

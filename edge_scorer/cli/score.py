@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._log import get_logger
-from . import CliError
-from ._args import add_formats, add_overwrite, chosen_formats
-from ._model_args import add_model_arguments, channel_overrides, load_model
-from .score_many import add_cohort_arguments, run_many
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
+from edge_scorer.cli._args import add_formats, add_overwrite, chosen_formats
+from edge_scorer.cli._model_args import add_model_arguments, channel_overrides, load_model
+from edge_scorer.cli.score_many import add_cohort_arguments, run_many
 
 log = get_logger("cli.score")
 
@@ -44,14 +44,19 @@ def run(args: argparse.Namespace) -> int:
     """Score, write the outputs, print the statistics (and agreement)."""
     import time
 
-    from ..cohort import is_cohort
-    from ..familiarity import flag_review, flag_review_line, summary_line, warning_line
-    from ..metrics import agreement
-    from ..offline import score_file
-    from ..outputs import check_output_dir, prepare_output_dir
-    from ..psg import align_hypnogram
-    from ..shutdown import Shutdown
-    from .demo import hypnogram_text
+    from edge_scorer.cli.demo import hypnogram_text
+    from edge_scorer.engine.cohort import is_cohort
+    from edge_scorer.engine.offline import score_file
+    from edge_scorer.engine.shutdown import Shutdown
+    from edge_scorer.inference.familiarity import (
+        flag_review,
+        flag_review_line,
+        summary_line,
+        warning_line,
+    )
+    from edge_scorer.io.outputs import check_output_dir, prepare_output_dir
+    from edge_scorer.io.psg import align_hypnogram
+    from edge_scorer.stats.metrics import agreement
 
     if is_cohort(args.psg):
         return run_many(args)
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(agreement(ref.stages, hyp.stages))
         print(flag_review_line(flag_review(ref.stages, hyp.stages, hyp.probabilities,
                                            night.unfamiliar)))
-    from ..sinks import HYPNOGRAM_FILES, parse_formats
+    from edge_scorer.engine.sinks import HYPNOGRAM_FILES, parse_formats
 
     files = ", ".join(HYPNOGRAM_FILES[f] for f in parse_formats(chosen_formats(args)))
     print(f"outputs: {args.out} (epochs.csv, {files}, stats.json)")

@@ -3,7 +3,7 @@
 ``edge-scorer score DIR | 'GLOB' | LIST.txt | A.edf B.edf ... -o OUT [--workers N]
 [--ray [ADDRESS]]`` writes ``OUT/<night>/`` (what ``edge-scorer score NIGHT.edf -o
 OUT/<night>`` writes) for every night and ``OUT/cohort.csv`` / ``cohort.json`` (see
-:mod:`edge_scorer.cohort`). Nights already finished are skipped; a failed night is a row of
+:mod:`edge_scorer.engine.cohort`). Nights already finished are skipped; a failed night is a row of
 the table and the exit code is 1 when any failed.
 """
 
@@ -13,10 +13,10 @@ import argparse
 import os
 from pathlib import Path
 
-from .._log import get_logger
-from . import CliError
-from ._args import chosen_formats
-from ._model_args import channel_overrides
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
+from edge_scorer.cli._args import chosen_formats
+from edge_scorer.cli._model_args import channel_overrides
 
 log = get_logger("cli.score_many")
 
@@ -34,7 +34,13 @@ def add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_many(args: argparse.Namespace) -> int:
     """Score every night the inputs name; write the cohort table; print one line per night."""
-    from ..cohort import ModelChoice, expand_inputs, plan_jobs, run_cohort, write_cohort_table
+    from edge_scorer.engine.cohort import (
+        ModelChoice,
+        expand_inputs,
+        plan_jobs,
+        run_cohort,
+        write_cohort_table,
+    )
 
     if args.hypnogram:
         raise CliError("--hypnogram goes with one PSG file; for many nights give a list file "
@@ -50,7 +56,7 @@ def run_many(args: argparse.Namespace) -> int:
     jobs = plan_jobs(pairs, args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.overwrite:
-        from ..outputs import prepare_output_dir
+        from edge_scorer.io.outputs import prepare_output_dir
 
         for job in jobs:
             prepare_output_dir(job.out, overwrite=True)

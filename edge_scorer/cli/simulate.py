@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and write the nights; print one line per written file pair."""
-    from ..hypnogram_io import inbed_crop, read_hypnogram
-    from ..simulate import simulate_nights
-    from . import CliError
+    from edge_scorer.cli import CliError
+    from edge_scorer.io.hypnogram_io import inbed_crop, read_hypnogram
+    from edge_scorer.simulate import simulate_nights
 
     if args.nights < 1:
         raise CliError(f"--nights must be at least 1, got {args.nights}")

@@ -6,8 +6,8 @@ import argparse
 import json
 import math
 
-from .._log import get_logger
-from . import CliError
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
 
 log = get_logger("cli.stats")
 
@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the hypnogram, compute the statistics and print them."""
-    from ..hypnogram_io import inbed_crop, read_hypnogram
-    from ..sleepstats import sleep_statistics
+    from edge_scorer.io.hypnogram_io import inbed_crop, read_hypnogram
+    from edge_scorer.stats.sleepstats import sleep_statistics
 
     try:
         hyp = read_hypnogram(args.hypnogram, epoch_s=args.epoch_s)

@@ -13,11 +13,18 @@ from datetime import datetime, timedelta
 from datetime import time as time_of_day
 from pathlib import Path
 
-from .._log import get_logger
-from . import CliError
-from ._args import add_formats, add_overwrite, chosen_formats, fraction, non_negative, positive
-from ._model_args import add_model_arguments, channel_overrides, load_model
-from .stream_beds import add_beds_arguments, is_many, run_beds
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
+from edge_scorer.cli._args import (
+    add_formats,
+    add_overwrite,
+    chosen_formats,
+    fraction,
+    non_negative,
+    positive,
+)
+from edge_scorer.cli._model_args import add_model_arguments, channel_overrides, load_model
+from edge_scorer.cli.stream_beds import add_beds_arguments, is_many, run_beds
 
 log = get_logger("cli.stream")
 
@@ -67,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def log_updates(updates, engine) -> None:
     """Log each new epoch's provisional label (with latency) and each final label."""
-    from ..rolling import FINAL, PROVISIONAL
+    from edge_scorer.engine.rolling import FINAL, PROVISIONAL
 
     for u in updates:
         if u.status == PROVISIONAL or (u.status == FINAL and u.latency_s is not None):
@@ -104,13 +111,13 @@ def run(args: argparse.Namespace) -> int:
     """Connect, score until Ctrl-C/SIGTERM or idle, finalize the outputs."""
     import time
 
-    from ..familiarity import summary_line, warning_line
-    from ..inlet import AmbiguousStream, StreamNotFound
-    from ..live import LiveScorer
-    from ..outputs import check_output_dir, prepare_output_dir
-    from ..shutdown import Shutdown
-    from ..sinks import Callback
-    from ..stream_units import StreamUnitError, parse_unit_overrides
+    from edge_scorer.engine.shutdown import Shutdown
+    from edge_scorer.engine.sinks import Callback
+    from edge_scorer.inference.familiarity import summary_line, warning_line
+    from edge_scorer.io.outputs import check_output_dir, prepare_output_dir
+    from edge_scorer.stream.inlet import AmbiguousStream, StreamNotFound
+    from edge_scorer.stream.live import LiveScorer
+    from edge_scorer.stream.stream_units import StreamUnitError, parse_unit_overrides
 
     if is_many(args):
         return run_beds(args)

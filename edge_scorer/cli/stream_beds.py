@@ -3,7 +3,7 @@
 Each bed writes ``OUT/<bed>/`` (what ``edge-scorer stream --name BED -o OUT/<bed>`` writes) and
 publishes ``<bed>-stages`` (``--outlet none``: no outlets); ``OUT/beds.json`` and the printed
 table give each bed's status (``ended``, ``refused``, ``failed``), epochs and latency. One
-model session serves every bed (:mod:`edge_scorer.beds`). The process ends when every bed has
+model session serves every bed (:mod:`edge_scorer.stream.beds`). The process ends when every bed has
 ended (``--until-idle``: a bed that sends nothing for that long is finalized) or at Ctrl-C;
 with ``--all`` it keeps looking for new beds until Ctrl-C. Exit code 1 when a bed refused or
 failed (the others' nights are complete).
@@ -15,10 +15,10 @@ import argparse
 import json
 import time
 
-from .._log import get_logger
-from . import CliError
-from ._args import chosen_formats
-from ._model_args import channel_overrides, load_model
+from edge_scorer._log import get_logger
+from edge_scorer.cli import CliError
+from edge_scorer.cli._args import chosen_formats
+from edge_scorer.cli._model_args import channel_overrides, load_model
 
 log = get_logger("cli.stream_beds")
 
@@ -40,10 +40,10 @@ def is_many(args: argparse.Namespace) -> bool:
 
 def run_beds(args: argparse.Namespace) -> int:
     """Score every bed until they have all ended (or Ctrl-C); print and write the table."""
-    from ..beds import BedConfig, BedSet, read_beds_file
-    from ..outputs import atomic_write
-    from ..shutdown import Shutdown
-    from .stream import start_time_lsl
+    from edge_scorer.cli.stream import start_time_lsl
+    from edge_scorer.engine.shutdown import Shutdown
+    from edge_scorer.io.outputs import atomic_write
+    from edge_scorer.stream.beds import BedConfig, BedSet, read_beds_file
 
     if args.source_id:
         raise CliError("--source-id names one stream; for many beds put source_id in --beds")
@@ -63,7 +63,7 @@ def run_beds(args: argparse.Namespace) -> int:
                        "<bed>-stages (--outlet none: no outlets)")
     start_time, start_dt = (start_time_lsl(args.start_at) if args.start_at else (None, None))
     model = load_model(args)
-    from ..stream_units import parse_unit_overrides
+    from edge_scorer.stream.stream_units import parse_unit_overrides
 
     try:
         units = parse_unit_overrides(args.units, model.spec)

@@ -75,7 +75,7 @@ def launch(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the configuration, train, print the run folder."""
-    from . import CliError
+    from edge_scorer.cli import CliError
 
     try:
         import torch  # noqa: F401

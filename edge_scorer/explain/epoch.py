@@ -8,7 +8,7 @@ outside its arguments (the GUI calls it off its main thread; calls on one model 
 serialised by :data:`~.lrp.MODEL_LOCK`).
 
 The explained class is, by default, the epoch's final stage: the argmax of the softmax summed
-over every 10-epoch window covering it (SleepXViT's rule, :mod:`edge_scorer.windows`), or the
+over every 10-epoch window covering it (SleepXViT's rule, :mod:`edge_scorer.engine.windows`), or the
 intra model's own argmax when there is no inter model or no features.
 """
 
@@ -19,16 +19,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..spec import RenderSpec
-from ..stages import CLASS_NAMES
-from ..windows import softmax
-from .aggregate import Aggregates, aggregate, heatmap, top_regions
-from .relevance import TorchModels, check_methods, inter_relevance, intra_relevance, torch
+from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.engine.windows import softmax
+from edge_scorer.explain.aggregate import Aggregates, aggregate, heatmap, top_regions
+from edge_scorer.explain.relevance import (
+    TorchModels,
+    check_methods,
+    inter_relevance,
+    intra_relevance,
+    torch,
+)
+from edge_scorer.stages import CLASS_NAMES
 
 
 def covering_windows(n_epochs: int, index: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     """Start epoch and position of ``index`` in every window of ``length`` covering it
-    (stride 1, as :func:`edge_scorer.windows.sliding_window_proba` scores a night; a night
+    (stride 1, as :func:`edge_scorer.engine.windows.sliding_window_proba` scores a night; a night
     shorter than a window is one window padded at the end)."""
     if not 0 <= index < n_epochs:
         raise ValueError(f"epoch {index} is outside the night (0..{n_epochs - 1})")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..spec import RenderSpec
-from ..stages import CLASS_NAMES
+from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.stages import CLASS_NAMES
 
 #: Overlay colour map and opacity of the relevance heatmap.
 CMAP, ALPHA = "inferno", 0.55
@@ -36,7 +36,7 @@ def _figure(w: float, h: float):
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` as a PNG (Agg renderer), atomically; the folder is created."""
-    from ..outputs import atomic_open
+    from edge_scorer.io.outputs import atomic_open
 
     path = Path(path)
     with atomic_open(path, "wb") as fh:
@@ -205,7 +205,7 @@ def stage_title(st) -> str:
 
 def stage_maps_figure(summary, spec: RenderSpec):
     """Per stage: the mean epoch image with the mean relevance map over it."""
-    from .aggregate import heatmap
+    from edge_scorer.explain.aggregate import heatmap
 
     n = len(summary.stages)
     fig = _figure(3.6 * n + 0.5, 3.9)

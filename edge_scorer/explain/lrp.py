@@ -3,13 +3,14 @@
 Chefer, Gur and Wolf, "Transformer Interpretability Beyond Attention Visualization" (CVPR 2021)
 propagate the relevance of one class score back through every layer with LRP and, in every
 block, keep the relevance that reaches the attention map. This module does that for the
-hand-written :class:`edge_scorer.nets.vit.VisionTransformer` and
-:class:`edge_scorer.nets.inter.InterEpochTransformer` (both are stacks of the same pre-norm
-:class:`~edge_scorer.nets.vit.Block`).
+hand-written :class:`edge_scorer.inference.nets.vit.VisionTransformer` and
+:class:`edge_scorer.inference.nets.inter.InterEpochTransformer` (both are stacks of the same
+pre-norm
+:class:`~edge_scorer.inference.nets.vit.Block`).
 
 Nothing in the models is changed: :func:`trace` runs the model's own forward pass with
 temporary forward hooks on its linear layers and blocks (and the attention maps kept by
-:func:`edge_scorer.nets.vit.set_save_attn`), then removes them. :func:`relprop` walks the
+:func:`edge_scorer.inference.nets.vit.set_save_attn`), then removes them. :func:`relprop` walks the
 recorded activations backwards with the rules of Chefer's reference implementation:
 
 ========================  =================================================================
@@ -211,7 +212,7 @@ def trace(model: nn.Module, x: torch.Tensor, grad: bool = True) -> Trace:
     -------
     Trace
     """
-    from ..nets.vit import set_save_attn
+    from edge_scorer.inference.nets.vit import set_save_attn
 
     _check_model(model)
     store: dict[int, dict[str, torch.Tensor]] = {}
@@ -257,7 +258,8 @@ def trace(model: nn.Module, x: torch.Tensor, grad: bool = True) -> Trace:
                               atol=1e-4, rtol=1e-4):
             raise RuntimeError(
                 f"block {i} is not x + attn(norm1(x)) + mlp(norm2(.)) in this forward pass; "
-                "relevance propagation supports the pre-norm Block of edge_scorer.nets.vit "
+                "relevance propagation supports the pre-norm Block of "
+                "edge_scorer.inference.nets.vit "
                 "in eval mode")
         blocks.append(BlockTrace(
             x_in=s["x_in"], n1=s["n1"], q=qkv[0], k=qkv[1], v=qkv[2],

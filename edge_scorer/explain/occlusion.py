@@ -9,7 +9,7 @@ any backend because they only need a function from rendered images to class prob
 - **frequency-band occlusion**: one band (delta 0.5-4, theta 4-8, alpha 8-12, sigma 12-16,
   beta 16-30 Hz) is removed from a modality's rows (and from each row alone) with a Butterworth
   band-stop in second-order sections, designed the way the conditioning chain designs its
-  filters (:func:`edge_scorer.conditioning.row_sos`), run forward and backward so that nothing
+  filters (:func:`edge_scorer.dsp.conditioning.row_sos`), run forward and backward so that nothing
   else moves in time; the neighbouring epochs, when given, pad the filter so the epoch's edges
   carry no transient;
 - **modality importance**: all rows of one modality (EEG, EOG, EMG, ...) are masked.
@@ -19,7 +19,7 @@ drawn as a flat line at zero) or to NaN (``fill="gap"``: nothing is drawn, as fo
 gap). Note that a zeroed EMG envelope reads as atonia, a REM sign, so the EMG row's drops mean
 "what if the chin were atonic" under ``zero``; ``gap`` reads as "no chin signal".
 
-Every variant is conditioned-signal -> :func:`edge_scorer.render.render_epochs` -> model, so the
+Every variant is conditioned-signal -> :func:`edge_scorer.dsp.render.render_epochs` -> model, so the
 masks are drawn exactly as the model's input pipeline would draw them. The reported *drop* is
 the baseline probability of the explained class minus the probability after occlusion
 (positive: the occluded part supported the class).
@@ -34,10 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
-from ..render import render_epochs
-from ..spec import RenderSpec, RowSpec
-from ..stages import CLASS_NAMES, N_CLASSES
-from ..windows import softmax
+from edge_scorer.dsp.render import render_epochs
+from edge_scorer.dsp.spec import RenderSpec, RowSpec
+from edge_scorer.engine.windows import softmax
+from edge_scorer.stages import CLASS_NAMES, N_CLASSES
 
 #: Frequency bands removed by band occlusion (Hz), as used in sleep EEG analysis.
 BANDS: dict[str, tuple[float, float]] = {
@@ -56,7 +56,7 @@ ProbaFn = Callable[[np.ndarray], np.ndarray]
 
 
 def onnx_proba_fn(model, batch_size: int = 64) -> ProbaFn:
-    """Intra-model class probabilities through a :class:`~edge_scorer.scorer.ScoringModel`
+    """Intra-model class probabilities through a :class:`~edge_scorer.inference.scorer.ScoringModel`
     (any of its backends)."""
     def fn(images: np.ndarray) -> np.ndarray:
         if len(images) == 0:

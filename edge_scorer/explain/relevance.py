@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lrp import MODEL_LOCK, relprop, torch, trace
+from edge_scorer.explain.lrp import MODEL_LOCK, relprop, torch, trace
 
 #: The relevance methods, most faithful first.
 METHODS: tuple[str, ...] = ("chefer", "gradient", "rollout")
@@ -238,7 +238,7 @@ class TorchModels:
         """Load the models: ``.onnx`` paths use the weights exported beside them
         (:func:`training.checkpoint.load_beside_onnx`), ``.pt`` paths are training
         checkpoints; default: the shipped model."""
-        from edge_scorer.scorer import default_model_dir
+        from edge_scorer.inference.scorer import default_model_dir
 
         if intra is None:
             folder = default_model_dir()
@@ -264,14 +264,14 @@ class TorchModels:
 
 
 def _load_one(path: Path) -> tuple[object, dict]:
-    from ..nets.weights import load_beside_onnx, load_checkpoint
+    from edge_scorer.inference.nets.weights import load_beside_onnx, load_checkpoint
 
     if path.suffix == ".onnx":
-        from edge_scorer.backends import OrtBackend
+        from edge_scorer.inference.backends import OrtBackend
 
         model, _ = load_beside_onnx(path)
         # the ONNX metadata is what the engine checks (a re-stamped model keeps old .pt meta)
-        from edge_scorer.familiarity import read_temperature
+        from edge_scorer.inference.familiarity import read_temperature
 
         meta = OrtBackend(path).metadata
         spec = {"name": meta.get("render_spec"), "hash": meta.get("render_spec_hash"),

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._log import get_logger
-from ..spec import RenderSpec
-from ..stages import CLASS_NAMES
-from .occlusion import OcclusionResult, ProbaFn, occlusion_analysis
+from edge_scorer._log import get_logger
+from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.explain.occlusion import OcclusionResult, ProbaFn, occlusion_analysis
+from edge_scorer.stages import CLASS_NAMES
 
 log = get_logger("explain.summary")
 
@@ -75,15 +75,15 @@ class ExplainedNight:
                   channel_overrides: Mapping[str, str] | None = None,
                   only: Sequence[int] | None = None) -> ExplainedNight:
         """Read, condition, render and score a PSG file with a
-        :class:`~edge_scorer.scorer.ScoringModel`.
+        :class:`~edge_scorer.inference.scorer.ScoringModel`.
 
         With ``only`` (epoch indices), the models run on those epochs' neighbourhoods alone:
         features within two window lengths and final probabilities within one window length
         of each; the rest of ``features``, ``intra_logits`` and ``proba`` is NaN (``valid``
         says which probabilities hold).
         """
-        from ..conditioning import epochs_from_signal
-        from ..pipeline import condition_recording, render_night
+        from edge_scorer.dsp.conditioning import epochs_from_signal
+        from edge_scorer.dsp.pipeline import condition_recording, render_night
 
         spec = spec or model.spec
         night = render_night(psg, spec, hypnogram, channel_overrides)
@@ -239,7 +239,7 @@ def summarize_night(night: ExplainedNight, models, proba_fn: ProbaFn | None = No
     progress : callable, optional
         Called with ``(done, total)`` after each explained epoch.
     """
-    from .epoch import explain_epoch
+    from edge_scorer.explain.epoch import explain_epoch
 
     if per_stage < 1:
         raise ValueError(f"per_stage must be at least 1, got {per_stage}")

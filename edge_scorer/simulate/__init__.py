@@ -16,15 +16,15 @@ What is simulated, from which sources, and what is still missing: ``docs/SIMULAT
 
 from __future__ import annotations
 
-from .architecture import (
+from edge_scorer.simulate.architecture import (
     ArchitectureParams,
     fit_architecture,
     load_hypnograms,
     load_params,
     sample_hypnogram,
 )
-from .label_noise import scorer_disagreement
-from .night import (
+from edge_scorer.simulate.label_noise import scorer_disagreement
+from edge_scorer.simulate.night import (
     LAYOUTS,
     LayoutChannel,
     SimulatedChannel,
@@ -33,8 +33,8 @@ from .night import (
     simulate_nights,
     write_night,
 )
-from .profile import SubjectProfile, draw_profile, night_variation
-from .signals import ChannelSpec, emg_envelope, simulate_signals
+from edge_scorer.simulate.profile import SubjectProfile, draw_profile, night_variation
+from edge_scorer.simulate.signals import ChannelSpec, emg_envelope, simulate_signals
 
 __all__ = [
     "LAYOUTS",

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._log import get_logger
-from ..hypnogram import Hypnogram
-from ..stages import CLASS_NAMES, N_CLASSES, Stage
+from edge_scorer._log import get_logger
+from edge_scorer.stages import CLASS_NAMES, N_CLASSES, Stage
+from edge_scorer.stats.hypnogram import Hypnogram
 
 log = get_logger("simulate.architecture")
 
@@ -115,7 +115,7 @@ def load_params(path: str | Path | None = None) -> ArchitectureParams:
 
 def load_hypnograms(folder: str | Path) -> list[Hypnogram]:
     """Read every ``*-Hypnogram.edf`` (else ``*.csv``/``*.xml``) of a folder, in-bed cropped."""
-    from ..hypnogram_io import inbed_crop, read_hypnogram
+    from edge_scorer.io.hypnogram_io import inbed_crop, read_hypnogram
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -274,7 +274,7 @@ def sample_hypnogram(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m edge_scorer.simulate.architecture --fit DIR -o FILE``: refit the model."""
-    from .._log import setup_cli_logging
+    from edge_scorer._log import setup_cli_logging
 
     parser = argparse.ArgumentParser(
         prog="python -m edge_scorer.simulate.architecture",

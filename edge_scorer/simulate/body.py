@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal as sps
 
-from .sources import band_noise, event_times, stream
-from .state import NightState
+from edge_scorer.simulate.sources import band_noise, event_times, stream
+from edge_scorer.simulate.state import NightState
 
 GRID_HZ = 10.0
 #: Heart rate offset (bpm) per stage relative to the subject's wake rate (W, N1, N2, N3, REM).

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..stages import Stage
+from edge_scorer.stages import Stage
 
 W, N1, N2, N3, REM = (int(s) for s in (Stage.W, Stage.N1, Stage.N2, Stage.N3, Stage.REM))
 

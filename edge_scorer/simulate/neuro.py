@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .sources import (
+from edge_scorer.simulate.sources import (
     band_noise,
     blink,
     event_times,
@@ -26,7 +26,7 @@ from .sources import (
     stream,
     vertex_wave,
 )
-from .state import NightState, W
+from edge_scorer.simulate.state import NightState, W
 
 #: EEG/EOG derivations ("sites") and the gain of every source on them.
 SITES = ("frontal", "central", "occipital", "horizontal", "left", "right")

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .._log import get_logger
-from ..edf_writer import EdfSignal, write_edf
-from ..hypnogram import Hypnogram
-from .architecture import ArchitectureParams, load_hypnograms, sample_hypnogram
-from .label_noise import scorer_disagreement
-from .profile import SubjectProfile, draw_profile, night_variation
-from .signals import ChannelSpec, simulate_signals
-from .sources import stream
+from edge_scorer._log import get_logger
+from edge_scorer.io.edf_writer import EdfSignal, write_edf
+from edge_scorer.simulate.architecture import ArchitectureParams, load_hypnograms, sample_hypnogram
+from edge_scorer.simulate.label_noise import scorer_disagreement
+from edge_scorer.simulate.profile import SubjectProfile, draw_profile, night_variation
+from edge_scorer.simulate.signals import ChannelSpec, simulate_signals
+from edge_scorer.simulate.sources import stream
+from edge_scorer.stats.hypnogram import Hypnogram
 
 log = get_logger("simulate.night")
 
@@ -241,7 +241,7 @@ def write_night(
     -------
     (psg_path, hypnogram_path)
     """
-    from ..hypnogram_io import write_hypnogram, write_nsrr_xml
+    from edge_scorer.io.hypnogram_io import write_hypnogram, write_nsrr_xml
 
     out_dir = Path(out_dir)
     name = name or night_name(night)

@@ -1,6 +1,6 @@
 """Physiologically plausible PSG signals for a given hypnogram: any montage, any rate.
 
-:func:`simulate_signals` turns a :class:`~edge_scorer.hypnogram.Hypnogram` and a list of
+:func:`simulate_signals` turns a :class:`~edge_scorer.stats.hypnogram.Hypnogram` and a list of
 :class:`ChannelSpec` into sample arrays. It is seeded and deterministic (same seed, same
 hypnogram and same channels give identical samples) and vectorized with numpy (an 8-h
 Sleep-EDF night takes a few seconds).
@@ -28,13 +28,20 @@ from fractions import Fraction
 import numpy as np
 from scipy import signal as sps
 
-from .._log import get_logger
-from ..hypnogram import Hypnogram
-from .body import Body
-from .neuro import SITES, channel_artifacts, eeg_sources, loose_lead_mask, raw_emg, site_gain
-from .profile import SubjectProfile, draw_profile
-from .sources import band_noise, highpass, stream
-from .state import NightState
+from edge_scorer._log import get_logger
+from edge_scorer.simulate.body import Body
+from edge_scorer.simulate.neuro import (
+    SITES,
+    channel_artifacts,
+    eeg_sources,
+    loose_lead_mask,
+    raw_emg,
+    site_gain,
+)
+from edge_scorer.simulate.profile import SubjectProfile, draw_profile
+from edge_scorer.simulate.sources import band_noise, highpass, stream
+from edge_scorer.simulate.state import NightState
+from edge_scorer.stats.hypnogram import Hypnogram
 
 log = get_logger("simulate")
 

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy import signal as sps
 
-from ..stages import Stage
+from edge_scorer.stages import Stage
 
 #: Number of real stages (W, N1, N2, N3, REM), the rows of every per-stage table.
 N_STAGES = 5

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from ..stages import Stage
-from .profile import SubjectProfile
-from .sources import StageTimeline, box_envelope, event_times, stream
+from edge_scorer.simulate.profile import SubjectProfile
+from edge_scorer.simulate.sources import StageTimeline, box_envelope, event_times, stream
+from edge_scorer.stages import Stage
 
 W, N1, N2, N3, REM = (int(s) for s in (Stage.W, Stage.N1, Stage.N2, Stage.N3, Stage.REM))
 

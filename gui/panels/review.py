@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6 import QtCore, QtWidgets
 
-from edge_scorer.review import AuditEntry
+from edge_scorer.engine.review import AuditEntry
 from edge_scorer.stages import CLASS_NAMES, Stage
 
 from ..theme import EDIT_COLOR, STAGE_COLORS

@@ -4,7 +4,8 @@
 Each spec row is drawn in its band (the heights of ``spec.rows``, top to bottom, as on the
 rendered image) with the row's fixed amplitude range mapped onto the band and the trace clipped
 to it, like the PSG screen the model reads. The samples are the raw native-rate samples from the
-inlet's ring buffer (:meth:`~edge_scorer.inlet.LslSource.latest`); rows that the spec high-pass
+inlet's ring buffer (:meth:`~edge_scorer.stream.inlet.LslSource.latest`); rows that the spec
+high-pass
 filters are drawn around their median (the display removes the offset the filter would remove).
 Each trace is reduced for drawing to the minimum and maximum of every pixel column
 (:func:`minmax_decimate`), as the renderer does.
@@ -16,7 +17,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtWidgets
 
-from edge_scorer.spec import RenderSpec
+from edge_scorer.dsp.spec import RenderSpec
 
 from ..theme import FOREGROUND
 

@@ -7,8 +7,8 @@ import math
 
 from PySide6 import QtGui, QtWidgets
 
-from edge_scorer.hypnogram import Hypnogram
-from edge_scorer.sleepstats import sleep_statistics
+from edge_scorer.stats.hypnogram import Hypnogram
+from edge_scorer.stats.sleepstats import sleep_statistics
 
 from ..store import FLAGS, ChannelQuality
 from ..theme import FLAG_COLORS, FOREGROUND, UNFAMILIAR_COLOR

@@ -1,13 +1,13 @@
 """Hand-written PyTorch models of edge-scorer (needs the ``train`` extra: torch).
 
 The network definitions (ViT, inter transformer, STQS, the registry) live in the runtime core,
-:mod:`edge_scorer.nets`, and are re-exported here; training adds
+:mod:`edge_scorer.inference.nets`, and are re-exported here; training adds
 :mod:`~training.models.linemix` (LineMix augmentation and mixed / weighted loss).
 """
 
 from __future__ import annotations
 
-from edge_scorer.nets import (
+from edge_scorer.inference.nets import (
     PRESETS,
     STQS,
     Attention,

@@ -1,0 +1,110 @@
+"""Model registry (timm style): named presets, ``create_model``, rebuild from ``model.cfg``.
+
+Presets
+-------
+``vit_tiny``
+    Small ViT (patch 16, 192-d, 4 blocks, 3 heads) on 224x224 grayscale images; trains on
+    2 CPU cores (the default model).
+``vit_small_patch16``
+    ViT-S/16: 384-d, 12 blocks, 6 heads.
+``vit_base_patch16``
+    ViT-B/16 as in SleepXViT: 768-d, 12 blocks, 12 heads, 224x224.
+``inter_base``
+    SleepXViT's inter-epoch transformer: L=10, 4 pre-norm blocks, 8 heads, MLP ratio 0.5 with
+    ReLU, no qkv bias, dropout/attention dropout 0.2, LayerNorm eps 1e-5, in_dim 768.
+``inter_tiny``
+    The same on ``vit_tiny`` features: in_dim 192, 2 blocks, 4 heads.
+``stqs``
+    STQS on the ``sleep-edf`` spec's conditioned signals (EEG, EOG, EMG modalities).
+
+Every model carries ``model.cfg`` (a dict of plain values with ``"arch"`` and ``"preset"``), so
+a checkpoint ``{"cfg": model.cfg, "state_dict": model.state_dict()}`` is rebuilt with
+:func:`model_from_cfg`. The inter model's ``in_dim`` must follow the intra model's feature
+size: ``create_model("inter_base", in_dim=intra.num_features)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from torch import nn
+
+from edge_scorer.inference.nets.inter import InterConfig, InterEpochTransformer
+from edge_scorer.inference.nets.stqs import STQS, STQSConfig
+from edge_scorer.inference.nets.vit import VisionTransformer, ViTConfig
+
+ARCHS: dict[str, tuple[type[nn.Module], type]] = {
+    "vit": (VisionTransformer, ViTConfig),
+    "inter": (InterEpochTransformer, InterConfig),
+    "stqs": (STQS, STQSConfig),
+}
+
+PRESETS: dict[str, object] = {
+    "vit_tiny": ViTConfig(patch_size=16, embed_dim=192, depth=4, num_heads=3),
+    "vit_small_patch16": ViTConfig(patch_size=16, embed_dim=384, depth=12, num_heads=6),
+    "vit_base_patch16": ViTConfig(patch_size=16, embed_dim=768, depth=12, num_heads=12),
+    "inter_base": InterConfig(),
+    "inter_tiny": InterConfig(in_dim=192, depth=2, num_heads=4),
+    "stqs": STQSConfig(spec="sleep-edf"),
+}
+
+
+def list_models() -> list[str]:
+    """Names of the registered presets."""
+    return sorted(PRESETS)
+
+
+def _arch_of(config) -> str:
+    for arch, (_, cfg_type) in ARCHS.items():
+        if isinstance(config, cfg_type):
+            return arch
+    raise TypeError(f"no architecture for config type {type(config).__name__}")
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build a preset, with config fields overridden by keyword.
+
+    Parameters
+    ----------
+    name : str
+        Preset name (see :func:`list_models`).
+    **overrides
+        Config fields to change, e.g. ``depth=6`` or ``in_dim=384``; ``stqs`` also takes
+        ``spec=`` (a spec name or :class:`~edge_scorer.dsp.spec.RenderSpec`).
+
+    Returns
+    -------
+    torch.nn.Module
+        The model, in train mode, with ``model.cfg["preset"] = name``.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    config = PRESETS[name]
+    cls, _ = ARCHS[_arch_of(config)]
+    model = cls(config, **overrides)
+    model.cfg["preset"] = name
+    return model
+
+
+def model_from_cfg(cfg: dict) -> nn.Module:
+    """Rebuild a model (fresh weights) from a ``model.cfg`` dict, e.g. read from a checkpoint.
+
+    Load the weights afterwards with ``model.load_state_dict(state_dict)``.
+    """
+    cfg = dict(cfg)
+    arch = cfg.pop("arch", None)
+    preset = cfg.pop("preset", None)
+    if arch not in ARCHS:
+        raise ValueError(f"cfg has arch {arch!r}; expected one of {sorted(ARCHS)}")
+    cls, cfg_type = ARCHS[arch]
+    known = {f.name for f in fields(cfg_type)}
+    unknown = set(cfg) - known
+    if unknown:
+        raise ValueError(
+            f"cfg has fields {sorted(unknown)} unknown to {cfg_type.__name__}; the checkpoint "
+            "was written by a newer edge-scorer, upgrade to load it"
+        )
+    model = cls(cfg_type(), **cfg)
+    if preset is not None:
+        model.cfg["preset"] = preset
+    return model

@@ -1,0 +1,12 @@
+"""Files in and out: PSG (EDF) and hypnogram readers and writers, atomic output files, public
+datasets.
+
+Modules:
+
+* :mod:`edge_scorer.io.psg`
+* :mod:`edge_scorer.io.edf_header`
+* :mod:`edge_scorer.io.edf_writer`
+* :mod:`edge_scorer.io.hypnogram_io`
+* :mod:`edge_scorer.io.hypnogram_writers`
+* :mod:`edge_scorer.io.outputs`
+"""

@@ -1,0 +1,367 @@
+"""Many beds in one process: one engine per bed, one model session, epochs batched across beds.
+
+:class:`BedSet` scores several LSL PSG streams at once: each bed is a
+:class:`~edge_scorer.stream.live.LiveScorer` (its own inlet, engine state, output folder
+``OUT/<bed>``, stage outlet ``<bed>-stages`` and statistics) whose model is one shared
+:class:`BatchingModel`: the intra-model images of epochs that become ready together in
+different beds are scored in one inference call (the first bed to arrive runs the call for
+every bed waiting; the others join the next one). A bed that refuses (stream not found, a
+missing channel, a bad description) or drops out (no samples for ``idle_timeout_s``: its night
+is finalized) is reported in :meth:`BedSet.summary` and never stops the others; with
+``discover`` a bed that appears later (any PSG stream of the type) is picked up.
+
+Beds come from ``--name`` options, a beds file (:func:`read_beds_file`: TOML ``[[bed]]``
+tables or CSV rows with ``name``, ``source_id``, ``channels``) or discovery
+(:func:`discover_beds`).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_scorer._log import get_logger
+
+log = get_logger("beds")
+
+_COMPANION = re.compile(r".+-[0-9.]+Hz")
+
+
+@dataclass(frozen=True)
+class BedConfig:
+    """One bed: the stream to resolve, its channel overrides, its folder/outlet label."""
+
+    name: str | None = None
+    source_id: str | None = None
+    channels: tuple[tuple[str, str], ...] = ()
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.name or self.source_id):
+            raise ValueError("a bed needs a stream name or a source id")
+        label = self.label or self.name or self.source_id or ""
+        object.__setattr__(self, "label", re.sub(r"[^A-Za-z0-9._-]+", "_", label))
+
+
+def _channels(text: str, where: str) -> tuple[tuple[str, str], ...]:
+    from edge_scorer.dsp.montage import parse_channel_overrides
+
+    items = [s.strip() for s in text.replace(";", ",").split(",") if s.strip()]
+    try:
+        return tuple(sorted(parse_channel_overrides(items).items()))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def read_beds_file(path: str | Path) -> list[BedConfig]:
+    """Beds of a TOML file (``[[bed]]`` with ``name``, ``source_id``, ``label``, ``channels``
+    = ``{ROW = "LABEL"}``) or a CSV file (header ``name,source_id,label,channels``; channels
+    ``ROW=LABEL;ROW=LABEL``).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        A missing file, an unknown suffix, a bed without name or source id, unknown keys,
+        or two beds with one label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"beds file not found: {path}")
+    beds: list[BedConfig] = []
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        extra = set(data) - {"bed"}
+        if extra or not isinstance(data.get("bed"), list):
+            raise ValueError(f"{path}: expected [[bed]] tables only (found {sorted(data)})")
+        for k, entry in enumerate(data["bed"], 1):
+            unknown = set(entry) - {"name", "source_id", "label", "channels"}
+            if unknown:
+                raise ValueError(f"{path}: bed {k} has unknown keys {sorted(unknown)}; use "
+                                 "name, source_id, label, channels")
+            ch = entry.get("channels", {})
+            if not isinstance(ch, dict):
+                raise ValueError(f"{path}: bed {k}: channels must be a table ROW = \"LABEL\"")
+            try:
+                beds.append(BedConfig(entry.get("name"), entry.get("source_id"),
+                                      tuple(sorted((str(a), str(b)) for a, b in ch.items())),
+                                      entry.get("label", "")))
+            except ValueError as exc:
+                raise ValueError(f"{path}: bed {k}: {exc}") from None
+    elif path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            unknown = set(reader.fieldnames or []) - {"name", "source_id", "label", "channels"}
+            if unknown:
+                raise ValueError(f"{path}: unknown columns {sorted(unknown)}; use name, "
+                                 "source_id, label, channels")
+            for n, row in enumerate(reader, 2):
+                try:
+                    beds.append(BedConfig(row.get("name") or None, row.get("source_id") or None,
+                                          _channels(row.get("channels") or "", f"{path}:{n}"),
+                                          row.get("label") or ""))
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{n}: {exc}") from None
+    else:
+        raise ValueError(f"{path}: a beds file is .toml or .csv")
+    labels = [b.label for b in beds]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ValueError(f"{path}: several beds are labelled {dupes}; give each its own label")
+    return beds
+
+
+def discover_beds(stype: str = "EEG", timeout_s: float = 1.0) -> list[BedConfig]:
+    """A bed for every stream of type ``stype`` on the network (companion ``NAME-<rate>Hz``
+    streams belong to their bed; two streams with one name are told apart by source id)."""
+    from edge_scorer.stream.inlet import find_streams
+
+    infos = [i for i in find_streams(timeout_s=timeout_s) if i.type().lower() == stype.lower()]
+    names = [i.name() for i in infos]
+    beds = []
+    for info in infos:
+        if _COMPANION.fullmatch(info.name()) and info.name().rsplit("-", 1)[0] in names:
+            continue
+        if names.count(info.name()) > 1:
+            beds.append(BedConfig(source_id=info.source_id(),
+                                  label=f"{info.name()}_{info.source_id()}"))
+        else:
+            beds.append(BedConfig(name=info.name()))
+    return beds
+
+
+class BatchingModel:
+    """A :class:`~edge_scorer.inference.scorer.ScoringModel` shared by many engines in many threads,
+    whose intra calls are batched across them (everything else is the model's own).
+
+    Parameters
+    ----------
+    model : ScoringModel
+        The one model (one session pair).
+    max_batch : int
+        Largest images per inference call.
+    """
+
+    def __init__(self, model: Any, max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._model = model
+        self.max_batch = int(max_batch)
+        self._cond = threading.Condition()
+        self._queue: list[dict] = []
+        self._running = False
+        #: Inference calls made and epochs they scored (their ratio: the mean batch).
+        self.n_calls = 0
+        self.n_epochs = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def epoch_outputs(self, images: np.ndarray, batch_size: int = 64, *, raw: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Intra logits and features of ``images``, scored together with the images other
+        beds are waiting on (same results as the model's own method, row for row)."""
+        req = {"images": np.asarray(images), "raw": raw, "done": False, "out": None,
+               "error": None}
+        with self._cond:
+            self._queue.append(req)
+            while not req["done"]:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                batch = self._take()
+                self._cond.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+        if req["error"] is not None:
+            raise req["error"]
+        return req["out"]
+
+    def _take(self) -> list[dict]:
+        """Pop the waiting requests (same ``raw``, up to ``max_batch`` images; at least one)."""
+        raw = self._queue[0]["raw"]
+        batch, rest, n = [], [], 0
+        for r in self._queue:
+            if r["raw"] == raw and (not batch or n + len(r["images"]) <= self.max_batch):
+                batch.append(r)
+                n += len(r["images"])
+            else:
+                rest.append(r)
+        self._queue = rest
+        return batch
+
+    def _run(self, batch: list[dict]) -> None:
+        try:
+            images = np.concatenate([r["images"] for r in batch])
+            logits, feats = self._model.epoch_outputs(images, batch_size=max(1, len(images)),
+                                                      raw=batch[0]["raw"])
+            self.n_calls += 1
+            self.n_epochs += len(images)
+            k = 0
+            for r in batch:
+                n = len(r["images"])
+                r["out"] = (logits[k:k + n], feats[k:k + n])
+                k += n
+        except Exception as exc:  # each waiting bed gets the error
+            for r in batch:
+                r["error"] = exc
+        for r in batch:
+            r["done"] = True
+
+
+@dataclass
+class Bed:
+    """A bed's state in a :class:`BedSet` (``status``: starting, scoring, ended, refused,
+    failed)."""
+
+    config: BedConfig
+    status: str = "starting"
+    error: str = ""
+    live: Any = None
+    out_dir: Path | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+class BedSet:
+    """Score several beds in this process (see the module docstring).
+
+    Parameters
+    ----------
+    model : ScoringModel
+        Loaded once; wrapped in a :class:`BatchingModel`.
+    beds : sequence of BedConfig
+        The beds to start with.
+    out_dir : path-like, optional
+        Each bed writes ``out_dir/<label>``.
+    outlets : bool
+        Publish each bed's stages on ``<label>-stages``.
+    channel_overrides : dict, optional
+        For every bed (a bed's own overrides win).
+    discover : str, optional
+        Stream type: every ``discover_s`` look for new streams of it and add them as beds.
+    live_kwargs : dict, optional
+        More :class:`~edge_scorer.stream.live.LiveScorer` options (``idle_timeout_s``,
+        ``source_kwargs``, ``engine_kwargs``, ``formats``, ``sinks``).
+    max_batch : int
+        Largest intra batch across beds.
+    overwrite : bool
+        Replace an earlier run's files in a bed's folder (else that bed is refused).
+    """
+
+    def __init__(self, model: Any, beds: Sequence[BedConfig], out_dir: str | Path | None = None,
+                 *, outlets: bool = True, channel_overrides: dict | None = None,
+                 discover: str | None = None, discover_s: float = 5.0,
+                 live_kwargs: dict | None = None, max_batch: int = 256,
+                 overwrite: bool = False) -> None:
+        self.overwrite = overwrite
+        self.model = BatchingModel(model, max_batch)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.outlets = outlets
+        self.channel_overrides = dict(channel_overrides or {})
+        self.discover = discover
+        self.discover_s = float(discover_s)
+        self.live_kwargs = dict(live_kwargs or {})
+        self.beds: dict[str, Bed] = {}
+        self._pending = list(beds)
+        self._last_discovery = 0.0
+        self._lock = threading.Lock()
+
+    def _start_one(self, cfg: BedConfig) -> Bed:
+        from edge_scorer.io.outputs import prepare_output_dir
+        from edge_scorer.stream.live import LiveScorer
+
+        bed = self.beds[cfg.label]
+        out = self.out_dir / cfg.label if self.out_dir is not None else None
+        try:
+            if out is not None:
+                prepare_output_dir(out, overwrite=self.overwrite)
+            live = LiveScorer(self.model, name=cfg.name, source_id=cfg.source_id, out_dir=out,
+                              outlet_name=f"{cfg.label}-stages" if self.outlets else None,
+                              channel_overrides={**self.channel_overrides, **dict(cfg.channels)},
+                              **self.live_kwargs)
+            live.start()
+        except Exception as exc:  # refused: reported, the others go on
+            bed.status, bed.error = "refused", f"{type(exc).__name__}: {exc}"
+            log.error("bed %s refused: %s", cfg.label, bed.error)
+            return bed
+        bed.live, bed.out_dir, bed.status = live, out, "scoring"
+        log.info("bed %s: scoring %s", cfg.label, " + ".join(live.source.stream_names))
+        return bed
+
+    def _start(self, configs: Sequence[BedConfig]) -> None:
+        new = []
+        with self._lock:
+            for cfg in configs:
+                if cfg.label in self.beds:
+                    if not self.discover:
+                        raise ValueError(f"two beds are labelled {cfg.label!r}")
+                    continue
+                self.beds[cfg.label] = Bed(cfg)
+                new.append(cfg)
+        if new:
+            with ThreadPoolExecutor(min(16, len(new))) as pool:
+                list(pool.map(self._start_one, new))
+
+    def start(self) -> BedSet:
+        """Connect and start every bed (in parallel); refusals are recorded, not raised."""
+        beds, self._pending = self._pending, []
+        self._start(beds)
+        if self.discover:
+            self._start(discover_beds(self.discover))
+            self._last_discovery = time.perf_counter()
+        return self
+
+    def poll(self) -> bool:
+        """Note beds that ended; discover new ones. True while any bed is scoring (or with
+        discovery on)."""
+        for bed in list(self.beds.values()):
+            if bed.status == "scoring" and not bed.live.is_running:
+                err = bed.live.error
+                bed.status = "failed" if err is not None else "ended"
+                bed.error = f"{type(err).__name__}: {err}" if err is not None else ""
+                log.warning("bed %s %s%s", bed.config.label,
+                            "failed" if err is not None else "ended (no samples: dropped out "
+                            "or finished); its night is finalized",
+                            f": {bed.error}" if err is not None else "")
+        if self.discover and time.perf_counter() - self._last_discovery > self.discover_s:
+            self._last_discovery = time.perf_counter()
+            self._start(discover_beds(self.discover))
+        return bool(self.discover) or any(b.status == "scoring" for b in self.beds.values())
+
+    def stop(self) -> None:
+        """Stop every bed still scoring; each finalizes its night (in parallel)."""
+        running = [b for b in self.beds.values() if b.live is not None]
+        if running:
+            with ThreadPoolExecutor(min(16, len(running))) as pool:
+                list(pool.map(lambda b: b.live.stop(timeout=None, raise_error=False), running))
+        self.poll()
+
+    def summary(self) -> list[dict]:
+        """Per bed: label, status, error, epochs, latency (median/p99 ms), output folder."""
+        rows = []
+        for bed in self.beds.values():
+            eng = bed.live.engine if bed.live is not None else None
+            lat = eng.latency_summary() if eng is not None else {}
+            rows.append({"bed": bed.config.label, "status": bed.status, "error": bed.error,
+                         "epochs": eng.n_epochs if eng is not None else 0,
+                         "median_ms": lat.get("median_ms"), "p99_ms": lat.get("p99_ms"),
+                         "out": str(bed.out_dir) if bed.out_dir else ""})
+        return rows
+
+
+__all__ = ["BatchingModel", "Bed", "BedConfig", "BedSet", "discover_beds", "read_beds_file"]
