@@ -55,10 +55,24 @@ class NightState:
         self.profile = profile
         self.seed = int(seed)
         self.tl = tl = StageTimeline(stages, epoch_s, blend_s=profile.blend_s)
+        # Every per-epoch draw comes from one stream, in this order (same seed, same night).
+        rng = stream(seed, "epochs")
+        self._draw_eyes(rng)
+        swa = self._draw_slow_wave_fraction(rng)
+        # Phasic REM density (eye-movement bursts) varies between REM epochs.
+        self.rem_density = np.clip(rng.lognormal(0.0, 0.5, tl.n_epochs), 0.15, 3.0)
+        self._jitter = self._draw_jitter(rng)
+        self._draw_slow_wave_on(swa, epoch_s)
+        self._draw_arousals()
+        self._draw_movements(epoch_s)
+        self._draw_alpha_returns()
+
+    # ------------------------------------------------------------------ construction steps
+    def _draw_eyes(self, rng: np.random.Generator) -> None:
+        """Wake eyes open/closed, drowsy wake, eye activity and slow eye movements per epoch."""
+        tl, profile = self.tl, self.profile
         st = tl.real_stages
         n_ep = tl.n_epochs
-        rng = stream(seed, "epochs")
-
         # Wake: eyes closed (alpha, few saccades) vs open; a persistent two-state chain.
         closed = np.zeros(n_ep, dtype=bool)
         state = rng.random() < profile.eyes_closed_p
@@ -84,6 +98,10 @@ class NightState:
         sem_on = rng.random(n_ep) < N1_SEM_P
         self.sem_level = np.where(sem_on, np.clip(rng.lognormal(0.0, 0.5, n_ep), 0.2, 3.0), 0.0)
 
+    def _draw_slow_wave_fraction(self, rng: np.random.Generator) -> np.ndarray:
+        """Per-epoch slow-wave fraction (N3 and N2), stored as ``swa_fraction`` and returned."""
+        st = self.tl.real_stages
+        n_ep = self.tl.n_epochs
         # Slow-wave density: N3 holds >= 20 % of high-amplitude delta (AASM), N2 < 20 %.
         # In the real Sleep-EDF SC hypnograms, R&K stage 4 (> 50 % slow waves) is 41 % of the
         # N3 (S3 + S4) epochs (897 of 2165); the N3 fraction is drawn to match that.
@@ -95,32 +113,39 @@ class NightState:
         swa = np.where(st == N3, 0.2 + 0.8 * u**N3_SWA_POWER, 0.0)
         swa = np.where(st == N2, 0.15 * u, swa)
         self.swa_fraction = swa
+        return swa
 
-        # Phasic REM density (eye-movement bursts) varies between REM epochs.
-        self.rem_density = np.clip(rng.lognormal(0.0, 0.5, n_ep), 0.15, 3.0)
-
-        # Per-epoch amplitude fluctuations of each EEG/EMG component (lognormal, ~20 %).
-        self._jitter = {
-            name: tl.epochwise(rng.lognormal(0.0, sd, n_ep))
+    def _draw_jitter(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Per-epoch amplitude fluctuations of each EEG/EMG component (lognormal, ~20 %)."""
+        tl = self.tl
+        return {
+            name: tl.epochwise(rng.lognormal(0.0, sd, tl.n_epochs))
             for name, sd in (("bg", 0.12), ("slow", 0.15), ("delta2", 0.18), ("theta", 0.2),
                              ("alpha", 0.3), ("beta", 0.2), ("emg", 0.25), ("eye", 0.3))
         }
 
-        # Within-epoch slow-wave on/off: a slow modulator thresholded to the epoch's fraction.
-        mod = tl.lowpass_noise(stream(seed, "swa-mod"), 0.06)
+    def _draw_slow_wave_on(self, swa: np.ndarray, epoch_s: float) -> None:
+        """Within-epoch slow-wave on/off: a slow modulator thresholded to the epoch's fraction."""
+        tl = self.tl
+        mod = tl.lowpass_noise(stream(self.seed, "swa-mod"), 0.06)
         frac = np.clip(tl.epochwise(swa, width_s=epoch_s / 3), 1e-3, 0.999)
         self.swa_on = 1.0 / (1.0 + np.exp(-(mod - ndtri(1.0 - frac)) / 0.2))
 
-        # Arousals and movements (control-grid envelopes 0..1 with per-event intensity).
-        rng_a = stream(seed, "arousals")
-        rate = tl.mix(AROUSALS_PER_H) * profile.arousal_gain / 3600.0
+    def _draw_arousals(self) -> None:
+        """Spontaneous arousals (control-grid envelope 0..1 with per-event intensity)."""
+        tl = self.tl
+        rng_a = stream(self.seed, "arousals")
+        rate = tl.mix(AROUSALS_PER_H) * self.profile.arousal_gain / 3600.0
         t_ar = event_times(rng_a, rate, tl.ctrl_hz)
         d_ar = np.clip(rng_a.lognormal(np.log(6.0), 0.4, len(t_ar)), 3.0, 15.0)
         self.arousal_times_s, self.arousal_durations_s = t_ar, d_ar
         self.arousal = box_envelope(tl, t_ar, d_ar, ramp_s=1.0)
 
-        rng_m = stream(seed, "movements")
-        rate = tl.mix(MOVEMENTS_PER_H) * profile.movement_gain / 3600.0
+    def _draw_movements(self, epoch_s: float) -> None:
+        """Body movements, and movement for most of each unscored ("movement time") epoch."""
+        tl = self.tl
+        rng_m = stream(self.seed, "movements")
+        rate = tl.mix(MOVEMENTS_PER_H) * self.profile.movement_gain / 3600.0
         t_mv = event_times(rng_m, rate, tl.ctrl_hz)
         d_mv = np.clip(rng_m.lognormal(np.log(4.0), 0.5, len(t_mv)), 1.5, 15.0)
         # "Movement time" / unscored epochs: movement for most of the epoch.
@@ -131,8 +156,10 @@ class NightState:
         self.movement_durations_s = np.r_[d_mv, d_un]
         self.movement = box_envelope(tl, self.movement_times_s, self.movement_durations_s, 0.5)
 
-        # Brief alpha returns in N1 (and a few at light N2 boundaries).
-        rng_r = stream(seed, "alpha-returns")
+    def _draw_alpha_returns(self) -> None:
+        """Brief alpha returns in N1 (and a few at light N2 boundaries)."""
+        tl = self.tl
+        rng_r = stream(self.seed, "alpha-returns")
         rate = tl.mix((0.0, N1_ALPHA_RETURNS_PER_MIN, 0.1, 0.0, 0.2)) / 60.0
         t_r = event_times(rng_r, rate, tl.ctrl_hz)
         d_r = rng_r.uniform(3.0, 10.0, len(t_r))
