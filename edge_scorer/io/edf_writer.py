@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+#: Per-signal header fields after the label, in header order.
+_SIGNAL_FIELDS = ("tr", "unit", "pmin", "pmax", "dmin", "dmax", "pre", "spr")
 
 
 @dataclass
@@ -122,72 +124,118 @@ def write_edf(
     start_time = start_time or datetime(2000, 1, 1)
     if annotations and not plus:
         raise ValueError("annotations need EDF+ (plus=True)")
-    n_sig_samples = [len(s.data) for s in signals]
-    if signals:
-        spr = []
-        for s in signals:
-            n = s.sfreq * record_s
-            if abs(n - round(n)) > 1e-9:
-                raise ValueError(f"{s.label}: sfreq*record_s = {n} is not an integer")
-            spr.append(int(round(n)))
-        n_records = max(math.ceil(n / k) for n, k in zip(n_sig_samples, spr))
-        duration = record_s
-    else:
-        spr, n_records, duration = [], 1, 0.0
-    # Annotation channel: first TAL of each record keeps time; all annotations go into record 0
-    # (plenty of room is reserved there), later records only carry their time-keeping TAL.
-    ann_records: list[bytes] = []
-    if plus:
-        for r in range(n_records):
-            tal = _tal(r * duration, None, [""])
-            if r == 0:
-                tal += b"".join(_tal(on, du, [txt]) for on, du, txt in annotations)
-            ann_records.append(tal)
-        ann_bytes = max(len(b) for b in ann_records)
-        ann_spr = (ann_bytes + 1) // 2 + 1
+    spr, n_records, duration = _record_layout(signals, record_s)
+    ann_records, ann_spr = (
+        _annotation_records(n_records, duration, annotations) if plus else ([], 0)
+    )
     labels = [s.label for s in signals] + (["EDF Annotations"] if plus else [])
-    ns = len(labels)
-
     digital: list[np.ndarray] = []
-    hdr_sig = {k: [] for k in ("tr", "unit", "pmin", "pmax", "dmin", "dmax", "pre", "spr")}
+    hdr_sig: dict[str, list[str]] = {k: [] for k in _SIGNAL_FIELDS}
     for s, k in zip(signals, spr):
-        data = np.asarray(s.data, dtype=np.float64)
-        if not np.all(np.isfinite(data)):
-            raise ValueError(f"{s.label}: EDF cannot store NaN/inf samples")
-        if s.phys_range is not None:
-            pmin, pmax = map(float, s.phys_range)
-        else:
-            lo, hi = (float(data.min()), float(data.max())) if data.size else (-1.0, 1.0)
-            margin = max(1e-6, 0.01 * (hi - lo))
-            pmin, pmax = _outward(lo - margin, up=False), _outward(hi + margin, up=True)
-        # digitise with exactly the values the header will carry
-        pmin, pmax = float(_num(pmin)), float(_num(pmax))
-        if pmax <= pmin:
-            pmax = pmin + 1.0
-        scale = (pmax - pmin) / 65535.0
-        dig = np.round((np.clip(data, pmin, pmax) - pmin) / scale - 32768.0)
-        dig = np.clip(dig, -32768, 32767).astype("<i2")
-        padded = np.zeros(n_records * k, dtype="<i2")
-        padded[: len(dig)] = dig
-        digital.append(padded.reshape(n_records, k))
-        hdr_sig["tr"].append(s.transducer)
-        hdr_sig["unit"].append(s.unit)
-        hdr_sig["pmin"].append(_num(pmin))
-        hdr_sig["pmax"].append(_num(pmax))
-        hdr_sig["dmin"].append("-32768")
-        hdr_sig["dmax"].append("32767")
-        hdr_sig["pre"].append(s.prefilter)
-        hdr_sig["spr"].append(str(k))
-    if plus:
-        for key, val in (("tr", ""), ("unit", ""), ("pmin", "-1"), ("pmax", "1"),
-                         ("dmin", "-32768"), ("dmax", "32767"), ("pre", ""), ("spr", str(ann_spr))):
+        block, fields = _digitise(s, k, n_records)
+        digital.append(block)
+        for key, val in zip(_SIGNAL_FIELDS, fields):
             hdr_sig[key].append(val)
-
+    if plus:
+        for key, val in zip(_SIGNAL_FIELDS, ("", "", "-1", "1", "-32768", "32767", "",
+                                              str(ann_spr))):
+            hdr_sig[key].append(val)
     if recording is None:
         recording = (
             f"Startdate {start_time.day:02d}-{_MONTHS[start_time.month - 1]}-{start_time.year}"
             " X X X" if plus else "edge-scorer"
         )
+    header = _header(patient, recording, start_time, plus, n_records, duration, labels,
+                     hdr_sig)
+    from edge_scorer.io.outputs import atomic_open
+
+    with atomic_open(path, "wb") as f:
+        f.write(header)
+        for r in range(n_records):
+            for d in digital:
+                f.write(d[r].tobytes())
+            if plus:
+                f.write(ann_records[r].ljust(2 * ann_spr, b"\x00"))
+    return path
+
+
+def _record_layout(
+    signals: Sequence[EdfSignal], record_s: float
+) -> tuple[list[int], int, float]:
+    """Samples per record of each signal, the number of records and the record duration.
+
+    With no ordinary signals: one record of duration 0 (an annotation-only file).
+    """
+    if not signals:
+        return [], 1, 0.0
+    spr = []
+    for s in signals:
+        n = s.sfreq * record_s
+        if abs(n - round(n)) > 1e-9:
+            raise ValueError(f"{s.label}: sfreq*record_s = {n} is not an integer")
+        spr.append(int(round(n)))
+    n_records = max(math.ceil(len(s.data) / k) for s, k in zip(signals, spr))
+    return spr, n_records, record_s
+
+
+def _annotation_records(
+    n_records: int, duration: float, annotations: Sequence[tuple[float, float, str]]
+) -> tuple[list[bytes], int]:
+    """The annotation channel's bytes per record and its samples per record.
+
+    The first TAL of each record keeps time; all annotations go into record 0 (plenty of room
+    is reserved there), later records only carry their time-keeping TAL.
+    """
+    ann_records: list[bytes] = []
+    for r in range(n_records):
+        tal = _tal(r * duration, None, [""])
+        if r == 0:
+            tal += b"".join(_tal(on, du, [txt]) for on, du, txt in annotations)
+        ann_records.append(tal)
+    ann_bytes = max(len(b) for b in ann_records)
+    return ann_records, (ann_bytes + 1) // 2 + 1
+
+
+def _digitise(s: EdfSignal, k: int, n_records: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """One signal as 16-bit records, shape (n_records, k), and its header fields.
+
+    The fields are in :data:`_SIGNAL_FIELDS` order.
+    """
+    data = np.asarray(s.data, dtype=np.float64)
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"{s.label}: EDF cannot store NaN/inf samples")
+    if s.phys_range is not None:
+        pmin, pmax = map(float, s.phys_range)
+    else:
+        lo, hi = (float(data.min()), float(data.max())) if data.size else (-1.0, 1.0)
+        margin = max(1e-6, 0.01 * (hi - lo))
+        pmin, pmax = _outward(lo - margin, up=False), _outward(hi + margin, up=True)
+    # digitise with exactly the values the header will carry
+    pmin, pmax = float(_num(pmin)), float(_num(pmax))
+    if pmax <= pmin:
+        pmax = pmin + 1.0
+    scale = (pmax - pmin) / 65535.0
+    dig = np.round((np.clip(data, pmin, pmax) - pmin) / scale - 32768.0)
+    dig = np.clip(dig, -32768, 32767).astype("<i2")
+    padded = np.zeros(n_records * k, dtype="<i2")
+    padded[: len(dig)] = dig
+    fields = (s.transducer, s.unit, _num(pmin), _num(pmax), "-32768", "32767", s.prefilter,
+              str(k))
+    return padded.reshape(n_records, k), fields
+
+
+def _header(
+    patient: str,
+    recording: str,
+    start_time: datetime,
+    plus: bool,
+    n_records: int,
+    duration: float,
+    labels: Sequence[str],
+    hdr_sig: dict[str, list[str]],
+) -> bytes:
+    """The EDF header: the fixed 256 bytes, then 256 bytes per signal."""
+    ns = len(labels)
     header = b"".join([
         _field("0", 8), _field(patient, 80), _field(recording, 80),
         _field(start_time.strftime("%d.%m.%y"), 8), _field(start_time.strftime("%H.%M.%S"), 8),
@@ -206,13 +254,4 @@ def write_edf(
     ])
     if len(header) != 256 * (ns + 1):
         raise RuntimeError("internal error: EDF header has the wrong size")
-    from edge_scorer.io.outputs import atomic_open
-
-    with atomic_open(path, "wb") as f:
-        f.write(header)
-        for r in range(n_records):
-            for d in digital:
-                f.write(d[r].tobytes())
-            if plus:
-                f.write(ann_records[r].ljust(2 * ann_spr, b"\x00"))
-    return path
+    return header
