@@ -24,6 +24,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 #: Most signals a header may declare (a header is 256 bytes per signal).
 MAX_SIGNALS = 4096
@@ -126,31 +127,99 @@ def read_edf_header(path: str | Path, *, check_size: bool = True) -> EdfHeader:
     name = path.name
     size = os.stat(path).st_size
     with open(path, "rb") as fh:
-        fixed = fh.read(256)
-        if len(fixed) < 256:
-            raise PsgReadError(f"{name}: {len(fixed)} bytes is too short for an EDF header{_FIX}")
-        if fixed[:8] == b"\xffBIOSEMI":
-            bytes_per_sample, dig_limit = 3, 2 ** 23
-        elif fixed[:8] == b"0       ":
-            bytes_per_sample, dig_limit = 2, 2 ** 15
-        else:
-            raise PsgReadError(f"{name}: not an EDF or BDF file (version field "
-                               f"{fixed[:8]!r}; EDF starts with '0', BDF with 0xFF 'BIOSEMI')")
-        header_bytes = int(_number(fixed[184:192], "the header size", name, integer=True))
-        n_declared = int(_number(fixed[236:244], "the number of data records", name,
-                                 integer=True))
-        record_s = _number(fixed[244:252], "the data record duration", name)
-        ns = int(_number(fixed[252:256], "the number of signals", name, integer=True))
-        if not 1 <= ns <= MAX_SIGNALS:
-            raise PsgReadError(f"{name}: corrupt EDF header: {ns} signals (expected 1 to "
-                               f"{MAX_SIGNALS}){_FIX}")
-        if header_bytes != 256 * (ns + 1):
-            raise PsgReadError(f"{name}: corrupt EDF header: header size {header_bytes} bytes, "
-                               f"but {ns} signals make it {256 * (ns + 1)}{_FIX}")
-        if size < header_bytes:
-            raise PsgReadError(f"{name}: truncated inside the header ({size} of "
-                               f"{header_bytes} bytes){_FIX}")
-        raw = fh.read(header_bytes - 256)
+        fx = _read_fixed(fh, name, size)
+        raw = fh.read(fx.header_bytes - 256)
+    sig = _read_signal_fields(raw, fx.ns, name)
+    _check_signals(name, sig, fx.dig_limit)
+    annotation = [lb in ANNOTATION_LABELS for lb in sig.labels]
+    if not fx.record_s >= 0 or (fx.record_s == 0 and not all(annotation)):
+        raise PsgReadError(f"{name}: corrupt EDF header: data record duration "
+                           f"{fx.record_s:g} s; signals need a positive one{_FIX}")
+    record_bytes = fx.bytes_per_sample * sum(sig.spr)
+    body = size - fx.header_bytes
+    if fx.n_declared == -1:  # unknown (a recording that was not closed): count whole records
+        n_records = body // record_bytes
+    elif fx.n_declared < 0:
+        raise PsgReadError(f"{name}: corrupt EDF header: {fx.n_declared} data records{_FIX}")
+    else:
+        n_records = fx.n_declared
+    header = EdfHeader(
+        n_records=n_records, record_s=fx.record_s, labels=sig.labels, units=sig.units,
+        samples_per_record=tuple(sig.spr), header_bytes=fx.header_bytes,
+        bytes_per_sample=fx.bytes_per_sample, physical_min=tuple(sig.pmin),
+        physical_max=tuple(sig.pmax), digital_min=tuple(sig.dmin),
+        digital_max=tuple(sig.dmax), mne_labels=sig.mne_labels, file_bytes=size,
+        n_records_declared=fx.n_declared, plus=fx.plus)
+    if n_records == 0:
+        raise PsgReadError(f"{name}: the file holds no data record (header says "
+                           f"{fx.n_declared}, {body} bytes after the header){_FIX}")
+    if check_size and size < header.expected_bytes:
+        raise PsgReadError(
+            f"{name}: truncated file ({size} bytes, the header promises "
+            f"{header.expected_bytes}: {body // record_bytes} of {n_records} data records "
+            "present). Copy the file again, or repair the header's record count (e.g. "
+            "EDFbrowser's header editor) to read the complete records.")
+    return header
+
+
+class _FixedHeader(NamedTuple):
+    """The checked fixed (first 256-byte) part of a header."""
+
+    bytes_per_sample: int
+    dig_limit: int
+    header_bytes: int
+    n_declared: int
+    record_s: float
+    ns: int
+    plus: bool
+
+
+class _SignalFields(NamedTuple):
+    """The per-signal header fields, parsed (one entry per signal)."""
+
+    labels: tuple[str, ...]
+    mne_labels: tuple[str, ...]
+    units: tuple[str, ...]
+    pmin: list[float]
+    pmax: list[float]
+    dmin: list[int]
+    dmax: list[int]
+    spr: list[int]
+
+
+def _read_fixed(fh: BinaryIO, name: str, size: int) -> _FixedHeader:
+    """Read and check the fixed header: version, header size, records, duration, signals."""
+    fixed = fh.read(256)
+    if len(fixed) < 256:
+        raise PsgReadError(f"{name}: {len(fixed)} bytes is too short for an EDF header{_FIX}")
+    if fixed[:8] == b"\xffBIOSEMI":
+        bytes_per_sample, dig_limit = 3, 2 ** 23
+    elif fixed[:8] == b"0       ":
+        bytes_per_sample, dig_limit = 2, 2 ** 15
+    else:
+        raise PsgReadError(f"{name}: not an EDF or BDF file (version field "
+                           f"{fixed[:8]!r}; EDF starts with '0', BDF with 0xFF 'BIOSEMI')")
+    header_bytes = int(_number(fixed[184:192], "the header size", name, integer=True))
+    n_declared = int(_number(fixed[236:244], "the number of data records", name,
+                             integer=True))
+    record_s = _number(fixed[244:252], "the data record duration", name)
+    ns = int(_number(fixed[252:256], "the number of signals", name, integer=True))
+    if not 1 <= ns <= MAX_SIGNALS:
+        raise PsgReadError(f"{name}: corrupt EDF header: {ns} signals (expected 1 to "
+                           f"{MAX_SIGNALS}){_FIX}")
+    if header_bytes != 256 * (ns + 1):
+        raise PsgReadError(f"{name}: corrupt EDF header: header size {header_bytes} bytes, "
+                           f"but {ns} signals make it {256 * (ns + 1)}{_FIX}")
+    if size < header_bytes:
+        raise PsgReadError(f"{name}: truncated inside the header ({size} of "
+                           f"{header_bytes} bytes){_FIX}")
+    plus = fixed[192:197] in (b"EDF+C", b"EDF+D", b"BDF+C", b"BDF+D")
+    return _FixedHeader(bytes_per_sample, dig_limit, header_bytes, n_declared, record_s, ns,
+                        plus)
+
+
+def _read_signal_fields(raw: bytes, ns: int, name: str) -> _SignalFields:
+    """Parse the per-signal fields (each ``ns`` wide) that follow the fixed header."""
 
     def fields(offset: int, width: int) -> list[bytes]:
         base = offset * ns
@@ -174,50 +243,28 @@ def read_edf_header(path: str | Path, *, check_size: bool = True) -> EdfHeader:
     dmin = [int(v) for v in per_signal("digital minimum", True)]
     dmax = [int(v) for v in per_signal("digital maximum", True)]
     spr = [int(v) for v in per_signal("samples per record", True)]
-    annotation = [lb in ANNOTATION_LABELS for lb in labels]
-    for i, lb in enumerate(labels):
-        sig = f"signal {i + 1} ({lb!r})"
-        if spr[i] < 1:
-            raise PsgReadError(f"{name}: {sig} has {spr[i]} samples per data record; a signal "
-                               f"needs at least 1{_FIX}")
-        if not (-dig_limit <= dmin[i] < dmax[i] <= dig_limit - 1):
+    return _SignalFields(labels, mne_labels, units, pmin, pmax, dmin, dmax, spr)
+
+
+def _check_signals(name: str, sig: _SignalFields, dig_limit: int) -> None:
+    """Refuse a signal without samples, with an impossible digital range or an empty
+    physical range (annotation signals may have one)."""
+    for i, lb in enumerate(sig.labels):
+        what = f"signal {i + 1} ({lb!r})"
+        if sig.spr[i] < 1:
+            raise PsgReadError(f"{name}: {what} has {sig.spr[i]} samples per data record; a "
+                               f"signal needs at least 1{_FIX}")
+        if not (-dig_limit <= sig.dmin[i] < sig.dmax[i] <= dig_limit - 1):
             raise PsgReadError(
-                f"{name}: {sig} has digital minimum {dmin[i]} and maximum {dmax[i]}; they must "
-                f"satisfy {-dig_limit} <= minimum < maximum <= {dig_limit - 1}. The samples "
-                "cannot be scaled: fix the header (EDFbrowser's header editor) or re-export")
-        if pmin[i] == pmax[i] and not annotation[i]:
+                f"{name}: {what} has digital minimum {sig.dmin[i]} and maximum {sig.dmax[i]}; "
+                f"they must satisfy {-dig_limit} <= minimum < maximum <= {dig_limit - 1}. The "
+                "samples cannot be scaled: fix the header (EDFbrowser's header editor) or "
+                "re-export")
+        if sig.pmin[i] == sig.pmax[i] and lb not in ANNOTATION_LABELS:
             raise PsgReadError(
-                f"{name}: {sig} has physical minimum = maximum = {pmin[i]:g}; every sample "
-                "would scale to that one value. Fix the header (EDFbrowser's header editor) "
-                "or re-export")
-    if not record_s >= 0 or (record_s == 0 and not all(annotation)):
-        raise PsgReadError(f"{name}: corrupt EDF header: data record duration {record_s:g} s; "
-                           f"signals need a positive one{_FIX}")
-    record_bytes = bytes_per_sample * sum(spr)
-    body = size - header_bytes
-    if n_declared == -1:  # unknown (a recording that was not closed): count whole records
-        n_records = body // record_bytes
-    elif n_declared < 0:
-        raise PsgReadError(f"{name}: corrupt EDF header: {n_declared} data records{_FIX}")
-    else:
-        n_records = n_declared
-    header = EdfHeader(
-        n_records=n_records, record_s=record_s, labels=labels, units=units,
-        samples_per_record=tuple(spr), header_bytes=header_bytes,
-        bytes_per_sample=bytes_per_sample, physical_min=tuple(pmin), physical_max=tuple(pmax),
-        digital_min=tuple(dmin), digital_max=tuple(dmax), mne_labels=mne_labels,
-        file_bytes=size, n_records_declared=n_declared,
-        plus=fixed[192:197] in (b"EDF+C", b"EDF+D", b"BDF+C", b"BDF+D"))
-    if n_records == 0:
-        raise PsgReadError(f"{name}: the file holds no data record (header says "
-                           f"{n_declared}, {body} bytes after the header){_FIX}")
-    if check_size and size < header.expected_bytes:
-        raise PsgReadError(
-            f"{name}: truncated file ({size} bytes, the header promises "
-            f"{header.expected_bytes}: {body // record_bytes} of {n_records} data records "
-            "present). Copy the file again, or repair the header's record count (e.g. "
-            "EDFbrowser's header editor) to read the complete records.")
-    return header
+                f"{name}: {what} has physical minimum = maximum = {sig.pmin[i]:g}; every "
+                "sample would scale to that one value. Fix the header (EDFbrowser's header "
+                "editor) or re-export")
 
 
 __all__ = ["ANNOTATION_LABELS", "MAX_SIGNALS", "EdfHeader", "PsgReadError", "read_edf_header"]
