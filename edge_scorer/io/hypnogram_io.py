@@ -307,20 +307,8 @@ def _int_codes(values: list[str], where: Sequence[str]) -> list[Stage]:
 
 
 def _read_table(path: Path, epoch_s: float) -> Hypnogram:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise HypnogramError(f"{path}: not a text hypnogram file (and not EDF+ or XML)") from None
-    lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1)
-             if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        raise HypnogramError(f"{path}: empty file, no stages to read")
-    delim = "\t" if "\t" in lines[0][1] else ("," if "," in lines[0][1] else None)
-    try:
-        rows = [(n, [c.strip() for c in cells]) for (n, _), cells in
-                zip(lines, csv.reader([ln for _, ln in lines], delimiter=delim or ","))]
-    except csv.Error as exc:
-        raise HypnogramError(f"{path}: not a readable CSV/TSV file ({exc})") from None
+    """Read a CSV/TSV hypnogram (a header with a stage column, or one column of labels)."""
+    rows = _table_rows(path)
     first = rows[0][1]
     try:  # a first cell that is a stage label means: no header, one column of labels
         _label(first[0], "")
@@ -344,26 +332,13 @@ def _read_table(path: Path, epoch_s: float) -> Hypnogram:
         stages = _int_codes(values, where)
     else:
         stages = [_label(v, w + f", column {stage_col!r}") for v, w in zip(values, where)]
-
-    def column(names: tuple[str, ...], default: float) -> np.ndarray:
-        name = next((c for c in names if c in col), None)
-        if name is None:
-            return np.full(len(rows), default)
-        out = np.empty(len(rows))
-        for r, (w, (_, cells)) in enumerate(zip(where, rows)):
-            v = cells[col[name]]
-            try:
-                out[r] = default if v.lower() in ("", "n/a") else float(v)
-            except ValueError:
-                raise HypnogramError(f"{w}: column {name!r} is not a number: {v!r}") from None
-        return out
-
-    onsets = column(("onset_s", "onset"), math.nan)
+    cells_only = [cells for _, cells in rows]
+    onsets = _table_column(cells_only, where, col, ("onset_s", "onset"), math.nan)
     if np.isnan(onsets).all():
         onsets = epoch_s * np.arange(len(rows), dtype=float)
     elif np.isnan(onsets).any():
         raise HypnogramError(f"{path}: some onsets are missing; fill every row or none")
-    durations = column(("duration_s", "duration"), epoch_s)
+    durations = _table_column(cells_only, where, col, ("duration_s", "duration"), epoch_s)
     events = [(float(o), float(d), s, w) for o, d, s, w in zip(onsets, durations, stages, where)]
     codes, onset0, starts = _events_to_stages(events, epoch_s, str(path))
     proba = None
@@ -373,17 +348,71 @@ def _read_table(path: Path, epoch_s: float) -> Hypnogram:
                                  "epoch")
         proba = np.full((len(codes), len(PROBA_COLUMNS)), np.nan, dtype=np.float32)
         for j, c in enumerate(PROBA_COLUMNS):
-            proba[starts, j] = column((c.lower(),), math.nan)
+            proba[starts, j] = _table_column(cells_only, where, col, (c.lower(),), math.nan)
     start_time = None
     if "clock_time" in col and rows:
-        first_row = int(np.argmin(onsets))
-        try:
-            clock = datetime.fromisoformat(rows[first_row][1][col["clock_time"]])
-            start_time = clock - timedelta(seconds=onset0)
-        except (ValueError, OverflowError):
-            raise HypnogramError(f"{where[first_row]}: clock_time is not an ISO 8601 time "
-                                 "(e.g. 2024-05-01T23:10:00)") from None
+        start_time = _table_start_time(cells_only, where, col["clock_time"], onsets, onset0)
     return Hypnogram(codes, epoch_s, onset0, start_time, proba)
+
+
+def _table_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The non-empty, non-comment rows of a CSV/TSV file as (line number, stripped cells).
+
+    The delimiter is a tab or a comma when the first row holds one.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise HypnogramError(f"{path}: not a text hypnogram file (and not EDF+ or XML)") from None
+    lines = [(n, ln) for n, ln in enumerate(text.splitlines(), 1)
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise HypnogramError(f"{path}: empty file, no stages to read")
+    delim = "\t" if "\t" in lines[0][1] else ("," if "," in lines[0][1] else None)
+    try:
+        return [(n, [c.strip() for c in cells]) for (n, _), cells in
+                zip(lines, csv.reader([ln for _, ln in lines], delimiter=delim or ","))]
+    except csv.Error as exc:
+        raise HypnogramError(f"{path}: not a readable CSV/TSV file ({exc})") from None
+
+
+def _table_column(
+    rows: Sequence[Sequence[str]],
+    where: Sequence[str],
+    col: dict[str, int],
+    names: tuple[str, ...],
+    default: float,
+) -> np.ndarray:
+    """The first of the columns ``names`` present, as numbers (empty or ``n/a``: ``default``;
+    no such column: ``default`` everywhere)."""
+    name = next((c for c in names if c in col), None)
+    if name is None:
+        return np.full(len(rows), default)
+    out = np.empty(len(rows))
+    for r, (w, cells) in enumerate(zip(where, rows)):
+        v = cells[col[name]]
+        try:
+            out[r] = default if v.lower() in ("", "n/a") else float(v)
+        except ValueError:
+            raise HypnogramError(f"{w}: column {name!r} is not a number: {v!r}") from None
+    return out
+
+
+def _table_start_time(
+    rows: Sequence[Sequence[str]],
+    where: Sequence[str],
+    clock_col: int,
+    onsets: np.ndarray,
+    onset0: float,
+) -> datetime:
+    """The recording start from the ``clock_time`` of the earliest row."""
+    first_row = int(np.argmin(onsets))
+    try:
+        clock = datetime.fromisoformat(rows[first_row][clock_col])
+        return clock - timedelta(seconds=onset0)
+    except (ValueError, OverflowError):
+        raise HypnogramError(f"{where[first_row]}: clock_time is not an ISO 8601 time "
+                             "(e.g. 2024-05-01T23:10:00)") from None
 
 
 # ---------------------------------------------------------------------------- Sleep-EDF helpers
