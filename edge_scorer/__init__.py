@@ -5,7 +5,7 @@ Public API (explicit re-exports; heavy optional parts are imported lazily where 
 
 from __future__ import annotations
 
-from edge_scorer.dsp.spec import RenderSpec, RowSpec, SpecError, available_specs, load_spec
+from edge_scorer.io.spec import RenderSpec, RowSpec, SpecError, available_specs, load_spec
 from edge_scorer.stages import CLASS_NAMES, N_CLASSES, Stage, parse_stage, stages_to_labels
 from edge_scorer.stats.hypnogram import Hypnogram
 
@@ -20,9 +20,9 @@ _LAZY = {
     "write_hypnogram": "io.hypnogram_io",
     "Agreement": "stats.metrics",
     "agreement": "stats.metrics",
-    "ChannelMapError": "dsp.montage",
-    "map_channels": "dsp.montage",
-    "parse_channel_overrides": "dsp.montage",
+    "ChannelMapError": "io.montage",
+    "map_channels": "io.montage",
+    "parse_channel_overrides": "io.montage",
     "RenderedNight": "dsp.pipeline",
     "render_night": "dsp.pipeline",
     "PsgReadError": "io.psg",

@@ -26,7 +26,7 @@ def resolve_run(checkpoint: str | Path, inter: str | Path | None = None
                 ) -> tuple[Path, Path | None]:
     """The intra (and inter) checkpoint of a ``.pt`` file, a task folder or a ``train all`` run
     folder (``intra/`` and ``inter/`` inside)."""
-    from training.checkpoint import resolve_checkpoint
+    from edge_scorer.inference.nets.weights import resolve_checkpoint
 
     path = Path(checkpoint)
     if path.is_dir() and (path / "intra").is_dir():
@@ -53,7 +53,7 @@ def checkpoint_spec(path: str | Path, force_spec: bool = False):
 
 
 def _spec_of(ckpt: dict[str, Any], what: Path, force_spec: bool):
-    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.spec import load_spec
 
     info = (ckpt.get("meta") or {}).get("spec") or {}
     if not info.get("name"):
@@ -108,7 +108,7 @@ def export_checkpoints(
     """
     import torch
 
-    from training.checkpoint import load_checkpoint, save_weights
+    from edge_scorer.inference.nets.weights import load_checkpoint, save_weights
 
     from .onnx_export import export_inter, export_intra, parity_report
 

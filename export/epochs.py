@@ -34,7 +34,7 @@ def simulated_epochs(spec: Any = "sleep-edf", *, n_nights: int = 1, duration_h: 
     ndarray of uint8, shape (n_epochs, *spec.image_shape)
     """
     from edge_scorer.dsp.pipeline import render_night
-    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.spec import load_spec
     from edge_scorer.simulate import simulate_nights
 
     spec = load_spec(spec) if isinstance(spec, str) else spec
@@ -64,7 +64,7 @@ def load_epochs(source: str | Path | None, spec: Any = "sleep-edf", *, seed: int
         An ``.npy`` file that does not hold uint8 images of the spec's shape.
     """
     from edge_scorer.dsp.pipeline import render_night
-    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.spec import load_spec
 
     spec = load_spec(spec) if isinstance(spec, str) else spec
     if source is None or str(source) == "simulated":

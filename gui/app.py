@@ -21,7 +21,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtWidgets
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.spec import RenderSpec, load_spec
+from edge_scorer.io.spec import RenderSpec, load_spec
 
 from .controls import ControlPanel, ModelChoice, list_streams, stream_channel_labels
 from .explainer import ExplainRequest, TorchExplainer

@@ -135,7 +135,7 @@ class ControlPanel(QtWidgets.QWidget):
         g.addWidget(browse_hyp, 4, 2)
         g.addWidget(QtWidgets.QLabel("speed"), 5, 0)
         g.addWidget(self.speed, 5, 1, 1, 2)
-        from edge_scorer.dsp.spec import load_spec
+        from edge_scorer.io.spec import load_spec
 
         self.channels = ChannelMapBox(load_spec("sleep-edf"))
         g.addWidget(self.channels, 6, 0, 1, 3)

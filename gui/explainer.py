@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.spec import RenderSpec
 
 log = get_logger("gui.explainer")
 

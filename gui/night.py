@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.spec import RenderSpec, load_spec
 from edge_scorer.engine.review import NightReview, ReviewError, epoch_log_updates
+from edge_scorer.io.spec import RenderSpec, load_spec
 
 from .store import ScoredEpochs, channel_quality
 

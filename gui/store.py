@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_scorer.dsp.spec import RenderSpec
 from edge_scorer.engine.rolling import FINAL, PROVISIONAL, REVISED, EpochUpdate
+from edge_scorer.io.spec import RenderSpec
 from edge_scorer.stages import N_CLASSES, Stage
 from edge_scorer.stats.hypnogram import Hypnogram
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_scorer.dsp.spec import load_spec
+from edge_scorer.io.spec import load_spec
 from edge_scorer.simulate import simulate_night, write_night
 from edge_scorer.stats.hypnogram import Hypnogram
 from training.augment import (

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from edge_scorer.bench import __main__ as dispatcher
-from edge_scorer.bench import gpu
+from training import bench_gpu as gpu
 
 
 def _has_cuda() -> bool:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from edge_scorer import cli
-from edge_scorer.dsp.spec import load_spec
+from edge_scorer.io.spec import load_spec
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from edge_scorer.dsp.conditioning import (
     epochs_from_signal,
     row_sos,
 )
-from edge_scorer.dsp.spec import RenderSpec, load_spec
+from edge_scorer.io.spec import RenderSpec, load_spec
 
 SLEEP_EDF = load_spec("sleep-edf")
 SHHS = load_spec("shhs")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from edge_scorer.cli import main
-from training.recipes import (
+from edge_scorer.io.datasets import (
     DataUnavailableError,
     check_connectivity,
     fetch_sleep_edf,

@@ -10,7 +10,6 @@ import pytest
 from scipy import signal
 
 from edge_scorer.dsp.render import render_epochs
-from edge_scorer.dsp.spec import load_spec
 from edge_scorer.explain.occlusion import (
     BANDS,
     band_rows,
@@ -20,6 +19,7 @@ from edge_scorer.explain.occlusion import (
     remove_band,
 )
 from edge_scorer.inference.scorer import ScoringModel
+from edge_scorer.io.spec import load_spec
 from edge_scorer.simulate import simulate_nights
 
 SPEC = load_spec("sleep-edf")

@@ -12,7 +12,6 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(2)
 
-from edge_scorer.dsp.spec import load_spec  # noqa: E402
 from edge_scorer.explain.aggregate import (  # noqa: E402
     aggregate,
     heatmap,
@@ -36,6 +35,7 @@ from edge_scorer.explain.relevance import (  # noqa: E402
 )
 from edge_scorer.explain.summary import ExplainedNight  # noqa: E402
 from edge_scorer.inference.scorer import ScoringModel  # noqa: E402
+from edge_scorer.io.spec import load_spec  # noqa: E402
 from edge_scorer.simulate import simulate_nights  # noqa: E402
 from training.models import set_save_attn  # noqa: E402
 

@@ -17,9 +17,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from edge_scorer.cli import main  # noqa: E402
-from edge_scorer.dsp.spec import load_spec  # noqa: E402
 from edge_scorer.inference.backends import OrtBackend  # noqa: E402
 from edge_scorer.inference.scorer import ScoringModel, default_model_dir  # noqa: E402
+from edge_scorer.io.spec import load_spec  # noqa: E402
 from export.epochs import simulated_epochs  # noqa: E402
 
 SPEC = load_spec("sleep-edf")

@@ -19,9 +19,9 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from edge_scorer.dsp.montage import ChannelMapError  # noqa: E402
 from edge_scorer.io.edf_writer import EdfSignal, write_edf  # noqa: E402
 from edge_scorer.io.hypnogram_io import HypnogramError, read_hypnogram  # noqa: E402
+from edge_scorer.io.montage import ChannelMapError  # noqa: E402
 from edge_scorer.io.psg import EdfHeader, PsgReadError, read_edf_header, read_psg  # noqa: E402
 from edge_scorer.stats.hypnogram import Hypnogram  # noqa: E402
 

@@ -31,8 +31,8 @@ from PySide6 import QtCore  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
 
 from edge_scorer.cli import main  # noqa: E402
-from edge_scorer.dsp.spec import load_spec  # noqa: E402
 from edge_scorer.io.hypnogram_io import read_hypnogram  # noqa: E402
+from edge_scorer.io.spec import load_spec  # noqa: E402
 from edge_scorer.stream.replay import Replayer  # noqa: E402
 from gui.app import MainWindow  # noqa: E402
 from gui.explainer import TORCH_HINT  # noqa: E402

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from edge_scorer.dsp.spec import load_spec
 from edge_scorer.engine.rolling import FINAL, PROVISIONAL, RollingScorer
 from edge_scorer.inference.scorer import ScoringModel
+from edge_scorer.io.spec import load_spec
 from edge_scorer.stages import Stage
 from gui.explainer import contiguous_window
 from gui.store import NightStore, ScoredEpochs, channel_quality

@@ -15,10 +15,10 @@ import pylsl
 import pytest
 from pylsl.util import LostError
 
-from edge_scorer.dsp.montage import ChannelMapError
 from edge_scorer.engine.offline import score_file
 from edge_scorer.engine.rolling import FINAL
 from edge_scorer.engine.sinks import LOG_COLUMNS, STAGE_CHANNELS, read_epoch_log
+from edge_scorer.io.montage import ChannelMapError
 from edge_scorer.io.psg import read_psg
 from edge_scorer.stages import Stage
 from edge_scorer.stream.inlet import AmbiguousStream, LslSource, StreamNotFound, resolve_stream

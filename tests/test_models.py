@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(2)
 
-from edge_scorer.dsp.spec import load_spec  # noqa: E402
+from edge_scorer.io.spec import load_spec  # noqa: E402
 from training.models import (  # noqa: E402
     STQS,
     class_weights,
@@ -38,7 +38,8 @@ def _images(n: int, seed: int = 0, size: int = 224) -> torch.Tensor:
 
 def test_list_models() -> None:
     assert list_models() == sorted([
-        "vit_tiny", "vit_small_patch16", "vit_base_patch16", "inter_base", "inter_tiny", "stqs",
+        "vit_mini", "vit_tiny", "vit_small_patch16", "vit_base_patch16", "inter_base",
+        "inter_tiny", "inter_mini", "stqs",
     ])
     with pytest.raises(ValueError, match="unknown model"):
         create_model("vit_huge")
@@ -51,7 +52,7 @@ def test_list_models() -> None:
 
 
 @pytest.mark.parametrize(("name", "dim", "depth", "heads"), [
-    ("vit_tiny", 192, 4, 3), ("vit_small_patch16", 384, 12, 6),
+    ("vit_mini", 128, 4, 4), ("vit_tiny", 192, 4, 3), ("vit_small_patch16", 384, 12, 6),
 ])
 def test_vit_presets_shapes(name: str, dim: int, depth: int, heads: int) -> None:
     model = create_model(name).eval()
@@ -401,3 +402,32 @@ def test_state_dict_round_trip(name: str, tmp_path) -> None:
         torch.testing.assert_close(rebuilt(x), model(x))
     with pytest.raises(ValueError, match="unknown to"):
         model_from_cfg({**model.cfg, "wings": 2})
+
+
+def test_a_preset_name_records_overrides_that_change_the_shape() -> None:
+    assert create_model("vit_tiny", drop_path_rate=0.3).cfg["preset"] == "vit_tiny"
+    assert create_model("vit_tiny", mean=[0.5]).cfg["preset"] == "vit_tiny"  # list == tuple
+    model = create_model("vit_tiny", depth=1, embed_dim=48)
+    assert model.cfg["preset"] == "vit_tiny+depth=1+embed_dim=48"
+    assert model_from_cfg(model.cfg).cfg["preset"] == "vit_tiny+depth=1+embed_dim=48"
+    assert create_model("inter_tiny", in_dim=128).cfg["preset"] == "inter_tiny+in_dim=128"
+    assert create_model("inter_mini", in_dim=128).cfg["preset"] == "inter_mini"
+
+
+def test_the_shipped_models_have_the_shape_of_the_preset_they_name() -> None:
+    """The metadata's preset is a promise: rebuilding the preset gives the shipped shape."""
+    import json
+
+    from edge_scorer.inference.backends import META_PREFIX
+    from edge_scorer.inference.nets.weights import _onnx_contents
+    from edge_scorer.inference.scorer import default_model_dir
+
+    for kind in ("intra", "inter"):
+        _, meta = _onnx_contents(default_model_dir() / f"{kind}.onnx")
+        cfg = json.loads(meta[META_PREFIX + "model_cfg"])
+        preset = meta[META_PREFIX + "preset"]
+        assert cfg["preset"] == preset and "+" not in preset
+        rebuilt = create_model(preset).cfg
+        shape = {k: v for k, v in cfg.items() if k not in ("drop_rate", "attn_drop_rate",
+                                                           "drop_path_rate")}
+        assert {k: json.loads(json.dumps(rebuilt[k])) for k in shape} == shape, kind

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edge_scorer import Hypnogram, load_spec
-from edge_scorer.dsp.montage import ChannelMapError, map_channels, parse_channel_overrides
 from edge_scorer.io.edf_writer import EdfSignal, write_edf
+from edge_scorer.io.montage import ChannelMapError, map_channels, parse_channel_overrides
 from edge_scorer.io.psg import PsgReadError, align_hypnogram, read_edf_header, read_psg
 
 SPEC = load_spec("sleep-edf")

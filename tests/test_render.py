@@ -16,7 +16,7 @@ from edge_scorer.dsp.render import (
     render_epochs,
     save_png,
 )
-from edge_scorer.dsp.spec import RenderSpec, load_spec
+from edge_scorer.io.spec import RenderSpec, load_spec
 
 SPECS = [load_spec("sleep-edf"), load_spec("shhs")]
 IDS = [s.name for s in SPECS]

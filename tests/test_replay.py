@@ -276,7 +276,7 @@ def _inlet_big(name: str):
 def test_two_replays_of_one_file_get_distinct_source_ids(psg_excerpt: Path) -> None:
     """Both replays had one source id, so the --source-id the ambiguity error suggests could
     not pick one."""
-    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.spec import load_spec
     from edge_scorer.stream.inlet import AmbiguousStream, LslSource
 
     name = _uid()
@@ -296,7 +296,7 @@ def test_two_replays_of_one_file_get_distinct_source_ids(psg_excerpt: Path) -> N
 
 
 def test_falling_behind_is_warned(psg_excerpt: Path, caplog) -> None:
-    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.spec import load_spec
     from edge_scorer.stream.inlet import LslSource
 
     name = _uid()

@@ -11,7 +11,7 @@ import pytest
 
 from edge_scorer.dsp.pipeline import render_night
 from edge_scorer.dsp.render import _layout, render_epochs
-from edge_scorer.dsp.spec import load_spec
+from edge_scorer.io.spec import load_spec
 from edge_scorer.simulate import simulate_night, write_night
 from edge_scorer.stats.hypnogram import Hypnogram
 from training.augment import AugmentConfig

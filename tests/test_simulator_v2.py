@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_scorer.bench.realism_features import compare, eog_deflections, epoch_features
-from edge_scorer.dsp.spec import load_spec
+from edge_scorer.io.spec import load_spec
 from edge_scorer.simulate import (
     draw_profile,
     night_variation,

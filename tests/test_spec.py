@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from edge_scorer.dsp import spec as spec_mod
-from edge_scorer.dsp.spec import RenderSpec, SpecError, available_specs, load_spec
+from edge_scorer.io import spec as spec_mod
+from edge_scorer.io.spec import RenderSpec, SpecError, available_specs, load_spec
 
 
 def test_shipped_specs_load_and_row_heights_fill_the_image():

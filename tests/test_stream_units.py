@@ -29,7 +29,7 @@ SPEC_ROWS = ("EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal", "EMG submental")
 
 
 def test_unit_spellings_and_overrides():
-    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.spec import load_spec
 
     for text, v in (("V", 1), ("volts", 1), ("mV", 1e-3), ("millivolts", 1e-3), ("uV", 1e-6),
                     ("µV", 1e-6), ("μV", 1e-6), ("microvolts", 1e-6), (" Microvolts ", 1e-6),
@@ -110,7 +110,7 @@ def _pull_seconds(src, seconds: float, timeout: float = 20.0) -> list[np.ndarray
                                          ("millivolts", 1e-3), ("µV", 1.0)])
 def test_stream_units_are_converted(psg_excerpt, unit, factor):
     """A stream in volts (mne-lsl code 0), microvolts (-6), V, mV or µV gives the file's uV."""
-    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.spec import load_spec
     from edge_scorer.stream.inlet import LslSource
 
     rows, rates = _excerpt_rows(psg_excerpt, 12.0)
@@ -134,7 +134,7 @@ def test_a_stream_off_by_a_unit_factor_is_refused(psg_excerpt):
     """Volts described as microvolts (what a player without units does): refused before the
     first epoch is scored, the message naming the row, the cause and the --units fix; with
     --units the same stream is read right."""
-    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.spec import load_spec
     from edge_scorer.stream.inlet import LslSource
 
     spec = load_spec("sleep-edf")
@@ -163,7 +163,7 @@ def test_a_stream_off_by_a_unit_factor_is_refused(psg_excerpt):
 
 
 def test_implausible_epochs_are_flagged():
-    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.spec import load_spec
     from edge_scorer.stream.stream_units import AmplitudeGuard
 
     spec = load_spec("sleep-edf")

@@ -19,7 +19,7 @@ torch.set_num_threads(2)
 
 from edge_scorer.cli import main  # noqa: E402
 from edge_scorer.dsp.pipeline import condition_recording, render_night  # noqa: E402
-from edge_scorer.dsp.spec import load_spec  # noqa: E402
+from edge_scorer.io.spec import load_spec  # noqa: E402
 from edge_scorer.simulate import simulate_night, write_night  # noqa: E402
 from edge_scorer.stats.hypnogram import Hypnogram  # noqa: E402
 from training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402

@@ -13,7 +13,6 @@ import pytest
 
 from edge_scorer import load_spec
 from edge_scorer.cli import main
-from edge_scorer.dsp.montage import ChannelMapError
 from edge_scorer.inference.scorer import (
     ModelShapeError,
     ModelSpecMismatch,
@@ -22,6 +21,7 @@ from edge_scorer.inference.scorer import (
 )
 from edge_scorer.io.edf_writer import EdfSignal, write_edf
 from edge_scorer.io.hypnogram_io import HypnogramError, read_hypnogram
+from edge_scorer.io.montage import ChannelMapError
 from edge_scorer.io.psg import PsgReadError, read_edf_header, read_psg
 
 SPEC = load_spec("sleep-edf")

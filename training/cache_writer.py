@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.spec import RenderSpec
 from edge_scorer.stages import CLASS_NAMES
 from training.signal_cache import SignalCodec
 

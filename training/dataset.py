@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.spec import RenderSpec, load_spec
+from edge_scorer.io.spec import RenderSpec, load_spec
 from edge_scorer.stages import CLASS_NAMES, Stage
 from training.augment import AugmentConfig
 from training.cache_writer import SIGNALS_DIR, CacheWriter

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer.dsp.render import _layout, render_epochs
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.spec import RenderSpec
 
 __all__ = ["NAN_CODE", "STORES", "DecodedSignals", "NightCodes", "RenderedImages",
            "SignalCodec"]

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.spec import RenderSpec, load_spec
+from edge_scorer.io.spec import RenderSpec, load_spec
 from edge_scorer.stages import N_CLASSES
 from training import distributed as dist
 from training.augment import AugmentConfig

@@ -1,4 +1,6 @@
-"""Dispatcher: ``python -m edge_scorer.bench NAME [args]`` -> ``edge_scorer.bench.NAME.main``."""
+"""Dispatcher: ``python -m edge_scorer.bench NAME [args]`` -> ``edge_scorer.bench.NAME.main``, or
+the ``main`` of the module registered as ``NAME`` in the entry-point group ``edge_scorer.benches``
+(benchmarks that need ``training`` or ``export``: :mod:`edge_scorer.plugins`)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,14 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+from edge_scorer import plugins
+
 
 def _available() -> list[str]:
     from edge_scorer.bench import __path__ as pkg_path
 
-    return sorted(m.name for m in pkgutil.iter_modules(pkg_path) if not m.name.startswith("_"))
+    own = {m.name for m in pkgutil.iter_modules(pkg_path) if not m.name.startswith("_")}
+    return sorted(own | set(plugins.available(plugins.BENCHES)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,7 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in names:
         print(f"unknown benchmark {name!r}; available: {', '.join(names)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"{__package__}.{name}")
+    registered = plugins.available(plugins.BENCHES)
+    module = (registered[name].load() if name in registered
+              else importlib.import_module(f"{__package__}.{name}"))
     return int(module.main(rest) or 0)
 
 

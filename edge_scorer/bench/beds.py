@@ -67,7 +67,7 @@ def _delayed_replayer(delay_s: float, *args, **kwargs):
 
 def _helper(args: argparse.Namespace) -> int:
     """Play N replays at speed 1 for ``--seconds`` after their receivers connect."""
-    from edge_scorer.dsp.spec import load_spec
+    from edge_scorer.io.spec import load_spec
 
     spec = load_spec("sleep-edf")
     psgs = [Path(p) for p in args.psg]

@@ -194,8 +194,8 @@ def _file_features(psg: str | Path) -> dict[str, np.ndarray]:
     from edge_scorer.bench.realism_features import epoch_features
     from edge_scorer.dsp.conditioning import epochs_from_signal
     from edge_scorer.dsp.pipeline import condition_recording
-    from edge_scorer.dsp.spec import load_spec
     from edge_scorer.io.psg import read_psg
+    from edge_scorer.io.spec import load_spec
 
     spec = load_spec("sleep-edf")
     conditioned, _ = condition_recording(read_psg(psg, spec), spec)

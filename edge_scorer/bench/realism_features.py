@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import signal as sps
 
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.spec import RenderSpec
 
 #: EEG frequency bands (Hz), the conventional clinical ones (AASM manual v2.6 terminology).
 BANDS = {"delta": (0.5, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 12.0),

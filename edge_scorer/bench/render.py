@@ -27,7 +27,7 @@ import numpy as np
 
 from edge_scorer.dsp.conditioning import Conditioner, condition, epochs_from_signal
 from edge_scorer.dsp.render import render_epoch, render_epochs
-from edge_scorer.dsp.spec import RenderSpec, load_spec
+from edge_scorer.io.spec import RenderSpec, load_spec
 
 
 def synthetic_night(spec: RenderSpec, n_epochs: int, seed: int = 0) -> np.ndarray:
@@ -68,7 +68,7 @@ def synthetic_night(spec: RenderSpec, n_epochs: int, seed: int = 0) -> np.ndarra
 def simulated_night(spec: RenderSpec, n_epochs: int,
                     seed: int = 0) -> tuple[list[np.ndarray], list[float]]:
     """Rows of a simulated night (:mod:`edge_scorer.simulate`) at their native rates."""
-    from edge_scorer.dsp.montage import map_channels
+    from edge_scorer.io.montage import map_channels
     from edge_scorer.simulate import LAYOUTS, simulate_night
 
     if spec.name not in LAYOUTS:

@@ -1,4 +1,6 @@
-"""The ``edge-scorer`` command line: one subcommand per module in this package.
+"""The ``edge-scorer`` command line: one subcommand per module in this package, plus the
+subcommands ``training``, ``export`` and ``gui`` register (entry-point group
+``edge_scorer.commands``, see :mod:`edge_scorer.plugins`; the core never imports them).
 
 Each subcommand module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``. Modules keep heavy imports inside ``run`` so that ``edge-scorer --help``
@@ -12,24 +14,27 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from edge_scorer import plugins
 from edge_scorer._log import get_logger, setup_cli_logging
 
-#: Subcommand name -> module (relative to this package).
-COMMANDS: dict[str, str] = {
+#: Subcommand name -> module: the core's own (relative to this package) or, for a name with
+#: no module here, the entry point of that name in ``edge_scorer.commands``. The order is the
+#: order of ``edge-scorer --help``; registered commands not listed here come last.
+COMMANDS: dict[str, str | None] = {
     "demo": ".demo",
     "simulate": ".simulate",
     "render": ".render",
     "stats": ".stats",
     "convert": ".convert",
-    "train": ".train",
+    "train": None,
     "data": ".data",
-    "evaluate": ".evaluate",
+    "evaluate": None,
     "replay": ".replay",
-    "export": ".export",
+    "export": None,
     "score": ".score",
     "stream": ".stream",
-    "gui": ".gui",
-    "review": ".review",
+    "gui": None,
+    "review": None,
     "explain": ".explain",
     "finalize": ".finalize",
 }
@@ -52,8 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-scorer {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, modname in COMMANDS.items():
-        mod = importlib.import_module(modname, __name__)
+    registered = plugins.available(plugins.COMMANDS)
+    names = list(COMMANDS) + sorted(set(registered) - set(COMMANDS))
+    for name in names:
+        modname = COMMANDS.get(name)
+        if modname is None and name not in registered:
+            log.debug("command %r is not registered (project not installed?)", name)
+            continue
+        mod = (importlib.import_module(modname, __name__) if modname
+               else registered[name].load())
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
         p.set_defaults(_module=mod)

@@ -33,6 +33,6 @@ def load_model(args: argparse.Namespace):
 
 def channel_overrides(args: argparse.Namespace) -> dict[str, str]:
     """``--channel ROW=LABEL`` options as a dict."""
-    from edge_scorer.dsp.montage import parse_channel_overrides
+    from edge_scorer.io.montage import parse_channel_overrides
 
     return parse_channel_overrides(args.channel)

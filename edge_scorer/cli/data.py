@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fetch Sleep-EDF or print the SHHS instructions."""
-    from training.recipes import (
+    from edge_scorer.io.datasets import (
         DataUnavailableError,
         fetch_sleep_edf,
         parse_subjects,

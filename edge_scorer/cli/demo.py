@@ -90,7 +90,7 @@ def _night(args: argparse.Namespace, out: Path) -> tuple[Path, Path | None, str]
     if args.edf:
         return args.edf, args.hypnogram, "your recording"
     if not args.simulated:
-        from training.recipes import DataUnavailableError, fetch_sleep_edf
+        from edge_scorer.io.datasets import DataUnavailableError, fetch_sleep_edf
 
         try:
             (psg, hyp), = fetch_sleep_edf([0], [1], timeout_s=3.0)
@@ -145,11 +145,11 @@ class _Printer:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the night, score it live, print the hypnogram, statistics and agreement."""
-    from edge_scorer.dsp.montage import parse_channel_overrides
     from edge_scorer.engine.shutdown import Shutdown
     from edge_scorer.engine.sinks import Callback
     from edge_scorer.inference.familiarity import summary_line, warning_line
     from edge_scorer.inference.scorer import ScoringModel
+    from edge_scorer.io.montage import parse_channel_overrides
     from edge_scorer.io.outputs import check_output_dir, prepare_output_dir
     from edge_scorer.io.psg import align_hypnogram, read_edf_header
     from edge_scorer.stats.metrics import agreement
@@ -164,9 +164,12 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     check_output_dir(out, args.overwrite)
     if args.gui:  # fail fast, before a night is fetched or simulated
-        from edge_scorer.cli.gui import require_gui
+        from edge_scorer import plugins
 
-        require_gui()
+        try:
+            plugins.load(plugins.WINDOWS, "check")()
+        except plugins.PluginUnavailable as exc:
+            raise CliError(f"the window is not available: {exc}") from exc
     t0 = time.perf_counter()
     prepare_output_dir(out, args.overwrite)
     psg, hyp_path, where = _night(args, out)
@@ -176,8 +179,9 @@ def run(args: argparse.Namespace) -> int:
     header = read_edf_header(psg)
     speed = args.speed or max(1.0, header.n_records * header.record_s / TARGET_S)
     if args.gui:
-        from gui.launch import run_demo_gui
+        from edge_scorer import plugins
 
+        run_demo_gui = plugins.load(plugins.WINDOWS, "demo")
         print(f"opening the bedside window: replay at {speed:.0f}x, outputs in {out}")
         return run_demo_gui(psg, hyp_path, out, speed, channel_overrides=overrides)
     rep = Replayer(psg, model.spec, name=name, speed=speed, hypnogram=hyp_path,

@@ -95,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
         from edge_scorer.explain.relevance import TorchModels
     except ImportError as exc:
         raise CliError(f"{exc}") from None
-    from edge_scorer.dsp.montage import parse_channel_overrides
-    from edge_scorer.dsp.spec import SpecError, load_spec
     from edge_scorer.explain.occlusion import onnx_proba_fn
     from edge_scorer.explain.summary import ExplainedNight
     from edge_scorer.inference.scorer import ScoringModel
+    from edge_scorer.io.montage import parse_channel_overrides
+    from edge_scorer.io.spec import SpecError, load_spec
 
     if args.intra is None and args.inter is not None:
         raise CliError("--inter needs --intra (the two models come from one training run)")

@@ -57,9 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Start the replay and block until it ends or Ctrl-C."""
-    from edge_scorer.dsp.montage import parse_channel_overrides
-    from edge_scorer.dsp.spec import SpecError, load_spec
     from edge_scorer.engine.shutdown import Shutdown
+    from edge_scorer.io.montage import parse_channel_overrides
+    from edge_scorer.io.spec import SpecError, load_spec
     from edge_scorer.stream.replay import Replayer
 
     try:

@@ -1,10 +1,7 @@
-"""Signal conditioning and rendering: the render spec, channel mapping, the filter chain and the
-epoch image.
+"""Signal conditioning and rendering: the one filter chain and the one renderer of epoch images.
 
 Modules:
 
-* :mod:`edge_scorer.dsp.spec`
-* :mod:`edge_scorer.dsp.montage`
 * :mod:`edge_scorer.dsp.conditioning`
 * :mod:`edge_scorer.dsp.render`
 * :mod:`edge_scorer.dsp.pipeline`

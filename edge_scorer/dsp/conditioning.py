@@ -36,7 +36,7 @@ import numpy as np
 from scipy import signal
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.spec import CHAIN_SETTINGS, RenderSpec, RowSpec
+from edge_scorer.io.spec import CHAIN_SETTINGS, RenderSpec, RowSpec
 
 log = get_logger("conditioning")
 

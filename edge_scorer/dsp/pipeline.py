@@ -16,8 +16,8 @@ import numpy as np
 from edge_scorer._log import get_logger
 from edge_scorer.dsp.conditioning import Conditioner, epochs_from_signal
 from edge_scorer.dsp.render import render_epochs
-from edge_scorer.dsp.spec import RenderSpec, load_spec
 from edge_scorer.io.psg import PsgRecording, align_hypnogram, read_psg
+from edge_scorer.io.spec import RenderSpec, load_spec
 
 log = get_logger("pipeline")
 

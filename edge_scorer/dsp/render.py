@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.spec import RenderSpec
 
 #: Epochs rendered per vectorized block in :func:`render_epochs` (bounds temporary memory).
 BLOCK_EPOCHS = 16

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.spec import RenderSpec
 
 
 def _check_grid(grid: np.ndarray, spec: RenderSpec) -> tuple[int, int]:

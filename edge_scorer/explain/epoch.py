@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_scorer.dsp.spec import RenderSpec
 from edge_scorer.engine.windows import softmax
 from edge_scorer.explain.aggregate import Aggregates, aggregate, heatmap, top_regions
 from edge_scorer.explain.relevance import (
@@ -29,6 +28,7 @@ from edge_scorer.explain.relevance import (
     intra_relevance,
     torch,
 )
+from edge_scorer.io.spec import RenderSpec
 from edge_scorer.stages import CLASS_NAMES
 
 

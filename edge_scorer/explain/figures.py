@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.spec import RenderSpec
 from edge_scorer.stages import CLASS_NAMES
 
 #: Overlay colour map and opacity of the relevance heatmap.

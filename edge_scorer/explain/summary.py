@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.spec import RenderSpec
 from edge_scorer.explain.occlusion import OcclusionResult, ProbaFn, occlusion_analysis
+from edge_scorer.io.spec import RenderSpec
 from edge_scorer.stages import CLASS_NAMES
 
 log = get_logger("explain.summary")

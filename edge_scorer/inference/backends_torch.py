@@ -42,8 +42,8 @@ def _torch():
 def checkpoint_metadata(ckpt: dict[str, Any]) -> dict[str, str]:
     """The ONNX-style metadata of a training checkpoint (what the exporter would embed, with the
     render-spec hash the checkpoint was trained on)."""
-    from edge_scorer.dsp.spec import load_spec
     from edge_scorer.inference.backends import model_metadata
+    from edge_scorer.io.spec import load_spec
 
     cfg, meta = ckpt["cfg"], ckpt.get("meta") or {}
     kind = _KIND.get(cfg.get("arch"))

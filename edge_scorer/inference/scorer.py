@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_scorer.dsp.spec import RenderSpec, load_spec
 from edge_scorer.engine.windows import sliding_window_proba
 from edge_scorer.inference.backends import Backend, create_backend
 from edge_scorer.inference.familiarity import Familiarity, read_familiarity, read_temperature
+from edge_scorer.io.spec import RenderSpec, load_spec
 from edge_scorer.stages import CLASS_NAMES
 from edge_scorer.stats.hypnogram import Hypnogram
 

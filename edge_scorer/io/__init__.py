@@ -1,5 +1,5 @@
-"""Files in and out: PSG (EDF) and hypnogram readers and writers, atomic output files, public
-datasets.
+"""Files in and out: PSG (EDF) and hypnogram readers and writers, the render spec and channel
+mapping, atomic output files, public datasets.
 
 Modules:
 
@@ -9,4 +9,7 @@ Modules:
 * :mod:`edge_scorer.io.hypnogram_io`
 * :mod:`edge_scorer.io.hypnogram_writers`
 * :mod:`edge_scorer.io.outputs`
+* :mod:`edge_scorer.io.spec`
+* :mod:`edge_scorer.io.montage`
+* :mod:`edge_scorer.io.datasets`
 """

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.montage import map_channels
-from edge_scorer.dsp.spec import RenderSpec, RowSpec, load_spec
 from edge_scorer.io.edf_header import EdfHeader, PsgReadError, read_edf_header
+from edge_scorer.io.montage import map_channels
+from edge_scorer.io.spec import RenderSpec, RowSpec, load_spec
 from edge_scorer.stages import Stage
 from edge_scorer.stats.hypnogram import Hypnogram
 

@@ -53,7 +53,7 @@ class BedConfig:
 
 
 def _channels(text: str, where: str) -> tuple[tuple[str, str], ...]:
-    from edge_scorer.dsp.montage import parse_channel_overrides
+    from edge_scorer.io.montage import parse_channel_overrides
 
     items = [s.strip() for s in text.replace(";", ",").split(",") if s.strip()]
     try:

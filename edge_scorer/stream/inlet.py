@@ -11,7 +11,7 @@ spec order, ready for :class:`~edge_scorer.dsp.conditioning.Conditioner`.
   opened too, so a replayed Sleep-EDF night (a 100-Hz and a 1-Hz stream) is one source.
 * **Channels.** Labels come from the stream's ``desc/channels/channel/label`` (XDF
   conventions); a stream without labels gets ``ch1..chN``. They are mapped to spec rows with
-  :func:`~edge_scorer.dsp.montage.map_channels`, the same rules and ``--channel ROW=LABEL``
+  :func:`~edge_scorer.io.montage.map_channels`, the same rules and ``--channel ROW=LABEL``
   overrides as for files; a missing row is an error listing what the streams have.
 * **Units.** Each channel's ``desc/channels/channel/unit`` (XDF strings such as ``uV``,
   ``microvolts``, ``V``, or MNE-LSL's power-of-ten codes such as ``0`` and ``-6``) converts the
@@ -58,8 +58,8 @@ from typing import Any
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.montage import ChannelMapError, map_channels
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.montage import ChannelMapError, map_channels
+from edge_scorer.io.spec import RenderSpec
 from edge_scorer.stream.inlet_stream import InletStream, RingBuffer
 from edge_scorer.stream.stream_units import AmplitudeGuard, channel_units, row_scales
 

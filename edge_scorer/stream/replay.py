@@ -70,8 +70,8 @@ from typing import Any
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.spec import RenderSpec, load_spec
 from edge_scorer.io.psg import PsgRecording, align_hypnogram, read_psg
+from edge_scorer.io.spec import RenderSpec, load_spec
 from edge_scorer.stages import Stage
 from edge_scorer.stats.hypnogram import Hypnogram
 from edge_scorer.stream.replay_channels import FileChannel, other_channels

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.dsp.spec import RenderSpec
 from edge_scorer.io.psg import _FACTOR_CAUSE, PLAUSIBLE_UV, typical_amplitude, unit_factor
+from edge_scorer.io.spec import RenderSpec
 
 log = get_logger("stream_units")
 

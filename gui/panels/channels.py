@@ -2,7 +2,7 @@
 the model's spec.
 
 One line per spec row with an editable list of the source's channels: ``automatic`` uses the
-spec's aliases and patterns (:func:`edge_scorer.dsp.montage.map_channels`), a label overrides them
+spec's aliases and patterns (:func:`edge_scorer.io.montage.map_channels`), a label overrides them
 (``--channel ROW=LABEL`` on the command line). Below, the mapping that results, or the error
 naming what is missing, is shown as soon as the source's channels are known (a file's header,
 or a stream's description read in the background); once scoring runs, the mapping in use.
@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 
 from PySide6 import QtCore, QtWidgets
 
-from edge_scorer.dsp.montage import ChannelMapError, map_channels
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.montage import ChannelMapError, map_channels
+from edge_scorer.io.spec import RenderSpec
 
 #: The combo entry that leaves a row to the spec's aliases.
 AUTOMATIC = "automatic"

@@ -17,7 +17,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtWidgets
 
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.spec import RenderSpec
 
 from ..theme import FOREGROUND
 

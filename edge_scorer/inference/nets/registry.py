@@ -2,9 +2,11 @@
 
 Presets
 -------
+``vit_mini``
+    The shipped model's shape: ViT with patch 16, 128-d, 4 blocks, 4 heads on 224x224
+    grayscale images; trains on 2 CPU cores.
 ``vit_tiny``
-    Small ViT (patch 16, 192-d, 4 blocks, 3 heads) on 224x224 grayscale images; trains on
-    2 CPU cores (the default model).
+    Small ViT (patch 16, 192-d, 4 blocks, 3 heads) on 224x224 grayscale images.
 ``vit_small_patch16``
     ViT-S/16: 384-d, 12 blocks, 6 heads.
 ``vit_base_patch16``
@@ -14,6 +16,8 @@ Presets
     ReLU, no qkv bias, dropout/attention dropout 0.2, LayerNorm eps 1e-5, in_dim 768.
 ``inter_tiny``
     The same on ``vit_tiny`` features: in_dim 192, 2 blocks, 4 heads.
+``inter_mini``
+    The same on ``vit_mini`` features (the shipped inter model): in_dim 128, 2 blocks, 4 heads.
 ``stqs``
     STQS on the ``sleep-edf`` spec's conditioned signals (EEG, EOG, EMG modalities).
 
@@ -21,10 +25,16 @@ Every model carries ``model.cfg`` (a dict of plain values with ``"arch"`` and ``
 a checkpoint ``{"cfg": model.cfg, "state_dict": model.state_dict()}`` is rebuilt with
 :func:`model_from_cfg`. The inter model's ``in_dim`` must follow the intra model's feature
 size: ``create_model("inter_base", in_dim=intra.num_features)``.
+
+A preset name is a promise about the shape: a model built with overrides that change anything
+but regularization (:data:`REGULARIZATION`) records them in its name, e.g.
+``vit_tiny+depth=1+embed_dim=32`` (:func:`honest_name`); that name goes into checkpoints and
+the exported models' metadata.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
 from torch import nn
@@ -40,13 +50,38 @@ ARCHS: dict[str, tuple[type[nn.Module], type]] = {
 }
 
 PRESETS: dict[str, object] = {
+    "vit_mini": ViTConfig(patch_size=16, embed_dim=128, depth=4, num_heads=4),
     "vit_tiny": ViTConfig(patch_size=16, embed_dim=192, depth=4, num_heads=3),
     "vit_small_patch16": ViTConfig(patch_size=16, embed_dim=384, depth=12, num_heads=6),
     "vit_base_patch16": ViTConfig(patch_size=16, embed_dim=768, depth=12, num_heads=12),
     "inter_base": InterConfig(),
     "inter_tiny": InterConfig(in_dim=192, depth=2, num_heads=4),
+    "inter_mini": InterConfig(in_dim=128, depth=2, num_heads=4),
     "stqs": STQSConfig(spec="sleep-edf"),
 }
+
+
+#: Config fields that regularize training without changing the network's shape or its
+#: inference: overriding them keeps the preset's name.
+REGULARIZATION = frozenset({"drop_rate", "attn_drop_rate", "drop_path_rate"})
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal as plain values (a tuple and a list of the same items are the same)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True,
+                                                                   default=str)
+
+
+def honest_name(name: str, overrides: dict) -> str:
+    """The name a model built from preset ``name`` with ``overrides`` records.
+
+    The preset's own name when no override changes more than regularization, else the name
+    followed by every such override in field order (``vit_tiny+depth=1+embed_dim=32``).
+    """
+    base = PRESETS[name]
+    changed = [f"{k}={v}" for k, v in sorted(overrides.items())
+               if k not in REGULARIZATION and not _same(getattr(base, k, None), v)]
+    return "+".join([name, *changed])
 
 
 def list_models() -> list[str]:
@@ -70,19 +105,19 @@ def create_model(name: str, **overrides) -> nn.Module:
         Preset name (see :func:`list_models`).
     **overrides
         Config fields to change, e.g. ``depth=6`` or ``in_dim=384``; ``stqs`` also takes
-        ``spec=`` (a spec name or :class:`~edge_scorer.dsp.spec.RenderSpec`).
+        ``spec=`` (a spec name or :class:`~edge_scorer.io.spec.RenderSpec`).
 
     Returns
     -------
     torch.nn.Module
-        The model, in train mode, with ``model.cfg["preset"] = name``.
+        The model, in train mode, with ``model.cfg["preset"]`` its :func:`honest_name`.
     """
     if name not in PRESETS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     config = PRESETS[name]
     cls, _ = ARCHS[_arch_of(config)]
     model = cls(config, **overrides)
-    model.cfg["preset"] = name
+    model.cfg["preset"] = honest_name(name, overrides)
     return model
 
 

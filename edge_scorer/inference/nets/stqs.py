@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edge_scorer.dsp.spec import RenderSpec, load_spec
 from edge_scorer.inference.nets.vit import config_dict, replace_config
+from edge_scorer.io.spec import RenderSpec, load_spec
 from edge_scorer.stages import N_CLASSES
 
 #: Channel types grouped into one modality, in output order.

@@ -1,13 +1,17 @@
 """Rebuild a network from a checkpoint, or from the weights exported beside an ONNX model.
 
 Runtime jobs that need PyTorch (the torch backend, explanations) load models here, without
-training code. Checkpoints are state_dict-only (``weights_only=True``), written by
-``training.checkpoint``.
+training code. This module is the one place the checkpoint format is written
+(:func:`save_checkpoint`, :func:`save_weights`; the trainer and the exporter call them) and
+read: ``{"cfg", "state_dict", "optimizer", "epoch", "best", "meta", "state"}``, tensors and
+plain values only, so files load with ``torch.load(..., weights_only=True)``. The provenance in
+``meta`` is built by ``training.checkpoint.make_meta``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -143,4 +147,83 @@ def load_beside_onnx(onnx_path: str | Path, map_location: str | torch.device = "
     return model, ckpt
 
 
-__all__ = ["load_beside_onnx", "load_checkpoint", "resolve_checkpoint"]
+__all__ = ["load_beside_onnx", "load_checkpoint", "resolve_checkpoint", "save_checkpoint",
+           "save_weights"]
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int | None = None,
+    best: float | None = None,
+    meta: dict | None = None,
+    state: dict | None = None,
+) -> Path:
+    """Write a checkpoint atomically (a temporary file renamed over ``path``).
+
+    Parameters
+    ----------
+    path : path-like
+        Output file (``best.pt``, ``last.pt``); its folder is created.
+    model : torch.nn.Module
+        A model with ``model.cfg`` (every network of :mod:`edge_scorer.inference.nets`).
+    optimizer : torch.optim.Optimizer, optional
+        Its state is stored for resuming.
+    epoch : int, optional
+        Training epoch (0-based) the weights come from.
+    best : float, optional
+        Best validation loss so far.
+    meta : dict, optional
+        Provenance (see :func:`make_meta`); plain values only.
+    state : dict, optional
+        Trainer resume state; tensors and plain values only.
+
+    Returns
+    -------
+    Path
+    """
+    cfg = getattr(model, "cfg", None)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{type(model).__name__} has no cfg dict; only models built by "
+                         "edge_scorer.inference.nets.create_model can be checkpointed")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {
+        "cfg": dict(cfg),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": epoch, "best": None if best is None else float(best),
+        "meta": _plain(dict(meta or {})), "state": _plain(state),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(obj):
+    """``obj`` in types ``torch.load(weights_only=True)`` accepts (numpy scalars, paths and str
+    subclasses such as ``torch.__version__`` converted)."""
+    if obj is None or isinstance(obj, bool | torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj)
+    return str(obj)
+
+
+def save_weights(model: nn.Module, path: str | Path, meta: dict | None = None) -> Path:
+    """Write the weights-only checkpoint shipped beside an ONNX model (``intra.onnx`` ->
+    ``intra.pt``): ``cfg``, ``state_dict`` and ``meta``, no optimizer or resume state.
+
+    PyTorch-only jobs (relevance maps, the torch backend) load it with
+    :func:`load_beside_onnx`, which checks that it holds the ONNX model's weights.
+    """
+    return save_checkpoint(path, model, meta=meta)

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     data = args.data
     if data is None and args.recipe == "sleep-edf":
         try:
-            from training.recipes import sleep_edf_folder
+            from edge_scorer.io.datasets import sleep_edf_folder
         except ImportError:  # pragma: no cover - recipes ship with the package
             sleep_edf_folder = None
         if sleep_edf_folder is not None:

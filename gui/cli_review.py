@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Open the window on the night until it is closed."""
-    from edge_scorer.cli.gui import require_gui
+    from gui.cli import require_gui
 
     require_gui()
     if not args.night.is_dir():

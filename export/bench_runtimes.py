@@ -243,9 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--latency-runs must be >= 2 and --repeats >= 1")
     import onnxruntime as ort
 
-    from edge_scorer.dsp.spec import load_spec
     from edge_scorer.inference.backends import onnx_metadata
     from edge_scorer.inference.scorer import default_model_dir
+    from edge_scorer.io.spec import load_spec
     from edge_scorer.simulate import simulate_nights
     from export.epochs import HELD_OUT_SEED_OFFSET, simulated_epochs
 

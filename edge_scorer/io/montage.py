@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from edge_scorer.dsp.spec import RenderSpec
+from edge_scorer.io.spec import RenderSpec
 
 
 class ChannelMapError(ValueError):
