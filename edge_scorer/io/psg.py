@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from edge_scorer.io.montage import map_channels
 from edge_scorer.io.spec import RenderSpec, RowSpec, load_spec
 from edge_scorer.stages import Stage
 from edge_scorer.stats.hypnogram import Hypnogram
+
+if TYPE_CHECKING:
+    import mne
 
 log = get_logger("psg")
 
@@ -211,8 +215,6 @@ def read_psg(
         channels), a channel recorded below the row's minimum rate, a non-voltage channel
         for a voltage row, NaNs, or every row flat.
     """
-    import mne
-
     path = Path(path)
     spec = load_spec(spec) if isinstance(spec, str) else spec
     if not path.is_file():
@@ -224,6 +226,44 @@ def read_psg(
     if header.extra_bytes:
         _warn(messages, f"{path.name}: {header.extra_bytes} bytes after the last of the "
                         f"{header.n_records} data records the header declares; ignored")
+    picked, mne_name, units, native = _pick_channels(path, spec, header, channel_overrides)
+    raw = _read_mne(path, header, sorted({mne_name[lb] for lb in picked}))
+    orig_units = getattr(raw, "_orig_units", {}) or {}
+    rows = []
+    for row, lb in zip(spec.rows, picked):
+        x = raw.get_data(picks=[raw.ch_names.index(mne_name[lb])])[0].astype(np.float64)
+        rows.append(_row_samples(path, x, row, lb, units[lb] or orig_units.get(mne_name[lb], ""),
+                                 messages))
+    data = np.vstack(rows) if rows else np.zeros((0, 0))
+    if all(np.ptp(r) == 0 for r in rows):
+        raise PsgReadError(
+            f"{path.name}: no usable channel: every row of spec {spec.name!r} is flat "
+            f"({', '.join(picked)}). Check the recording or map other channels with --channel."
+        )
+    meas = raw.info.get("meas_date")
+    start = meas.astimezone(UTC).replace(tzinfo=None) if meas else None
+    return PsgRecording(
+        data=data, sfreq=float(raw.info["sfreq"]), row_names=spec.row_names,
+        source_labels=tuple(picked), native_sfreqs=tuple(native[lb] for lb in picked),
+        start_time=start, path=path, warnings=messages,
+    )
+
+
+def _pick_channels(
+    path: Path,
+    spec: RenderSpec,
+    header: EdfHeader,
+    channel_overrides: Mapping[str, str] | None,
+) -> tuple[list[str], dict[str, str], dict[str, str], dict[str, float]]:
+    """The file channel of each spec row, checked against the row's minimum rate.
+
+    Returns
+    -------
+    picked : list of str
+        The file label of each row.
+    mne_name, units, native : dict
+        By file label: MNE's (latin-1) name, the header unit, the native rate.
+    """
     # Pick only the rows' channels so other high-rate channels do not set the rate.
     signals = [i for i in range(len(header.labels)) if not header.is_annotation(i)]
     labels = [header.labels[i] for i in signals]
@@ -240,41 +280,36 @@ def read_psg(
                 f"{native[lb]:g} Hz; the {row.type} row needs at least {row.min_sfreq:g} Hz. "
                 "Map a channel recorded at a higher rate with --channel, or use another spec."
             )
+    return picked, mne_name, units, native
+
+
+def _read_mne(path: Path, header: EdfHeader, include: list[str]) -> mne.io.BaseRaw:
+    """Read the ``include`` channels through MNE; any MNE failure is a :class:`PsgReadError`."""
+    import mne
+
     reader = mne.io.read_raw_bdf if header.bytes_per_sample == 3 else mne.io.read_raw_edf
     try:
-        raw = reader(path, include=sorted({mne_name[lb] for lb in picked}), preload=True,
-                     verbose="error")
+        return reader(path, include=include, preload=True, verbose="error")
     except Exception as exc:  # MNE raises many types for broken files
         raise PsgReadError(
             f"{path.name}: MNE cannot read the file ({type(exc).__name__}: {exc}); it is "
             "corrupt or not EDF/BDF. Check that it opens in EDFbrowser, or re-export it."
         ) from exc
-    orig_units = getattr(raw, "_orig_units", {}) or {}
-    rows = []
-    for row, lb in zip(spec.rows, picked):
-        x = raw.get_data(picks=[raw.ch_names.index(mne_name[lb])])[0].astype(np.float64)
-        if not np.all(np.isfinite(x)):
-            raise PsgReadError(f"{path.name}: channel {lb!r} contains NaN or infinite samples")
-        x = _to_row_unit(x, row, units[lb] or orig_units.get(mne_name[lb], ""), lb, messages)
-        if x.size and float(np.ptp(x)) == 0.0:
-            _warn(messages, (
-                f"channel {lb!r} (row {row.name!r}) is flat (constant {x[0]:.3g} {row.unit}): "
-                "electrode off or not recorded; its band will be drawn as a flat line"
-            ))
-        rows.append(x)
-    data = np.vstack(rows) if rows else np.zeros((0, 0))
-    if all(np.ptp(r) == 0 for r in rows):
-        raise PsgReadError(
-            f"{path.name}: no usable channel: every row of spec {spec.name!r} is flat "
-            f"({', '.join(picked)}). Check the recording or map other channels with --channel."
-        )
-    meas = raw.info.get("meas_date")
-    start = meas.astimezone(UTC).replace(tzinfo=None) if meas else None
-    return PsgRecording(
-        data=data, sfreq=float(raw.info["sfreq"]), row_names=spec.row_names,
-        source_labels=tuple(picked), native_sfreqs=tuple(native[lb] for lb in picked),
-        start_time=start, path=path, warnings=messages,
-    )
+
+
+def _row_samples(
+    path: Path, x: np.ndarray, row: RowSpec, label: str, unit: str, messages: list[str]
+) -> np.ndarray:
+    """One row's samples: refuse NaN/inf, convert to the row unit, warn about a flat channel."""
+    if not np.all(np.isfinite(x)):
+        raise PsgReadError(f"{path.name}: channel {label!r} contains NaN or infinite samples")
+    x = _to_row_unit(x, row, unit, label, messages)
+    if x.size and float(np.ptp(x)) == 0.0:
+        _warn(messages, (
+            f"channel {label!r} (row {row.name!r}) is flat (constant {x[0]:.3g} {row.unit}): "
+            "electrode off or not recorded; its band will be drawn as a flat line"
+        ))
+    return x
 
 
 def align_hypnogram(
