@@ -245,60 +245,16 @@ def occlusion_analysis(
     """
     t0 = time.perf_counter()
     epoch = np.asarray(epoch, dtype=np.float64)
-    want = (spec.n_rows, spec.epoch_samples)
-    if epoch.shape != want:
-        raise ValueError(f"epoch must have shape {want} (n_rows, epoch_samples) for spec "
-                         f"{spec.name!r}, got {epoch.shape}")
-    if fill not in FILLS:
-        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-    if not (0 < window_s <= spec.epoch_s and 0 < step_s):
-        raise ValueError(f"need 0 < window_s <= {spec.epoch_s} and step_s > 0, got "
-                         f"window_s={window_s}, step_s={step_s}")
+    _check_args(epoch, spec, fill, window_s, step_s)
     value = 0.0 if fill == "zero" else np.nan
-    sf = spec.sfreq
-    variants = [epoch]
-
-    # time occlusion
     starts = np.arange(0.0, spec.epoch_s - window_s + 1e-9, step_s)
     groups = [("all rows", list(range(spec.n_rows)))]
     if per_row:
         groups += [(r.name, [i]) for i, r in enumerate(spec.rows)]
-    n_win = int(round(window_s * sf))
-    for _, rows in groups:
-        for s in starts:
-            v = epoch.copy()
-            i0 = int(round(s * sf))
-            v[rows, i0:i0 + n_win] = value
-            variants.append(v)
-
-    # band occlusion
-    wave = band_rows(spec)
     mods = modalities(spec)
-    bgroups = [(m, [i for i in rows if i in wave]) for m, rows in mods.items()]
-    bgroups = [(m, rows) for m, rows in bgroups if rows]
-    if per_row:
-        bgroups += [(spec.rows[i].name, [i]) for i in wave
-                    if len(mods[modality_of(spec.rows[i])]) > 1]
-    filtered = {}
-    for name, band in bands.items():
-        filtered[name] = remove_band(epoch[wave], band, sf, (
-            None if before is None else np.asarray(before, dtype=np.float64)[wave],
-            None if after is None else np.asarray(after, dtype=np.float64)[wave]))
-    nan_rows = np.isnan(epoch)
-    for _, rows in bgroups:
-        for name in bands:
-            v = epoch.copy()
-            for i in rows:
-                v[i] = filtered[name][wave.index(i)]
-            v[nan_rows] = np.nan  # gaps stay gaps
-            variants.append(v)
-
-    # modality occlusion
-    for rows in mods.values():
-        v = epoch.copy()
-        v[rows] = value
-        variants.append(v)
-
+    bgroups, band_variants = _band_variants(epoch, spec, mods, bands, per_row, before, after)
+    variants = [epoch, *_time_variants(epoch, spec, groups, starts, window_s, value),
+                *band_variants, *_modality_variants(epoch, mods, value)]
     proba = np.asarray(proba_fn(render_epochs(np.stack(variants), spec)), dtype=np.float64)
     base, rest = proba[0], proba[1:]
     tgt = int(base.argmax()) if target is None else int(target)
@@ -313,6 +269,88 @@ def occlusion_analysis(
         band_proba=rest[n_t:n_t + n_b].reshape(len(bgroups), len(bands), -1),
         modality_names=list(mods), modality_proba=rest[n_t + n_b:],
         elapsed_s=time.perf_counter() - t0)
+
+
+def _check_args(
+    epoch: np.ndarray, spec: RenderSpec, fill: str, window_s: float, step_s: float
+) -> None:
+    """Refuse an epoch of the wrong shape, an unknown fill or an impossible window."""
+    want = (spec.n_rows, spec.epoch_samples)
+    if epoch.shape != want:
+        raise ValueError(f"epoch must have shape {want} (n_rows, epoch_samples) for spec "
+                         f"{spec.name!r}, got {epoch.shape}")
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    if not (0 < window_s <= spec.epoch_s and 0 < step_s):
+        raise ValueError(f"need 0 < window_s <= {spec.epoch_s} and step_s > 0, got "
+                         f"window_s={window_s}, step_s={step_s}")
+
+
+def _time_variants(
+    epoch: np.ndarray,
+    spec: RenderSpec,
+    groups: list[tuple[str, list[int]]],
+    starts: np.ndarray,
+    window_s: float,
+    value: float,
+) -> list[np.ndarray]:
+    """Time occlusion: each group's rows masked with ``value`` in each window, group-major."""
+    sf = spec.sfreq
+    n_win = int(round(window_s * sf))
+    variants = []
+    for _, rows in groups:
+        for s in starts:
+            v = epoch.copy()
+            i0 = int(round(s * sf))
+            v[rows, i0:i0 + n_win] = value
+            variants.append(v)
+    return variants
+
+
+def _band_variants(
+    epoch: np.ndarray,
+    spec: RenderSpec,
+    mods: dict[str, list[int]],
+    bands: dict[str, tuple[float, float]],
+    per_row: bool,
+    before: np.ndarray | None,
+    after: np.ndarray | None,
+) -> tuple[list[tuple[str, list[int]]], list[np.ndarray]]:
+    """Band occlusion: the groups (modalities with waveform rows, then waveform rows of
+    modalities with several) and, group-major, the epoch with each band removed."""
+    wave = band_rows(spec)
+    bgroups = [(m, [i for i in rows if i in wave]) for m, rows in mods.items()]
+    bgroups = [(m, rows) for m, rows in bgroups if rows]
+    if per_row:
+        bgroups += [(spec.rows[i].name, [i]) for i in wave
+                    if len(mods[modality_of(spec.rows[i])]) > 1]
+    filtered = {}
+    for name, band in bands.items():
+        filtered[name] = remove_band(epoch[wave], band, spec.sfreq, (
+            None if before is None else np.asarray(before, dtype=np.float64)[wave],
+            None if after is None else np.asarray(after, dtype=np.float64)[wave]))
+    nan_rows = np.isnan(epoch)
+    variants = []
+    for _, rows in bgroups:
+        for name in bands:
+            v = epoch.copy()
+            for i in rows:
+                v[i] = filtered[name][wave.index(i)]
+            v[nan_rows] = np.nan  # gaps stay gaps
+            variants.append(v)
+    return bgroups, variants
+
+
+def _modality_variants(
+    epoch: np.ndarray, mods: dict[str, list[int]], value: float
+) -> list[np.ndarray]:
+    """Modality occlusion: each modality's rows masked with ``value``."""
+    variants = []
+    for rows in mods.values():
+        v = epoch.copy()
+        v[rows] = value
+        variants.append(v)
+    return variants
 
 
 __all__ = ["BANDS", "BANDSTOP_ORDER", "FILLS", "OcclusionResult", "ProbaFn", "WAVEFORM_TYPES",
