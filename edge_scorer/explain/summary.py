@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,10 @@ from edge_scorer._log import get_logger
 from edge_scorer.explain.occlusion import OcclusionResult, ProbaFn, occlusion_analysis
 from edge_scorer.io.spec import RenderSpec
 from edge_scorer.stages import CLASS_NAMES
+
+if TYPE_CHECKING:
+    from edge_scorer.explain.aggregate import Aggregates
+    from edge_scorer.explain.relevance import TorchModels
 
 log = get_logger("explain.summary")
 
@@ -239,62 +244,28 @@ def summarize_night(night: ExplainedNight, models, proba_fn: ProbaFn | None = No
     progress : callable, optional
         Called with ``(done, total)`` after each explained epoch.
     """
-    from edge_scorer.explain.epoch import explain_epoch
-
     if per_stage < 1:
         raise ValueError(f"per_stage must be at least 1, got {per_stage}")
     t0 = time.perf_counter()
-    spec, rng = night.spec, np.random.default_rng(seed)
-    scored = night.stages
-    picks = {}
-    for s in range(len(CLASS_NAMES)):
-        idx = np.flatnonzero(scored == s)
-        if len(idx):
-            picks[s] = np.sort(rng.choice(idx, size=min(per_stage, len(idx)), replace=False))
+    spec = night.spec
+    picks = _pick_epochs(night.stages, per_stage, np.random.default_rng(seed))
     total, done = sum(len(v) for v in picks.values()), 0
     length = int(models.inter.config.seq_len) if models.inter is not None else 1
     offsets = np.arange(-(length - 1), length)
     summaries, first_occ = [], None
     for s, idx in picks.items():
-        grids, aggs, inter, inter_ctx, occs = [], [], [], [], []
+        parts = []
         for i in idx.tolist():
-            ex = explain_epoch(models, night.images[i], spec, method=method, target=s,
-                               features=night.features if models.inter is not None else None,
-                               index=i)
-            g = ex.grid / ex.grid.sum() if ex.grid.sum() > 0 else ex.grid
-            grids.append(g)
-            aggs.append(ex.aggregates)
-            if ex.inter is not None:
-                inter.append(_by_offset(ex.inter.epochs - i, ex.inter.share, offsets))
-                inter_ctx.append(_by_offset(ex.inter.epochs - i, ex.inter.context_share,
-                                            offsets))
-            if proba_fn is not None:
-                before, after = night.context(i)
-                occ = occlusion_analysis(night.epochs[i], spec, proba_fn, target=s,
-                                         before=before, after=after, per_row=per_row,
-                                         fill=fill)
-                occs.append(occ)
-                first_occ = first_occ or occ
+            parts.append(_explain_one(night, models, proba_fn, s, i, offsets, method=method,
+                                      per_row=per_row, fill=fill))
+            first_occ = first_occ or parts[-1].occ
             done += 1
             if progress is not None:
                 progress(done, total)
-        summaries.append(StageSummary(
-            stage=s, n_scored=int((scored == s).sum()), epochs=idx.tolist(),
-            agreement=None if night.true_stages is None else
-            float(np.mean(night.true_stages[idx] == s)),
-            mean_image=night.images[idx].astype(np.float32).mean(0) / 255.0,
-            mean_grid=np.mean(grids, 0),
-            row_share=np.mean([a.row_share for a in aggs], 0),
-            row_density=np.mean([a.row_density for a in aggs], 0),
-            second_share=np.mean([a.second_share for a in aggs], 0),
-            row_second=np.mean([a.row_second for a in aggs], 0),
-            inter_share=np.mean(inter, 0) if inter else None,
-            inter_context_share=np.mean(inter_ctx, 0) if inter_ctx else None,
-            time_drop=_mean(occs, "time_drop"), band_drop=_mean(occs, "band_drop"),
-            modality_drop=_mean(occs, "modality_drop")))
+        summaries.append(_stage_summary(night, s, idx, parts))
     out = NightSummary(method=method, spec_name=spec.name, source=night.source,
                        n_epochs=night.n_epochs, row_names=spec.row_names,
-                       bin_edges_s=aggs[0].bin_edges_s, inter_offsets=offsets,
+                       bin_edges_s=parts[0].agg.bin_edges_s, inter_offsets=offsets,
                        stages=summaries)
     if first_occ is not None:
         _copy_occlusion_axes(out, first_occ)
@@ -302,6 +273,86 @@ def summarize_night(night: ExplainedNight, models, proba_fn: ProbaFn | None = No
     log.info("explained %d epochs of %s in %.1f s", total, night.source or "the night",
              out.elapsed_s)
     return out
+
+
+def _pick_epochs(
+    scored: np.ndarray, per_stage: int, rng: np.random.Generator
+) -> dict[int, np.ndarray]:
+    """A seeded random sample of at most ``per_stage`` epochs of each scored stage (sorted)."""
+    picks = {}
+    for s in range(len(CLASS_NAMES)):
+        idx = np.flatnonzero(scored == s)
+        if len(idx):
+            picks[s] = np.sort(rng.choice(idx, size=min(per_stage, len(idx)), replace=False))
+    return picks
+
+
+@dataclass
+class _EpochParts:
+    """What one explained epoch adds to its stage's averages."""
+
+    grid: np.ndarray
+    agg: Aggregates
+    inter: np.ndarray | None
+    inter_ctx: np.ndarray | None
+    occ: OcclusionResult | None
+
+
+def _explain_one(
+    night: ExplainedNight,
+    models: TorchModels,
+    proba_fn: ProbaFn | None,
+    stage: int,
+    i: int,
+    offsets: np.ndarray,
+    *,
+    method: str,
+    per_row: bool,
+    fill: str,
+) -> _EpochParts:
+    """Relevance (normalized grid, aggregates, inter shares by offset) and the occlusion
+    analysis (with ``proba_fn``) of epoch ``i`` for class ``stage``."""
+    from edge_scorer.explain.epoch import explain_epoch
+
+    spec = night.spec
+    ex = explain_epoch(models, night.images[i], spec, method=method, target=stage,
+                       features=night.features if models.inter is not None else None,
+                       index=i)
+    g = ex.grid / ex.grid.sum() if ex.grid.sum() > 0 else ex.grid
+    inter = inter_ctx = None
+    if ex.inter is not None:
+        inter = _by_offset(ex.inter.epochs - i, ex.inter.share, offsets)
+        inter_ctx = _by_offset(ex.inter.epochs - i, ex.inter.context_share, offsets)
+    occ = None
+    if proba_fn is not None:
+        before, after = night.context(i)
+        occ = occlusion_analysis(night.epochs[i], spec, proba_fn, target=stage,
+                                 before=before, after=after, per_row=per_row, fill=fill)
+    return _EpochParts(g, ex.aggregates, inter, inter_ctx, occ)
+
+
+def _stage_summary(
+    night: ExplainedNight, s: int, idx: np.ndarray, parts: list[_EpochParts]
+) -> StageSummary:
+    """Average the explained epochs ``idx`` of stage ``s``."""
+    aggs = [p.agg for p in parts]
+    inter = [p.inter for p in parts if p.inter is not None]
+    inter_ctx = [p.inter_ctx for p in parts if p.inter_ctx is not None]
+    occs = [p.occ for p in parts if p.occ is not None]
+    return StageSummary(
+        stage=s, n_scored=int((night.stages == s).sum()), epochs=idx.tolist(),
+        agreement=None if night.true_stages is None else
+        float(np.mean(night.true_stages[idx] == s)),
+        mean_image=night.images[idx].astype(np.float32).mean(0) / 255.0,
+        mean_grid=np.mean([p.grid for p in parts], 0),
+        row_share=np.mean([a.row_share for a in aggs], 0),
+        row_density=np.mean([a.row_density for a in aggs], 0),
+        second_share=np.mean([a.second_share for a in aggs], 0),
+        row_second=np.mean([a.row_second for a in aggs], 0),
+        inter_share=np.mean(inter, 0) if inter else None,
+        inter_context_share=np.mean(inter_ctx, 0) if inter_ctx else None,
+        time_drop=_mean(occs, "time_drop"), band_drop=_mean(occs, "band_drop"),
+        modality_drop=_mean(occs, "modality_drop"))
 
 
 def _by_offset(rel_offsets: np.ndarray, values: np.ndarray, offsets: np.ndarray
