@@ -173,8 +173,35 @@ def _stats_ms(samples_s: np.ndarray) -> tuple[float, float]:
     return float(np.median(samples_s) * 1e3), float(np.percentile(samples_s, 99) * 1e3)
 
 
+#: One table row: operation, median ms, p99 ms, baseline name, baseline median ms (or None).
+_Row = tuple[str, float, float, str, float | None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the table (see the module docstring)."""
+    args = _parse_args(argv)
+    spec = load_spec(args.spec)
+    rows: list[_Row] = []
+    night = _bench_night(spec, args.source, args.epochs, args.repeats, rows)
+    n_ep = night.shape[1] // spec.epoch_samples
+    night_h = n_ep * spec.epoch_s / 3600
+    rows += _conditioning_rows(night, spec, args.repeats)
+    epochs = epochs_from_signal(condition(night, spec.sfreq, spec), spec)
+    n_base = min(args.baseline_epochs, n_ep)
+    render_rows, same = _render_rows(epochs, spec, args.repeats, n_ep, n_base)
+    rows += render_rows
+    print(f"edge-scorer render benchmark: spec {spec.name!r} ({spec.n_rows} rows, "
+          f"{spec.sfreq:g} Hz, {spec.image_height}x{spec.image_width}), {n_ep} epochs "
+          f"({night_h:.1f} h, {args.source}), {platform.processor() or platform.machine()}, "
+          f"numpy {np.__version__}")
+    _print_table(rows)
+    print(f"render_epoch pixels identical to the Python-loop baseline on {n_base} epochs: "
+          f"{'yes' if same else 'NO'}")
+    return 0 if same else 1
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The benchmark's command line."""
     parser = argparse.ArgumentParser(prog="python -m edge_scorer.bench render",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default="sleep-edf", help="spec name or .toml path")
@@ -187,23 +214,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2")
-    spec = load_spec(args.spec)
-    rows: list[tuple[str, float, float, str, float | None]] = []
-    if args.source == "simulated":
-        native, rates = simulated_night(spec, args.epochs)
-        night = _at_model_rate(native, rates, spec)
-        if set(rates) != {spec.sfreq}:
-            mixed_s = time_each(lambda: condition(native, rates, spec), args.repeats)
-            rows.append(("condition, native rates " + "/".join(f"{r:g}" for r in sorted(
-                set(rates), reverse=True)) + " Hz", *_stats_ms(mixed_s), "", None))
-    else:
-        night = synthetic_night(spec, args.epochs)
+    return args
+
+
+def _bench_night(
+    spec: RenderSpec, source: str, n_epochs: int, repeats: int, rows: list[_Row]
+) -> np.ndarray:
+    """The night at the model rate; a simulated night at mixed native rates also times (into
+    ``rows``) conditioning from those rates."""
+    if source != "simulated":
+        return synthetic_night(spec, n_epochs)
+    native, rates = simulated_night(spec, n_epochs)
+    night = _at_model_rate(native, rates, spec)
+    if set(rates) != {spec.sfreq}:
+        mixed_s = time_each(lambda: condition(native, rates, spec), repeats)
+        rows.append(("condition, native rates " + "/".join(f"{r:g}" for r in sorted(
+            set(rates), reverse=True)) + " Hz", *_stats_ms(mixed_s), "", None))
+    return night
+
+
+def _conditioning_rows(night: np.ndarray, spec: RenderSpec, repeats: int) -> list[_Row]:
+    """Conditioning timings: whole night (vs MNE FIR), live 1-s chunks, from 256 Hz."""
+    rows: list[_Row] = []
     n_ep = night.shape[1] // spec.epoch_samples
     night_h = n_ep * spec.epoch_s / 3600
-
     # conditioning: whole night, offline
-    cond_s = time_each(lambda: condition(night, spec.sfreq, spec), args.repeats)
-    base_s = time_each(lambda: _baseline_condition(night, spec), max(1, args.repeats // 2))
+    cond_s = time_each(lambda: condition(night, spec.sfreq, spec), repeats)
+    base_s = time_each(lambda: _baseline_condition(night, spec), max(1, repeats // 2))
     rows.append((f"condition, whole night ({night_h:.1f} h)", *_stats_ms(cond_s),
                  "MNE FIR filter_data+notch", float(np.median(base_s) * 1e3)))
     rows.append(("condition, per epoch (night / n)", float(np.median(cond_s) / n_ep * 1e3),
@@ -224,13 +261,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         up = np.vstack([np.interp(np.arange(int(night.shape[1] * hi_rate / spec.sfreq))
                                   * spec.sfreq / hi_rate, np.arange(night.shape[1]), r)
                         for r in night])
-        down_s = time_each(lambda: condition(up, hi_rate, spec), max(1, args.repeats // 2))
+        down_s = time_each(lambda: condition(up, hi_rate, spec), max(1, repeats // 2))
         rows.append((f"condition, whole night from {hi_rate:g} Hz", *_stats_ms(down_s), "", None))
+    return rows
 
-    epochs = epochs_from_signal(condition(night, spec.sfreq, spec), spec)
+
+def _render_rows(
+    epochs: np.ndarray, spec: RenderSpec, repeats: int, n_ep: int, n_base: int
+) -> tuple[list[_Row], bool]:
+    """Render timings (per epoch, batched) against the Python loop and matplotlib, and
+    whether the pixels equal the loop's on the first ``n_base`` epochs."""
+    rows: list[_Row] = []
     # render: one epoch per call
     one_s = np.concatenate([time_each(lambda e=e: render_epoch(e, spec), 1) for e in epochs])
-    n_base = min(args.baseline_epochs, n_ep)
     loop_s = np.concatenate([time_each(lambda e=e: baseline_render_loop(e, spec), 1)
                              for e in epochs[:n_base]])
     same = all(np.array_equal(render_epoch(e, spec), baseline_render_loop(e, spec))
@@ -242,14 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         mpl_s = np.concatenate([time_each(lambda e=e: mpl(e), 1) for e in epochs[:n_base]])
         rows.append(("render_epoch", *_stats_ms(one_s), "matplotlib Agg line plot",
                      float(np.median(mpl_s) * 1e3)))
-    batch_s = time_each(lambda: render_epochs(epochs, spec), args.repeats) / n_ep
+    batch_s = time_each(lambda: render_epochs(epochs, spec), repeats) / n_ep
     rows.append((f"render_epochs (batch of {n_ep}), per epoch", *_stats_ms(batch_s),
                  "per-column Python loop", float(np.median(loop_s) * 1e3)))
+    return rows, same
 
-    print(f"edge-scorer render benchmark: spec {spec.name!r} ({spec.n_rows} rows, "
-          f"{spec.sfreq:g} Hz, {spec.image_height}x{spec.image_width}), {n_ep} epochs "
-          f"({night_h:.1f} h, {args.source}), {platform.processor() or platform.machine()}, "
-          f"numpy {np.__version__}")
+
+def _print_table(rows: Sequence[_Row]) -> None:
+    """Print the timing rows with their baselines and speed-up ratios."""
     head = f"{'operation':44s} {'median ms':>10s} {'p99 ms':>9s}   {'baseline':28s} " \
            f"{'median ms':>10s} {'ratio':>8s}"
     print(head)
@@ -257,9 +300,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, med, p99, bname, bmed in rows:
         base = f"{bname:28s} {bmed:10.3f} {bmed / med:7.1f}x" if bmed is not None else ""
         print(f"{name:44s} {med:10.3f} {p99:9.3f}   {base}")
-    print(f"render_epoch pixels identical to the Python-loop baseline on {n_base} epochs: "
-          f"{'yes' if same else 'NO'}")
-    return 0 if same else 1
 
 
 if __name__ == "__main__":  # pragma: no cover
