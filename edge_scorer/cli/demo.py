@@ -143,55 +143,37 @@ class _Printer:
             self._line(n)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Replay the night, score it live, print the hypnogram, statistics and agreement."""
-    from edge_scorer.engine.shutdown import Shutdown
-    from edge_scorer.engine.sinks import Callback
-    from edge_scorer.inference.familiarity import summary_line, warning_line
-    from edge_scorer.inference.scorer import ScoringModel
+def _check_args(args: argparse.Namespace) -> dict[str, str]:
+    """Refuse option combinations that cannot work and the used output folder; check that the
+    window can open (before a night is fetched or simulated). Returns the channel overrides."""
     from edge_scorer.io.montage import parse_channel_overrides
-    from edge_scorer.io.outputs import check_output_dir, prepare_output_dir
-    from edge_scorer.io.psg import align_hypnogram, read_edf_header
-    from edge_scorer.stats.metrics import agreement
-    from edge_scorer.stream.live import LiveScorer
-    from edge_scorer.stream.replay import Replayer
+    from edge_scorer.io.outputs import check_output_dir
 
     if args.hypnogram and not args.edf:
         raise CliError("--hypnogram goes with --edf (the demo night brings its own)")
     if args.channel and not args.edf:
         raise CliError("--channel goes with --edf (the demo night has the model's channels)")
     overrides = parse_channel_overrides(args.channel)
-    out: Path = args.out
-    check_output_dir(out, args.overwrite)
-    if args.gui:  # fail fast, before a night is fetched or simulated
-        from edge_scorer import plugins
-
-        try:
-            plugins.load(plugins.WINDOWS, "check")()
-        except plugins.PluginUnavailable as exc:
-            raise CliError(f"the window is not available: {exc}") from exc
-    t0 = time.perf_counter()
-    prepare_output_dir(out, args.overwrite)
-    psg, hyp_path, where = _night(args, out)
-    print(f"night: {where}\n  {psg}")
-    model = ScoringModel.load()
-    name = f"edge-scorer-demo-{uuid.uuid4().hex[:6]}"
-    header = read_edf_header(psg)
-    speed = args.speed or max(1.0, header.n_records * header.record_s / TARGET_S)
+    check_output_dir(args.out, args.overwrite)
     if args.gui:
-        from edge_scorer import plugins
+        _window("check")()
+    return overrides
 
-        run_demo_gui = plugins.load(plugins.WINDOWS, "demo")
-        print(f"opening the bedside window: replay at {speed:.0f}x, outputs in {out}")
-        return run_demo_gui(psg, hyp_path, out, speed, channel_overrides=overrides)
-    rep = Replayer(psg, model.spec, name=name, speed=speed, hypnogram=hyp_path,
-                   wait_for_consumers_s=10.0, channel_overrides=overrides or None)
-    print(f"replaying {rep.duration_s / 3600:.2f} h as LSL streams {', '.join(rep.stream_names)}"
-          f" at {speed:.0f}x (about {rep.duration_s / speed:.0f} s); scoring live with the "
-          f"shipped model ({model.intra.metadata.get('preset')} + inter window {model.window})")
-    printer = _Printer(model.spec.epoch_s)
-    live = LiveScorer(model, name=name, out_dir=out, outlet_name=f"{name}-stages",
-                      sinks=[Callback(printer)])
+
+def _window(name: str):
+    """The ``name`` entry point of the bedside window (``check`` or ``demo``, gui extra)."""
+    from edge_scorer import plugins
+
+    try:
+        return plugins.load(plugins.WINDOWS, name)
+    except plugins.PluginUnavailable as exc:
+        raise CliError(f"the window is not available: {exc}") from exc
+
+
+def _score_live(rep, live, out: Path):
+    """Replay and score the night until its end or the first SIGINT/SIGTERM; the Shutdown."""
+    from edge_scorer.engine.shutdown import Shutdown
+
     with Shutdown("the demo night") as stop:
         rep.start()
         try:
@@ -209,11 +191,19 @@ def run(args: argparse.Namespace) -> int:
     if live.error is not None:
         raise CliError(f"live scoring failed: {type(live.error).__name__}: {live.error} (the "
                        f"epochs scored before it are in {out})")
+    return stop
+
+
+def _report(live, printer: _Printer, elapsed_s: float):
+    """Print the epochs, the unfamiliar-signal summary, latency, gaps and the sleep statistics;
+    return the night's hypnogram."""
+    from edge_scorer.inference.familiarity import summary_line, warning_line
+
     printer.flush()
     engine = live.engine
     hyp = engine.hypnogram()
     lat = engine.latency_summary()
-    print(f"\nscored {hyp.n_epochs} epochs live in {time.perf_counter() - t0:.0f} s "
+    print(f"\nscored {hyp.n_epochs} epochs live in {elapsed_s:.0f} s "
           f"({printer.n_provisional} provisional labels, each revised until final)")
     fam = engine.familiarity_summary()
     print(summary_line(fam))
@@ -226,13 +216,56 @@ def run(args: argparse.Namespace) -> int:
         print(f"gaps in the stream: {live.source.n_gaps}")
     print("\nsleep statistics of the model hypnogram:")
     print(hyp.sleep_statistics())
-    if hyp_path is not None:
-        ref = align_hypnogram(hyp_path, hyp.n_epochs * model.spec.epoch_s,
-                              epoch_s=model.spec.epoch_s)
-        kind = ("SIMULATED night: a pipeline check, not clinical accuracy"
-                if where.startswith("SIMULATED") else where)
-        print(f"\nagreement with the night's hypnogram ({kind}):")
-        print(agreement(ref.stages, hyp.stages))
+    return hyp
+
+
+def _report_agreement(hyp, hyp_path: Path | None, where: str, epoch_s: float) -> None:
+    """Agreement with the night's own hypnogram, when it has one (a pipeline check)."""
+    from edge_scorer.io.psg import align_hypnogram
+    from edge_scorer.stats.metrics import agreement
+
+    if hyp_path is None:
+        return
+    ref = align_hypnogram(hyp_path, hyp.n_epochs * epoch_s, epoch_s=epoch_s)
+    kind = ("SIMULATED night: a pipeline check, not clinical accuracy"
+            if where.startswith("SIMULATED") else where)
+    print(f"\nagreement with the night's hypnogram ({kind}):")
+    print(agreement(ref.stages, hyp.stages))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay the night, score it live, print the hypnogram, statistics and agreement."""
+    from edge_scorer.engine.sinks import Callback
+    from edge_scorer.inference.scorer import ScoringModel
+    from edge_scorer.io.outputs import prepare_output_dir
+    from edge_scorer.io.psg import read_edf_header
+    from edge_scorer.stream.live import LiveScorer
+    from edge_scorer.stream.replay import Replayer
+
+    overrides = _check_args(args)
+    out: Path = args.out
+    t0 = time.perf_counter()
+    prepare_output_dir(out, args.overwrite)
+    psg, hyp_path, where = _night(args, out)
+    print(f"night: {where}\n  {psg}")
+    model = ScoringModel.load()
+    name = f"edge-scorer-demo-{uuid.uuid4().hex[:6]}"
+    header = read_edf_header(psg)
+    speed = args.speed or max(1.0, header.n_records * header.record_s / TARGET_S)
+    if args.gui:
+        print(f"opening the bedside window: replay at {speed:.0f}x, outputs in {out}")
+        return _window("demo")(psg, hyp_path, out, speed, channel_overrides=overrides)
+    rep = Replayer(psg, model.spec, name=name, speed=speed, hypnogram=hyp_path,
+                   wait_for_consumers_s=10.0, channel_overrides=overrides or None)
+    print(f"replaying {rep.duration_s / 3600:.2f} h as LSL streams {', '.join(rep.stream_names)}"
+          f" at {speed:.0f}x (about {rep.duration_s / speed:.0f} s); scoring live with the "
+          f"shipped model ({model.intra.metadata.get('preset')} + inter window {model.window})")
+    printer = _Printer(model.spec.epoch_s)
+    live = LiveScorer(model, name=name, out_dir=out, outlet_name=f"{name}-stages",
+                      sinks=[Callback(printer)])
+    stop = _score_live(rep, live, out)
+    hyp = _report(live, printer, time.perf_counter() - t0)
+    _report_agreement(hyp, hyp_path, where, model.spec.epoch_s)
     print(f"\noutputs: {out} (epochs.csv: every provisional/revised/final label; hypnogram.csv,"
           " hypnogram.edf, stats.json)")
     print("note: the shipped model is trained on simulated nights (see its MODEL_CARD.md)")

@@ -216,8 +216,8 @@ class TorchModels:
 
     Attributes
     ----------
-    intra : training.models.VisionTransformer
-    inter : training.models.InterEpochTransformer or None
+    intra : edge_scorer.inference.nets.VisionTransformer
+    inter : edge_scorer.inference.nets.InterEpochTransformer or None
     spec_name, spec_hash : str or None
         Render spec the models were trained on (from their metadata).
     temperature, intra_temperature : float
@@ -236,7 +236,7 @@ class TorchModels:
     def load(cls, intra: str | Path | None = None, inter: str | Path | None = None
              ) -> TorchModels:
         """Load the models: ``.onnx`` paths use the weights exported beside them
-        (:func:`training.checkpoint.load_beside_onnx`), ``.pt`` paths are training
+        (:func:`edge_scorer.inference.nets.weights.load_beside_onnx`), ``.pt`` paths are training
         checkpoints; default: the shipped model."""
         from edge_scorer.inference.scorer import default_model_dir
 
@@ -255,12 +255,14 @@ class TorchModels:
                    intra_temperature=float(spec.get("temperature", 1.0)))
 
     def check_spec(self, spec) -> None:
-        """Raise ``ValueError`` when the images are rendered with another spec."""
-        if self.spec_hash and self.spec_hash != spec.hash:
-            raise ValueError(
-                f"the models were trained on spec {self.spec_name!r} (hash {self.spec_hash}), "
-                f"the images use {spec.name!r} (hash {spec.hash}); pass --spec "
-                f"{self.spec_name} or models trained for {spec.name!r}")
+        """Raise :class:`~edge_scorer.inference.scorer.ModelSpecMismatch` (a ``ValueError``)
+        when the images are rendered with another spec, or the models carry no spec: the same
+        rule as the engine's (:func:`~edge_scorer.inference.scorer.check_model_spec`)."""
+        from edge_scorer.inference.scorer import check_model_spec
+
+        meta = {"render_spec": self.spec_name, "render_spec_hash": self.spec_hash}
+        check_model_spec({k: v for k, v in meta.items() if v}, spec,
+                         "the PyTorch models of the explanation")
 
 
 def _load_one(path: Path) -> tuple[object, dict]:
