@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +191,7 @@ def test_cache_reuse_and_rebuild(tmp_path, work, caplog) -> None:
     assert (tmp_path / "c" / "images.npy").stat().st_mtime_ns == mtime
     assert c2.meta["build_time"] == c1.meta["build_time"] and c2.signals is None
 
-    text = (Path(load_spec.__code__.co_filename).parent / "specs" / "sleep-edf.toml").read_text()
+    text = resources.files("edge_scorer").joinpath("specs", "sleep-edf.toml").read_text()
     wide = tmp_path / "wide.toml"
     wide.write_text(text.replace("range = [-50.0, 50.0]", "range = [-80.0, 80.0]"))
     spec2 = load_spec(wide)
