@@ -127,11 +127,13 @@ def run_n(n: int, psgs: Sequence[Path], seconds: float, folder: Path,
         [*nice, sys.executable, "-m", "edge_scorer", "stream", "--beds", str(beds), "-o",
          str(out), "--until-idle", str(idle), "--outlet", "none"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cpu, mem = 0.0, 0.0
+    cpu, mem, helper_cpu, load0 = 0.0, 0.0, 0.0, os.getloadavg()[0]
     while stream.poll() is None:
         c, m = _proc_cpu_mem(stream.pid)
         if c == c:
             cpu, mem = c, max(mem, m)
+        h, _ = _proc_cpu_mem(helper.pid)
+        helper_cpu = h if h == h else helper_cpu
         time.sleep(0.2)
     wall, ended = time.perf_counter() - t0, time.time()
     sent_info = json.loads(helper.stdout.readline() or "{}")
@@ -154,6 +156,8 @@ def run_n(n: int, psgs: Sequence[Path], seconds: float, folder: Path,
            "max_lag_s": float(np.nanmax(lags)) if lags else float("nan"),
            "drain_s": ended - sent_info.get("stopped_at", ended) - idle,
            "missing_epochs": missing, "cpu_cores": cpu / wall, "peak_mb": mem,
+           "helper_cores": helper_cpu / wall, "load_start": load0,
+           "load_end": os.getloadavg()[0],
            "mean_batch": summary["epochs_scored"] / max(1, summary["inference_calls"]),
            "refused": sum(b["status"] != "ended" for b in summary["beds"])}
     res["real_time"] = bool(res["missing_epochs"] == 0 and res["refused"] == 0
@@ -195,15 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"per bed, {'all starting together' if args.aligned else 'starts spread over 30 s'}"
               f"; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start")
         print(f"{'beds':>5} {'p50 ms':>7} {'p99 ms':>7} {'max lag s':>9} {'drain s':>7} "
-              f"{'epochs':>7} {'missing':>7} {'CPU cores':>9} {'peak MB':>8} {'batch':>6}  "
-              "real time")
+              f"{'epochs':>7} {'missing':>7} {'CPU cores':>9} {'peak MB':>8} {'batch':>6} "
+              f"{'replays cores':>13} {'load':>11}  real time")
         for n in counts:
             r = run_n(n, psgs, args.seconds, Path(tmp), args.aligned)
             results.append(r)
             print(f"{n:5d} {r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['max_lag_s']:9.2f} "
                   f"{r['drain_s']:7.1f} {r['epochs']:7d} {r['missing_epochs']:7d} "
                   f"{r['cpu_cores']:9.2f} "
-                  f"{r['peak_mb']:8.0f} {r['mean_batch']:6.1f}  "
+                  f"{r['peak_mb']:8.0f} {r['mean_batch']:6.1f} {r['helper_cores']:13.2f} "
+                  f"{r['load_start']:5.1f}->{r['load_end']:<5.1f}  "
                   f"{'yes' if r['real_time'] else 'NO'}", flush=True)
     ok = [r["beds"] for r in results if r["real_time"]]
     print(f"-> largest N at real time (p99 < 100 ms, drain < {DRAIN_OK_S:g} s, nothing "

@@ -107,17 +107,62 @@ def start_time_lsl(text: str, now: datetime | None = None) -> tuple[float, datet
     return pylsl.local_clock() + (target - now).total_seconds(), target
 
 
+def _live_scorer(args: argparse.Namespace, model, units: dict, start_time: float | None,
+                 start_dt: datetime | None):
+    """The :class:`~edge_scorer.stream.live.LiveScorer` the options describe (not started)."""
+    from edge_scorer.engine.sinks import Callback
+    from edge_scorer.stream.live import LiveScorer
+
+    outlet = args.outlet or f"{args.name or args.source_id or args.stype}-stages"
+    return LiveScorer(
+        model, name=args.name, stype=args.stype, source_id=args.source_id, out_dir=args.out,
+        outlet_name=None if outlet.lower() == "none" else outlet,
+        sinks=[Callback(log_updates)], channel_overrides=channel_overrides(args),
+        idle_timeout_s=args.until_idle,
+        source_kwargs={"speed": args.speed, "fill_gap_s": args.fill_gap_s,
+                       "start_time": start_time, "units": units},
+        engine_kwargs={"max_invalid_fraction": args.max_invalid, "start_time": start_dt},
+        formats=chosen_formats(args))
+
+
+def _report(live, seconds: float, stopped_by: str | None, out: Path) -> int:
+    """Print the night's summary; the exit code (2: stream refused, 1: stopped by an
+    error)."""
+    from edge_scorer.inference.familiarity import summary_line, warning_line
+    from edge_scorer.stream.stream_units import StreamUnitError
+
+    hyp = live.engine.hypnogram()
+    lat = live.engine.latency_summary()
+    print(f"scored {hyp.n_epochs} epochs in {seconds:.0f} s"
+          + (f"; provisional latency median {lat['median_ms']:.1f} ms, p99 "
+             f"{lat['p99_ms']:.1f} ms" if lat else ""))
+    if hyp.n_epochs:
+        print(hyp.sleep_statistics())
+    fam = live.engine.familiarity_summary()
+    print(summary_line(fam))
+    if warning_line(fam):
+        print(warning_line(fam))
+    print(f"outputs: {out}")
+    if isinstance(live.error, StreamUnitError):
+        log.error("stream refused: %s", live.error)
+        return 2
+    if live.error is not None:
+        log.error("scoring stopped early: %s: %s (the epochs scored before it are in the "
+                  "outputs)", type(live.error).__name__, live.error)
+        return 1
+    if stopped_by:
+        print(f"stopped by {stopped_by}; the night is finalized (exit code 0)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Connect, score until Ctrl-C/SIGTERM or idle, finalize the outputs."""
     import time
 
     from edge_scorer.engine.shutdown import Shutdown
-    from edge_scorer.engine.sinks import Callback
-    from edge_scorer.inference.familiarity import summary_line, warning_line
     from edge_scorer.io.outputs import check_output_dir, prepare_output_dir
     from edge_scorer.stream.inlet import AmbiguousStream, StreamNotFound
-    from edge_scorer.stream.live import LiveScorer
-    from edge_scorer.stream.stream_units import StreamUnitError, parse_unit_overrides
+    from edge_scorer.stream.stream_units import parse_unit_overrides
 
     if is_many(args):
         return run_beds(args)
@@ -135,16 +180,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     prepare_output_dir(args.out, args.overwrite)
-    outlet = args.outlet or f"{args.name or args.source_id or args.stype}-stages"
-    live = LiveScorer(
-        model, name=args.name, stype=args.stype, source_id=args.source_id, out_dir=args.out,
-        outlet_name=None if outlet.lower() == "none" else outlet,
-        sinks=[Callback(log_updates)], channel_overrides=channel_overrides(args),
-        idle_timeout_s=args.until_idle,
-        source_kwargs={"speed": args.speed, "fill_gap_s": args.fill_gap_s,
-                       "start_time": start_time, "units": units},
-        engine_kwargs={"max_invalid_fraction": args.max_invalid, "start_time": start_dt},
-        formats=chosen_formats(args))
+    live = _live_scorer(args, model, units, start_time, start_dt)
     with Shutdown("the night") as stop:
         try:
             live.start()
@@ -157,25 +193,5 @@ def run(args: argparse.Namespace) -> int:
         if stop.requested:
             log.info("stopping (%s): finalizing the epochs scored so far", stop.name)
         live.stop(timeout=None, raise_error=False)
-    hyp = live.engine.hypnogram()
-    lat = live.engine.latency_summary()
-    print(f"scored {hyp.n_epochs} epochs in {time.perf_counter() - t0:.0f} s"
-          + (f"; provisional latency median {lat['median_ms']:.1f} ms, p99 "
-             f"{lat['p99_ms']:.1f} ms" if lat else ""))
-    if hyp.n_epochs:
-        print(hyp.sleep_statistics())
-    fam = live.engine.familiarity_summary()
-    print(summary_line(fam))
-    if warning_line(fam):
-        print(warning_line(fam))
-    print(f"outputs: {args.out}")
-    if isinstance(live.error, StreamUnitError):
-        log.error("stream refused: %s", live.error)
-        return 2
-    if live.error is not None:
-        log.error("scoring stopped early: %s: %s (the epochs scored before it are in the "
-                  "outputs)", type(live.error).__name__, live.error)
-        return 1
-    if stop.requested:
-        print(f"stopped by {stop.name}; the night is finalized (exit code 0)")
-    return 0
+    return _report(live, time.perf_counter() - t0, stop.name if stop.requested else None,
+                   args.out)

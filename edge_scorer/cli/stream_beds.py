@@ -38,12 +38,9 @@ def is_many(args: argparse.Namespace) -> bool:
     return bool(len(args.name or []) > 1 or args.beds or args.all)
 
 
-def run_beds(args: argparse.Namespace) -> int:
-    """Score every bed until they have all ended (or Ctrl-C); print and write the table."""
-    from edge_scorer.cli.stream import start_time_lsl
-    from edge_scorer.engine.shutdown import Shutdown
-    from edge_scorer.io.outputs import atomic_write
-    from edge_scorer.stream.beds import BedConfig, BedSet, read_beds_file
+def _bed_configs(args: argparse.Namespace) -> list:
+    """The beds of ``--name`` and ``--beds``, each named once."""
+    from edge_scorer.stream.beds import BedConfig, read_beds_file
 
     if args.source_id:
         raise CliError("--source-id names one stream; for many beds put source_id in --beds")
@@ -57,20 +54,23 @@ def run_beds(args: argparse.Namespace) -> int:
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise CliError(f"beds {dupes} are named twice; name each bed once")
-    outlet = (args.outlet or "").lower()
-    if outlet not in ("", "none"):
-        raise CliError("--outlet NAME names one outlet; with many beds each publishes "
-                       "<bed>-stages (--outlet none: no outlets)")
-    start_time, start_dt = (start_time_lsl(args.start_at) if args.start_at else (None, None))
-    model = load_model(args)
+    return beds
+
+
+def _bedset(args: argparse.Namespace, beds: list, outlet: str):
+    """Load the model and build the :class:`~edge_scorer.stream.beds.BedSet` (not started)."""
+    from edge_scorer.cli.stream import start_time_lsl
+    from edge_scorer.stream.beds import BedSet
     from edge_scorer.stream.stream_units import parse_unit_overrides
 
+    start_time, start_dt = (start_time_lsl(args.start_at) if args.start_at else (None, None))
+    model = load_model(args)
     try:
         units = parse_unit_overrides(args.units, model.spec)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     args.out.mkdir(parents=True, exist_ok=True)
-    bedset = BedSet(
+    return BedSet(
         model, beds, args.out, outlets=outlet != "none",
         channel_overrides=channel_overrides(args),
         discover=(args.stype or "EEG") if args.all else None, overwrite=args.overwrite,
@@ -80,6 +80,31 @@ def run_beds(args: argparse.Namespace) -> int:
                      "engine_kwargs": {"max_invalid_fraction": args.max_invalid,
                                        "start_time": start_dt},
                      "formats": chosen_formats(args)})
+
+
+def _print_table(rows: list[dict], n_calls: int, n_epochs: int, out: object) -> None:
+    """Print each bed's status, epochs and latency, and the inference calls."""
+    print(f"{'bed':24s} {'status':8s} {'epochs':>6s} {'median ms':>9s} {'p99 ms':>8s}  error")
+    for r in rows:
+        med = f"{r['median_ms']:.1f}" if r["median_ms"] is not None else "-"
+        p99 = f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "-"
+        print(f"{r['bed'][:24]:24s} {r['status']:8s} {r['epochs']:6d} {med:>9s} {p99:>8s}  "
+              f"{r['error']}")
+    print(f"{n_epochs} epochs in {n_calls} inference calls (mean batch "
+          f"{n_epochs / max(1, n_calls):.1f}); outputs: {out} (beds.json)")
+
+
+def run_beds(args: argparse.Namespace) -> int:
+    """Score every bed until they have all ended (or Ctrl-C); print and write the table."""
+    from edge_scorer.engine.shutdown import Shutdown
+    from edge_scorer.io.outputs import atomic_write
+
+    beds = _bed_configs(args)
+    outlet = (args.outlet or "").lower()
+    if outlet not in ("", "none"):
+        raise CliError("--outlet NAME names one outlet; with many beds each publishes "
+                       "<bed>-stages (--outlet none: no outlets)")
+    bedset = _bedset(args, beds, outlet)
     t0 = time.perf_counter()
     with Shutdown("the beds") as stop:
         bedset.start()
@@ -93,13 +118,5 @@ def run_beds(args: argparse.Namespace) -> int:
     info = {"seconds": round(time.perf_counter() - t0, 1), "beds": rows,
             "inference_calls": bedset.model.n_calls, "epochs_scored": bedset.model.n_epochs}
     atomic_write(args.out / "beds.json", json.dumps(info, indent=2) + "\n")
-    print(f"{'bed':24s} {'status':8s} {'epochs':>6s} {'median ms':>9s} {'p99 ms':>8s}  error")
-    for r in rows:
-        med = f"{r['median_ms']:.1f}" if r["median_ms"] is not None else "-"
-        p99 = f"{r['p99_ms']:.1f}" if r["p99_ms"] is not None else "-"
-        print(f"{r['bed'][:24]:24s} {r['status']:8s} {r['epochs']:6d} {med:>9s} {p99:>8s}  "
-              f"{r['error']}")
-    calls = max(1, bedset.model.n_calls)
-    print(f"{bedset.model.n_epochs} epochs in {bedset.model.n_calls} inference calls (mean "
-          f"batch {bedset.model.n_epochs / calls:.1f}); outputs: {args.out} (beds.json)")
+    _print_table(rows, bedset.model.n_calls, bedset.model.n_epochs, args.out)
     return 1 if any(r["status"] in ("refused", "failed") for r in rows) else 0

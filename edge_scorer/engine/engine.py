@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -52,6 +53,31 @@ log = get_logger("engine")
 
 #: The stages :attr:`Engine.timings` measures, in order.
 STAGES = ("condition", "render", "intra", "rolling", "sinks")
+
+
+@dataclass
+class PendingEpochs:
+    """Epochs conditioned and rendered by :meth:`Engine.stage`, waiting for the intra model.
+
+    Attributes
+    ----------
+    indices : list of int
+        Epoch indices, in order.
+    last_rows : ndarray
+        The newest epoch's conditioned rows (for displays).
+    images : ndarray of uint8
+        One image per epoch: what the intra model scores.
+    invalid : ndarray
+        Per epoch, the largest fraction of invalid samples over the rows.
+    t_in : float
+        ``time.perf_counter()`` when the samples arrived (the latency's start).
+    """
+
+    indices: list[int]
+    last_rows: np.ndarray
+    images: np.ndarray
+    invalid: np.ndarray
+    t_in: float
 
 
 class Engine:
@@ -131,6 +157,24 @@ class Engine:
         list of EpochUpdate
             Everything published by this call (already written to the sinks).
         """
+        return self._infer(self.stage(rows, filled, t_in))
+
+    def _mark_filled(self, rows: list[np.ndarray], filled: Sequence[np.ndarray]) -> None:
+        for r, mask in enumerate(filled):
+            mask = np.asarray(mask, dtype=bool)
+            if mask.size and mask.any():
+                k = self._native[r] + np.flatnonzero(mask)
+                per_epoch = self.in_sfreq[r] * self.spec.epoch_s
+                self._filled_epochs.update(int(e) for e in np.unique(k // per_epoch))
+
+    def stage(self, rows: Sequence[np.ndarray], filled: Sequence[np.ndarray] | None = None,
+              t_in: float | None = None) -> list[PendingEpochs]:
+        """The first half of :meth:`push`: condition and render what ``rows`` complete.
+
+        Score the returned batches with the intra model (any way: one call for many engines'
+        batches, as :class:`~edge_scorer.stream.beds.BedSet` does) and hand each to
+        :meth:`complete` in order; ``push`` is ``stage`` + the model + ``complete``.
+        """
         if self.finished:
             raise ValueError("the engine has finished (end of stream); create a new Engine")
         t_in = time.perf_counter() if t_in is None else t_in
@@ -141,49 +185,59 @@ class Engine:
         t0 = time.perf_counter()
         epochs = self.epocher.push(self.conditioner.process(rows))
         self.timings["condition"] += time.perf_counter() - t0
-        return self._score(epochs, t_in)
+        return self._render(epochs, t_in)
 
-    def _mark_filled(self, rows: list[np.ndarray], filled: Sequence[np.ndarray]) -> None:
-        for r, mask in enumerate(filled):
-            mask = np.asarray(mask, dtype=bool)
-            if mask.size and mask.any():
-                k = self._native[r] + np.flatnonzero(mask)
-                per_epoch = self.in_sfreq[r] * self.spec.epoch_s
-                self._filled_epochs.update(int(e) for e in np.unique(k // per_epoch))
-
-    def _score(self, epochs: list[tuple[int, np.ndarray]], t_in: float) -> list[EpochUpdate]:
-        updates: list[EpochUpdate] = []
+    def _render(self, epochs: list[tuple[int, np.ndarray]], t_in: float
+                ) -> list[PendingEpochs]:
+        """Render ``epochs`` in batches of at most ``batch_size``."""
+        out = []
         for start in range(0, len(epochs), self.batch_size):
             part = epochs[start:start + self.batch_size]
             t0 = time.perf_counter()
             arr = np.stack([e for _, e in part])
             images = render_epochs(arr, self.spec)
-            t1 = time.perf_counter()
+            self.timings["render"] += time.perf_counter() - t0
             per_row = np.isnan(arr).mean(axis=2)  # (epochs, rows)
-            invalid = per_row.max(axis=1)
             self._warn_dead_rows(part, per_row)
-            logits, feats = self.model.epoch_outputs(images, batch_size=self.batch_size)
-            dist, flag = self.model.familiarity_of(feats)
-            t2 = time.perf_counter()
-            infos = [{"invalid_fraction": float(f), "gap_filled": i in self._filled_epochs,
-                      "unscorable": bool(f > self.max_invalid_fraction),
-                      "familiarity": float(d), "unfamiliar": bool(u)}
-                     for (i, _), f, d, u in zip(part, invalid, dist, flag, strict=True)]
-            new = self.rolling.add(feats, logits, infos)
-            now = time.perf_counter()
-            self.timings["render"] += t1 - t0
-            self.timings["intra"] += t2 - t1
-            self.timings["rolling"] += now - t2
-            for u in new:
-                if u.index >= part[0][0]:  # first label of a new epoch
-                    u.latency_s = now - t_in
-                    self.latencies.append(u.latency_s)
-            #: (index, conditioned rows, image) of the newest epoch, for displays.
-            self.last_epoch = (part[-1][0], part[-1][1], images[-1])
-            self._publish(new)
-            self.timings["sinks"] += time.perf_counter() - now
-            updates += new
+            out.append(PendingEpochs([i for i, _ in part], part[-1][1], images,
+                                     per_row.max(axis=1), t_in))
+        return out
+
+    def _infer(self, staged: list[PendingEpochs]) -> list[EpochUpdate]:
+        """Score staged batches with the intra model, in order, and complete them."""
+        updates: list[EpochUpdate] = []
+        for pending in staged:
+            t0 = time.perf_counter()
+            logits, feats = self.model.epoch_outputs(pending.images, batch_size=self.batch_size)
+            self.timings["intra"] += time.perf_counter() - t0
+            updates += self.complete(pending, logits, feats)
         return updates
+
+    def complete(self, pending: PendingEpochs, logits: np.ndarray, feats: np.ndarray
+                 ) -> list[EpochUpdate]:
+        """The second half of :meth:`push`: a staged batch's intra outputs (calibrated logits
+        and features, row for row) through the flag, the inter window and the sinks."""
+        t1 = time.perf_counter()
+        dist, flag = self.model.familiarity_of(feats)
+        t2 = time.perf_counter()
+        infos = [{"invalid_fraction": float(f), "gap_filled": i in self._filled_epochs,
+                  "unscorable": bool(f > self.max_invalid_fraction),
+                  "familiarity": float(d), "unfamiliar": bool(u)}
+                 for i, f, d, u in zip(pending.indices, pending.invalid, dist, flag,
+                                       strict=True)]
+        new = self.rolling.add(feats, logits, infos)
+        now = time.perf_counter()
+        self.timings["intra"] += t2 - t1
+        self.timings["rolling"] += now - t2
+        for u in new:
+            if u.index >= pending.indices[0]:  # first label of a new epoch
+                u.latency_s = now - pending.t_in
+                self.latencies.append(u.latency_s)
+        #: (index, conditioned rows, image) of the newest epoch, for displays.
+        self.last_epoch = (pending.indices[-1], pending.last_rows, pending.images[-1])
+        self._publish(new)
+        self.timings["sinks"] += time.perf_counter() - now
+        return new
 
     def _warn_dead_rows(self, part: list[tuple[int, np.ndarray]], per_row: np.ndarray) -> None:
         """Log the first epoch in which a row is more missing than ``max_invalid_fraction``."""
@@ -219,7 +273,7 @@ class Engine:
         updates: list[EpochUpdate] = []
         try:
             tail = self.conditioner.flush()
-            updates = self._score(self.epocher.push(tail), time.perf_counter())
+            updates = self._infer(self._render(self.epocher.push(tail), time.perf_counter()))
         finally:
             self.finished = True
             t0 = time.perf_counter()

@@ -224,6 +224,19 @@ class Chunk:
     t_in: float
 
 
+def _channel_layout(infos: list[Any]) -> tuple[list[str], list[str], list[tuple[int, int]]]:
+    """Every channel's label and unit over the streams, and where it is (stream, channel)."""
+    labels: list[str] = []
+    units: list[str] = []
+    where: list[tuple[int, int]] = []
+    for g, info in enumerate(infos):
+        units += channel_units(info)
+        for c, lb in enumerate(channel_labels(info)):
+            labels.append(lb)
+            where.append((g, c))
+    return labels, units, where
+
+
 class LslSource:
     """PSG rows from live LSL streams (see the module docstring).
 
@@ -298,6 +311,7 @@ class LslSource:
         #: Lag (wall s) of the newest sample pulled that triggers a warning (set at connect).
         self.behind_warn_s = 5.0
         self.buffer_wall_s = self.buffer_s
+        self._buflen = 1  # liblsl's buffer (s at the nominal rate), set at connect
         #: The largest lag seen (wall s between a sample's stamp and its pull).
         self.max_lag_s = 0.0
         self.n_behind_warnings = 0
@@ -325,28 +339,42 @@ class LslSource:
         return self
 
     def _open(self, found: list[Any], infos: list[Any]) -> None:
-        import pylsl
-
-        labels: list[str] = []
-        units: list[str] = []
-        where: list[tuple[int, int]] = []
-        for g, info in enumerate(infos):
-            units += channel_units(info)
-            for c, lb in enumerate(channel_labels(info)):
-                labels.append(lb)
-                where.append((g, c))
+        """Map the channels, read speed and grid from the description, open the inlets."""
+        labels, units, where = _channel_layout(infos)
         source = " + ".join(repr(i.name()) for i in infos)
         picks = map_channels(labels, self.spec, self.overrides, source=f"LSL stream {source}")
         used: dict[int, list[tuple[int, int]]] = {}
         for row, k in enumerate(picks):
             g, c = where[k]
             used.setdefault(g, []).append((row, c))
+        t0_remote = self._read_desc(infos[0])
+        groups = self._inlets(found, infos, used)
+        self._open_inlets(groups, t0_remote)
+        self.groups = groups
+        self.row_sfreq = [0.0] * self.spec.n_rows
+        for grp in groups:
+            for row, _ in grp.rows:
+                self.row_sfreq[row] = grp.sfreq
+        self.labels = {row.name: labels[k] for row, k in zip(self.spec.rows, picks, strict=True)}
+        self.row_scale, used_units = row_scales(self.spec, [units[k] for k in picks],
+                                                self.unit_overrides)
+        self.amplitude = AmplitudeGuard(self.spec, self.row_sfreq, used_units,
+                                        forced=list(self.unit_overrides))
+        log.info("connected to %s at speed %g: %s", source, self.speed,
+                 ", ".join(f"{r} <- {lb}" + (f" [{u}, x{f:g}]" if u or f != 1 else "")
+                           for (r, lb), u, f in zip(self.labels.items(), used_units,
+                                                    self.row_scale)))
+
+    def _read_desc(self, info: Any) -> float | None:
+        """Speed, epoch grid and buffer sizes from the primary stream's description; the
+        advertised recording start on the sender's clock (None when not used)."""
         speed = self.speed_override
         if speed is None:
-            text = _desc_value(infos[0], "edge_scorer/speed")
+            text = _desc_value(info, "edge_scorer/speed")
             speed = float(text) if text else 1.0
         self.speed = speed
-        advertised = _desc_value(infos[0], "edge_scorer/t0_lsl")
+        advertised = _desc_value(info, "edge_scorer/t0_lsl")
+        t0_remote = None
         if self.start_time is not None:
             self.grid = "start_time"
         elif advertised:
@@ -355,12 +383,19 @@ class LslSource:
                 self.grid = "recording start"
             except ValueError:
                 log.warning("stream %s advertises t0_lsl %r, not a number; epochs start at "
-                            "the first sample", infos[0].name(), advertised)
-        duration = _desc_value(infos[0], "edge_scorer/duration_s")
+                            "the first sample", info.name(), advertised)
+        duration = _desc_value(info, "edge_scorer/duration_s")
         cap_s = float(duration) + 60.0 if duration else MAX_BUFFER_SIGNAL_S
-        buflen = max(1, math.ceil(min(self.buffer_s * speed, cap_s)))
-        self.buffer_wall_s = buflen / speed
+        self._buflen = max(1, math.ceil(min(self.buffer_s * speed, cap_s)))
+        self.buffer_wall_s = self._buflen / speed
         self.behind_warn_s = min(5.0, 0.5 * self.buffer_wall_s)
+        return t0_remote
+
+    def _inlets(self, found: list[Any], infos: list[Any],
+                used: dict[int, list[tuple[int, int]]]) -> list[InletStream]:
+        """One inlet per stream that carries a spec row, highest rate first."""
+        import pylsl
+
         groups = []
         for g, info in enumerate(infos):
             if g not in used:
@@ -370,12 +405,16 @@ class LslSource:
                                  "a regularly sampled stream (nominal_srate > 0)")
             # liblsl sizes its buffer in seconds at the nominal rate: scale by the speed so it
             # holds buffer_s of wall time
-            inlet = pylsl.StreamInlet(found[g], max_buflen=buflen, recover=True,
+            inlet = pylsl.StreamInlet(found[g], max_buflen=self._buflen, recover=True,
                                       processing_flags=pylsl.proc_clocksync)
-            chunk_max = max(1, min(int(info.nominal_srate() * speed * 2), 1 << 20))
-            groups.append(InletStream(inlet, info, used[g], self.ring_s, speed, self.fill_gap_s,
-                                 self.gap_tolerance_s, chunk_max))
+            chunk_max = max(1, min(int(info.nominal_srate() * self.speed * 2), 1 << 20))
+            groups.append(InletStream(inlet, info, used[g], self.ring_s, self.speed,
+                                      self.fill_gap_s, self.gap_tolerance_s, chunk_max))
         groups.sort(key=lambda grp: -grp.sfreq)
+        return groups
+
+    def _open_inlets(self, groups: list[InletStream], t0_remote: float | None) -> None:
+        """Open each inlet and take its first clock offset (closing all on an error)."""
         try:
             for grp in groups:
                 grp.inlet.open_stream(timeout=self.timeout_s)
@@ -388,19 +427,6 @@ class LslSource:
             for grp in groups:
                 grp.close()
             raise
-        self.groups = groups
-        self.row_sfreq = [0.0] * self.spec.n_rows
-        for grp in groups:
-            for row, _ in grp.rows:
-                self.row_sfreq[row] = grp.sfreq
-        self.labels = {row.name: labels[k] for row, k in zip(self.spec.rows, picks, strict=True)}
-        self.row_scale, used = row_scales(self.spec, [units[k] for k in picks],
-                                          self.unit_overrides)
-        self.amplitude = AmplitudeGuard(self.spec, self.row_sfreq, used,
-                                        forced=list(self.unit_overrides))
-        log.info("connected to %s at speed %g: %s", source, speed,
-                 ", ".join(f"{r} <- {lb}" + (f" [{u}, x{f:g}]" if u or f != 1 else "")
-                           for (r, lb), u, f in zip(self.labels.items(), used, self.row_scale)))
 
     def disconnect(self) -> None:
         """Close the inlets (idempotent)."""

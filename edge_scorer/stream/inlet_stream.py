@@ -91,6 +91,8 @@ class InletStream:
 
     def pull(self) -> tuple[np.ndarray, np.ndarray]:
         """Everything available: samples ``(n, n_rows_used)`` float64 and stamps."""
+        if not self.inlet.samples_available():  # 0.3 us; an empty pull_chunk takes 4 us
+            return np.zeros((0, len(self.rows))), np.zeros(0)
         parts, stamps = [], []
         while True:
             dest = self.ring.free_view(self.chunk_max)

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from edge_scorer._log import get_logger
-from edge_scorer.engine.engine import Engine
+from edge_scorer.engine.engine import Engine, PendingEpochs
 from edge_scorer.inference.scorer import ScoringModel
 from edge_scorer.stream.inlet import LslSource
 
@@ -91,6 +91,8 @@ class LiveScorer:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started = False
+        self._last_data = 0.0
 
     # ------------------------------------------------------------------ set-up
     def _build_engine(self) -> Engine:
@@ -115,9 +117,14 @@ class LiveScorer:
         return Engine(self.model, src.row_sfreq, sinks=sinks + self.extra_sinks,
                       **self.engine_kwargs)
 
-    def start(self) -> LiveScorer:
-        """Connect to the streams and start scoring in a background thread."""
-        if self._thread is not None:
+    def start(self, thread: bool = True) -> LiveScorer:
+        """Connect to the streams and start scoring in a background thread.
+
+        With ``thread=False`` no thread is started: the caller drives the scorer with
+        :meth:`step` (one thread polling many scorers, as
+        :class:`~edge_scorer.stream.beds.BedSet` does) and ends it with :meth:`finish`.
+        """
+        if self._started:
             raise RuntimeError("this LiveScorer was already started; create a new one")
         self.source.connect()
         try:
@@ -125,8 +132,12 @@ class LiveScorer:
         except BaseException:
             self.source.disconnect()
             raise
-        self._thread = threading.Thread(target=self._run, name="edge-scorer-live", daemon=True)
-        self._thread.start()
+        self._started = True
+        self._last_data = time.perf_counter()
+        if thread:
+            self._thread = threading.Thread(target=self._run, name="edge-scorer-live",
+                                            daemon=True)
+            self._thread.start()
         return self
 
     def __enter__(self) -> LiveScorer:
@@ -137,38 +148,80 @@ class LiveScorer:
 
     # ------------------------------------------------------------------ loop
     def _run(self) -> None:
-        engine = self.engine
-        last_data = time.perf_counter()
         try:
             while not self._stop.is_set():
                 chunk = self.source.pull()
                 if chunk is None:
-                    if (self.idle_timeout_s is not None
-                            and time.perf_counter() - last_data > self.idle_timeout_s):
+                    if self.idle_expired():
                         log.info("no samples for %g s: ending the stream",
                                  self.idle_timeout_s)
                         break
                     self._stop.wait(self.poll_s)
                     continue
-                last_data = chunk.t_in
+                self._last_data = chunk.t_in
                 self._push(chunk)
             if self._stop.is_set():
                 self._drain()
         except BaseException as exc:  # reported by stop()/join(); a thread cannot raise
-            self.error = exc
-            log.error("live scoring stopped by %s: %s (the epochs scored so far are kept)",
-                      type(exc).__name__, exc)
+            self.fail(exc)
         finally:
+            self._finalize()
+
+    def idle_expired(self) -> bool:
+        """Whether no sample has arrived for ``idle_timeout_s`` (never without one)."""
+        return (self.idle_timeout_s is not None
+                and time.perf_counter() - self._last_data > self.idle_timeout_s)
+
+    def step(self) -> list[PendingEpochs] | None:
+        """One poll of a scorer started with ``start(thread=False)``: pull what arrived and
+        condition and render it (:meth:`~edge_scorer.engine.engine.Engine.stage`).
+
+        Returns
+        -------
+        list of PendingEpochs or None
+            None when nothing arrived; else the epochs completed (often none), for the
+            caller to score and hand to ``engine.complete`` in order.
+        """
+        chunk = self.source.pull()
+        if chunk is None:
+            return None
+        self._last_data = chunk.t_in
+        engine = self.engine
+        if engine.start_time is None:
+            engine.start_time = self._wall_start()
+        return engine.stage(chunk.rows, chunk.filled, chunk.t_in)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the error that stops scoring (the first one wins; re-raised by
+        :meth:`stop` / :meth:`join`)."""
+        self.error = self.error or exc
+        log.error("live scoring stopped by %s: %s (the epochs scored so far are kept)",
+                  type(exc).__name__, exc)
+
+    def finish(self, drain: bool = True) -> None:
+        """End a scorer started with ``start(thread=False)``: score what has already arrived
+        (``drain``), finish the engine and write the night's files, disconnect."""
+        try:
+            if drain and self.error is None:
+                self._drain()
+        except BaseException as exc:
+            self.fail(exc)
+        finally:
+            self._finalize()
+
+    def _finalize(self) -> None:
+        """Close the engine (final labels, files) and the inlets; then signal the end."""
+        engine = self.engine
+        try:
             self._note_inlet_stats()
-            try:
-                engine.close()
-            except BaseException as exc:  # keep the first error
-                self.error = self.error or exc
-                log.error("finalizing the outputs failed: %s", exc)
-            try:
-                self.source.disconnect()
-            finally:
-                self._done.set()
+            engine.close()
+        except BaseException as exc:  # keep the first error
+            self.error = self.error or exc
+            log.error("finalizing the outputs failed: %s", exc)
+        try:
+            self.source.disconnect()
+        finally:
+            self._done.set()
 
     def _note_inlet_stats(self) -> None:
         """Put what the inlets saw into ``run.json``."""
@@ -244,11 +297,11 @@ class LiveScorer:
     @property
     def is_running(self) -> bool:
         """Started and not yet finished (files written, inlets closed)."""
-        return self._thread is not None and not self._done.is_set()
+        return self._started and not self._done.is_set()
 
     def join(self, timeout: float | None = None, raise_error: bool = True) -> bool:
         """Wait for the loop to end and the night to be finalized; True when it has."""
-        if self._thread is None:
+        if not self._started:
             return True
         done = self._done.wait(timeout)
         if done and raise_error and self.error is not None:
@@ -260,7 +313,9 @@ class LiveScorer:
         """Stop polling, score what has arrived, finish the engine (final labels, files) and
         disconnect; wait up to ``timeout`` (None: until done). True when finished."""
         self._stop.set()
-        if self._thread is not None and not self.join(timeout, raise_error=raise_error):
+        if self._started and self._thread is None and not self._done.is_set():
+            self.finish()  # driven by the caller (start(thread=False)): finish it here
+        if self._started and not self.join(timeout, raise_error=raise_error):
             log.warning("the live scoring thread did not end within %g s", timeout)
             return False
         return True
