@@ -28,11 +28,16 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_scorer._log import get_logger
 from edge_scorer.stages import CLASS_NAMES
+
+if TYPE_CHECKING:
+    from edge_scorer.explain.summary import ExplainedNight
+    from edge_scorer.inference.scorer import ScoringModel
 
 log = get_logger("bench.fidelity")
 
@@ -241,41 +246,18 @@ def _timing_lines(times: dict[str, float]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the tables."""
-    ap = argparse.ArgumentParser(prog="python -m edge_scorer.bench fidelity",
-                                 description=__doc__.split("\n\n")[0])
-    ap.add_argument("--nights", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=7000,
-                    help="simulation seed (the shipped model was trained on seeds 0-15)")
-    ap.add_argument("--duration-h", type=float, default=8.0)
-    ap.add_argument("--per-stage", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=20, help="deletion steps")
-    ap.add_argument("--random-repeats", type=int, default=3)
-    ap.add_argument("--timing-epochs", type=int, default=20)
-    ap.add_argument("--fill", choices=("zero", "mean"), default="zero",
-                    help="deleted patches become background (zero) or the held-out nights' "
-                         "mean image (mean)")
-    ap.add_argument("--timing-only", action="store_true",
-                    help="skip the deletion tests (time per explanation only)")
-    ap.add_argument("--json", help="write all numbers here")
-    args = ap.parse_args(argv)
-
+    args = _parse_args(argv)
     import torch
 
     from edge_scorer.explain.occlusion import onnx_proba_fn
     from edge_scorer.explain.relevance import TorchModels
-    from edge_scorer.explain.summary import ExplainedNight
     from edge_scorer.inference.scorer import ScoringModel
-    from edge_scorer.simulate import simulate_nights
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rng = np.random.default_rng(args.seed)
     scoring = ScoringModel.load()
     models = TorchModels.load()
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        pairs = simulate_nights(tmp, args.nights, seed=args.seed, duration_h=args.duration_h)
-        nights = [ExplainedNight.from_file(p, scoring, hypnogram=h) for p, h in pairs]
-    log.info("simulated and scored %d nights in %.1f s", len(nights), time.perf_counter() - t0)
+    nights = _held_out_nights(scoring, args.nights, args.seed, args.duration_h)
     picks = _sample(nights, args.per_stage, rng)
     if args.timing_only:
         times = timings(nights, picks, models, scoring, args.timing_epochs)
@@ -297,18 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [f"held-out epochs: {len(picks)} from {args.nights} simulated nights (seed "
              f"{args.seed}+), per intra-predicted stage {n_stage}; deletion in {t_del:.0f} s",
              ""]
-    lines += _table(f"intra deletion ({args.steps} steps of {100 / args.steps:g} % of the "
-                    f"patches, filled with {args.fill}; random = mean of "
-                    f"{args.random_repeats} orders)", intra)
-    lines += ["", "drop of p(predicted class) after deleting the top 10 % patches: " + ", ".join(
-        f"{m} {r['drop_at_10pct']:.3f}" for m, r in intra.items())]
-    lines += ["", "intra deletion AUC per predicted stage:",
-              "| stage | " + " | ".join(intra) + " |", "|---" * (len(intra) + 1) + "|"]
-    for s, row in extra["per_stage_auc"].items():
-        lines.append(f"| {s} | " + " | ".join(f"{row[m]:.3f}" for m in intra) + " |")
-    lines += [""] + _table("inter deletion (the 9 other epochs of the window replaced by the "
-                           "night's mean feature)", inter)
-    lines += _timing_lines(times)
+    lines += _report_lines(args, intra, extra, inter, times)
     print("\n".join(lines))
     bad = [m for m, r in intra.items() if m != "random" and not r["better_than_random"]]
     if bad:
@@ -318,6 +289,60 @@ def main(argv: Sequence[str] | None = None) -> int:
             "args": vars(args), "n_per_stage": n_stage, "intra": intra, "intra_extra": extra,
             "inter": inter, "times_s": times}, indent=1) + "\n")
     return 0
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The benchmark's command line."""
+    ap = argparse.ArgumentParser(prog="python -m edge_scorer.bench fidelity",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nights", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=7000,
+                    help="simulation seed (the shipped model was trained on seeds 0-15)")
+    ap.add_argument("--duration-h", type=float, default=8.0)
+    ap.add_argument("--per-stage", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=20, help="deletion steps")
+    ap.add_argument("--random-repeats", type=int, default=3)
+    ap.add_argument("--timing-epochs", type=int, default=20)
+    ap.add_argument("--fill", choices=("zero", "mean"), default="zero",
+                    help="deleted patches become background (zero) or the held-out nights' "
+                         "mean image (mean)")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="skip the deletion tests (time per explanation only)")
+    ap.add_argument("--json", help="write all numbers here")
+    return ap.parse_args(argv)
+
+
+def _held_out_nights(
+    scoring: ScoringModel, n_nights: int, seed: int, duration_h: float
+) -> list[ExplainedNight]:
+    """Simulate ``n_nights`` nights from ``seed`` and score them once."""
+    from edge_scorer.explain.summary import ExplainedNight
+    from edge_scorer.simulate import simulate_nights
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = simulate_nights(tmp, n_nights, seed=seed, duration_h=duration_h)
+        nights = [ExplainedNight.from_file(p, scoring, hypnogram=h) for p, h in pairs]
+    log.info("simulated and scored %d nights in %.1f s", len(nights), time.perf_counter() - t0)
+    return nights
+
+
+def _report_lines(
+    args: argparse.Namespace, intra: dict, extra: dict, inter: dict, times: dict[str, float]
+) -> list[str]:
+    """The deletion tables (intra, per stage, inter) and the timings."""
+    lines = _table(f"intra deletion ({args.steps} steps of {100 / args.steps:g} % of the "
+                   f"patches, filled with {args.fill}; random = mean of "
+                   f"{args.random_repeats} orders)", intra)
+    lines += ["", "drop of p(predicted class) after deleting the top 10 % patches: " + ", ".join(
+        f"{m} {r['drop_at_10pct']:.3f}" for m, r in intra.items())]
+    lines += ["", "intra deletion AUC per predicted stage:",
+              "| stage | " + " | ".join(intra) + " |", "|---" * (len(intra) + 1) + "|"]
+    for s, row in extra["per_stage_auc"].items():
+        lines.append(f"| {s} | " + " | ".join(f"{row[m]:.3f}" for m in intra) + " |")
+    lines += [""] + _table("inter deletion (the 9 other epochs of the window replaced by the "
+                           "night's mean feature)", inter)
+    return lines + _timing_lines(times)
 
 
 if __name__ == "__main__":  # pragma: no cover
