@@ -41,6 +41,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -57,6 +58,9 @@ from training.nights import (
     subject_from_name,
 )
 from training.signal_cache import STORES, DecodedSignals, NightCodes, RenderedImages, SignalCodec
+
+if TYPE_CHECKING:
+    from edge_scorer.io.psg import PsgRecording
 
 log = get_logger("training.dataset")
 
@@ -330,29 +334,15 @@ def build_cache(
     ValueError
         No nights, duplicate night names, a night that cannot be read (without ``skip_bad``).
     """
-    from functools import partial
-
-    from edge_scorer import __version__
-    from edge_scorer.dsp.conditioning import epochs_from_signal
-    from edge_scorer.dsp.pipeline import condition_recording
-    from edge_scorer.dsp.render import render_epochs
-    from training.augment import apply_augmentation, copy_seed, plan_augmentation
-
     if store not in STORES:
         raise ValueError(f"data.store {store!r}: use one of {list(STORES)}")
     if signals and store == "columns":
         raise ValueError("STQS needs the conditioned signals, which data.store = \"columns\" "
                          "does not keep; use data.store = \"signals\" (or \"images\")")
-
     spec_source = spec if isinstance(spec, str) else spec.name
     spec = load_spec(spec) if isinstance(spec, str) else spec
     nights = list(nights)
-    if not nights:
-        raise ValueError("no nights to cache; check data.nights (folder or list)")
-    names = [n.name for n in nights]
-    if len(set(names)) != len(names):
-        dup = sorted({x for x in names if names.count(x) > 1})
-        raise ValueError(f"duplicate night names {dup}; give every night a unique name")
+    _check_night_names(nights)
     copies = augment.copies if augment is not None else 0
     aug_subjects = (None if augment_subjects is None or not copies
                     else sorted({canonical_subject(s) for s in augment_subjects}))
@@ -365,66 +355,157 @@ def build_cache(
         return cache
 
     t_start = time.perf_counter()
+    _clear_cache_dir(path, signals, store)
+    out = CacheWriter(path, spec, signals, store)
+    try:
+        for k, src in enumerate(nights):
+            t0 = time.perf_counter()
+            night = _cache_night(out, src, spec, signals=signals, trim_wake_min=trim_wake_min,
+                                 skip_bad=skip_bad, progress=(k + 1, len(nights)))
+            if night is None or augment is None or not copies or (
+                    aug_subjects is not None
+                    and canonical_subject(src.subject) not in aug_subjects):
+                continue
+            _cache_augmented_copies(out, src, spec, night, augment, signals=signals)
+            log.info("%s: %d augmented copies, %.1f s", src.name, copies,
+                     time.perf_counter() - t0)
+    finally:
+        out.close()
+    meta = _cache_meta(out, spec, str(spec_source), signals=signals,
+                       trim_wake_min=trim_wake_min, store=store, request=request,
+                       t_start=t_start)
+    if copies and augment is not None:
+        meta["augment"] = {"copies": copies, "seed": augment.seed, "subjects": aug_subjects}
+    tmp = path / "cache.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    tmp.replace(path / "cache.json")
+    log.info("built the epoch cache in %s: %d nights, %d epochs (%s), %.1f s", path,
+             len(meta["nights"]), meta["n_epochs"],
+             ", ".join(f"{k} {v}" for k, v in meta["class_counts"].items()), meta["build_s"])
+    return open_cache(path)
+
+
+def _check_night_names(nights: Sequence[NightSource]) -> None:
+    """Refuse an empty night list and duplicate night names."""
+    if not nights:
+        raise ValueError("no nights to cache; check data.nights (folder or list)")
+    names = [n.name for n in nights]
+    if len(set(names)) != len(names):
+        dup = sorted({x for x in names if names.count(x) > 1})
+        raise ValueError(f"duplicate night names {dup}; give every night a unique name")
+
+
+def _clear_cache_dir(path: Path, signals: bool, store: str) -> None:
+    """Create the cache folder and remove what a build with these settings would not rewrite
+    (and ``cache.json``: an interrupted build is never "complete")."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "cache.json").unlink(missing_ok=True)  # an interrupted build is never "complete"
     if not signals or store != "images":
         (path / "signals.npy").unlink(missing_ok=True)
     if store != "images":
         (path / "images.npy").unlink(missing_ok=True)
-    types = [r.type for r in spec.rows]
-    out = CacheWriter(path, spec, signals, store)
+
+
+@dataclass
+class _CachedNight:
+    """A night just added to the cache, as its augmented copies need it."""
+
+    recording: PsgRecording
+    info: dict
+    stages: np.ndarray
+
+
+def _cache_night(
+    out: CacheWriter,
+    src: NightSource,
+    spec: RenderSpec,
+    *,
+    signals: bool,
+    trim_wake_min: float | None,
+    skip_bad: bool,
+    progress: tuple[int, int],
+) -> _CachedNight | None:
+    """Read, condition, render and add one night; None when skipped (``skip_bad``)."""
+    t0 = time.perf_counter()
     try:
-        for k, src in enumerate(nights):
-            t0 = time.perf_counter()
-            try:
-                rec, images, cond, stages, warnings = _read_night(
-                    src, spec, render=out.needs_images, signals=signals or not out.needs_images)
-            except (ValueError, FileNotFoundError, OSError) as exc:
-                if not skip_bad:
-                    raise ValueError(f"night {src.name} ({src.psg}): {exc}") from exc
-                log.warning("skipping night %s: %s", src.name, exc)
-                out.skipped.append({"name": src.name, "psg": str(src.psg), "error": str(exc)})
-                continue
-            n_all = len(stages)
-            start, stop = trim_window(stages, spec.epoch_s, trim_wake_min)
-            info = {
-                "name": src.name, "subject": src.subject, "psg": str(Path(src.psg).resolve()),
-                "hypnogram": str(Path(src.hypnogram).resolve()) if src.hypnogram else None,
-                "trim": {"start": start, "stop": stop, "n_rendered": n_all},
-                "n_unscored": int((stages[start:stop] < 0).sum()),
-                "warnings": warnings,
-            }
-            out.add(info, images, cond, stages, t0)
-            log.info("%s (%d/%d): %d epochs kept of %d (trimmed %d + %d wake epochs at the "
-                     "ends), %d unscored, %.1f s", src.name, k + 1, len(nights), stop - start,
-                     n_all, start, n_all - stop, info["n_unscored"], time.perf_counter() - t0)
-            del images, cond
-            if not copies or (aug_subjects is not None
-                              and canonical_subject(src.subject) not in aug_subjects):
-                continue
-            for c in range(1, copies + 1):
-                t1 = time.perf_counter()
-                plan = plan_augmentation(augment, types, rec.duration_s,
-                                         copy_seed(augment.seed, src.name, c))
-                cond, _ = condition_recording(rec, spec,
-                                              partial(apply_augmentation, plan=plan))
-                epochs = epochs_from_signal(cond, spec)
-                if len(epochs) != n_all:
-                    raise ValueError(f"augmented copy {c} of {src.name} has {len(epochs)} "
-                                     f"epochs, the night {n_all}")
-                images = render_epochs(epochs, spec) if out.needs_images else None
-                out.add({**info, "name": f"{src.name}+aug{c}", "augmented": c,
-                         "augment": plan.summary()}, images,
-                        cond if signals or not out.needs_images else None, stages, t1)
-                del cond, images
-            log.info("%s: %d augmented copies, %.1f s", src.name, copies,
-                     time.perf_counter() - t0)
-    finally:
-        out.close()
+        rec, images, cond, stages, warnings = _read_night(
+            src, spec, render=out.needs_images, signals=signals or not out.needs_images)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        if not skip_bad:
+            raise ValueError(f"night {src.name} ({src.psg}): {exc}") from exc
+        log.warning("skipping night %s: %s", src.name, exc)
+        out.skipped.append({"name": src.name, "psg": str(src.psg), "error": str(exc)})
+        return None
+    n_all = len(stages)
+    start, stop = trim_window(stages, spec.epoch_s, trim_wake_min)
+    info = {
+        "name": src.name, "subject": src.subject, "psg": str(Path(src.psg).resolve()),
+        "hypnogram": str(Path(src.hypnogram).resolve()) if src.hypnogram else None,
+        "trim": {"start": start, "stop": stop, "n_rendered": n_all},
+        "n_unscored": int((stages[start:stop] < 0).sum()),
+        "warnings": warnings,
+    }
+    out.add(info, images, cond, stages, t0)
+    log.info("%s (%d/%d): %d epochs kept of %d (trimmed %d + %d wake epochs at the "
+             "ends), %d unscored, %.1f s", src.name, *progress, stop - start,
+             n_all, start, n_all - stop, info["n_unscored"], time.perf_counter() - t0)
+    return _CachedNight(rec, info, stages)
+
+
+def _cache_augmented_copies(
+    out: CacheWriter,
+    src: NightSource,
+    spec: RenderSpec,
+    night: _CachedNight,
+    augment: AugmentConfig,
+    *,
+    signals: bool,
+) -> None:
+    """Add ``augment.copies`` augmented versions of a night (seeded by night name and copy)."""
+    from functools import partial
+
+    from edge_scorer.dsp.conditioning import epochs_from_signal
+    from edge_scorer.dsp.pipeline import condition_recording
+    from edge_scorer.dsp.render import render_epochs
+    from training.augment import apply_augmentation, copy_seed, plan_augmentation
+
+    types = [r.type for r in spec.rows]
+    rec, n_all = night.recording, len(night.stages)
+    for c in range(1, augment.copies + 1):
+        t1 = time.perf_counter()
+        plan = plan_augmentation(augment, types, rec.duration_s,
+                                 copy_seed(augment.seed, src.name, c))
+        cond, _ = condition_recording(rec, spec, partial(apply_augmentation, plan=plan))
+        epochs = epochs_from_signal(cond, spec)
+        if len(epochs) != n_all:
+            raise ValueError(f"augmented copy {c} of {src.name} has {len(epochs)} "
+                             f"epochs, the night {n_all}")
+        images = render_epochs(epochs, spec) if out.needs_images else None
+        out.add({**night.info, "name": f"{src.name}+aug{c}", "augmented": c,
+                 "augment": plan.summary()}, images,
+                cond if signals or not out.needs_images else None, night.stages, t1)
+        del cond, images
+
+
+def _cache_meta(
+    out: CacheWriter,
+    spec: RenderSpec,
+    spec_source: str,
+    *,
+    signals: bool,
+    trim_wake_min: float | None,
+    store: str,
+    request: dict,
+    t_start: float,
+) -> dict:
+    """Finish the writer and return the ``cache.json`` record of the build (started at
+    ``t_start``, a :func:`time.perf_counter` value)."""
+    from edge_scorer import __version__
+
     data = out.finish()
     meta = {
         "format": CACHE_FORMAT,
-        "spec": {"name": spec.name, "hash": spec.hash, "source": str(spec_source)},
+        "spec": {"name": spec.name, "hash": spec.hash, "source": spec_source},
         "image_shape": list(spec.image_shape), "signals": bool(signals),
         "signal_shape": [spec.n_rows, spec.epoch_samples] if signals else None,
         "row_names": list(spec.row_names), "epoch_s": spec.epoch_s,
@@ -437,12 +518,4 @@ def build_cache(
     }
     if out.codec is not None:
         meta["codec"] = out.codec.to_dict()
-    if copies:
-        meta["augment"] = {"copies": copies, "seed": augment.seed, "subjects": aug_subjects}
-    tmp = path / "cache.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    tmp.replace(path / "cache.json")
-    log.info("built the epoch cache in %s: %d nights, %d epochs (%s), %.1f s", path,
-             len(meta["nights"]), meta["n_epochs"],
-             ", ".join(f"{k} {v}" for k, v in meta["class_counts"].items()), meta["build_s"])
-    return open_cache(path)
+    return meta
