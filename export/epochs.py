@@ -86,6 +86,26 @@ def load_epochs(source: str | Path | None, spec: Any = "sleep-edf", *, seed: int
     return images, f"{len(images)} epochs rendered from {path}"
 
 
+def load_nights(source: str | Path | None, spec: Any = "sleep-edf", *, seed: int = 0,
+                duration_h: float = 0.5, n_nights: int = 1) -> tuple[list[np.ndarray], str]:
+    """Whole nights of rendered epochs (one array per night, in time order) and a description.
+
+    The gates score whole nights through the window rule, so nights are kept apart: simulated
+    night ``i`` has seed ``seed + i`` (held-out checks pass ``seed + HELD_OUT_SEED_OFFSET``);
+    a file source (``epochs.npy``, a PSG file) is one night. See :func:`load_epochs`.
+    """
+    if n_nights < 1:
+        raise ValueError(f"n_nights must be >= 1, got {n_nights}")
+    if source is None or str(source) == "simulated":
+        nights = [load_epochs(None, spec, seed=seed + i, duration_h=duration_h)[0]
+                  for i in range(n_nights)]
+        name = spec if isinstance(spec, str) else spec.name
+        return nights, (f"{sum(map(len, nights))} epochs of {n_nights} simulated {name} "
+                        f"night(s) of {duration_h:g} h, seeds {seed}..{seed + n_nights - 1}")
+    images, desc = load_epochs(source, spec, seed=seed, duration_h=duration_h)
+    return [images], desc
+
+
 def image_input(images: np.ndarray) -> np.ndarray:
     """Rendered uint8 images as the intra model's float32 ``image`` input ``(B, C, H, W)``."""
     x = np.asarray(images, dtype=np.float32)

@@ -1,6 +1,7 @@
-"""ONNX Runtime int8 quantization of the shipped models: accepted only when it agrees with fp32
-on held-out rendered epochs (nights not used for calibration); refused otherwise, writing
-nothing."""
+"""ONNX Runtime int8 quantization of the shipped models: accepted only when it passes the
+shared gate (``export/gate.py``) against fp32 on held-out nights (not used for calibration):
+the quantized model's logits, the intra model's features, and the final stages of whole nights
+through the window rule; refused otherwise, writing nothing."""
 
 from __future__ import annotations
 
@@ -32,12 +33,21 @@ def test_dynamic_int8_intra_is_accepted_and_scores(models, nights):
     assert report.accepted and report.output == str(out) and out.is_file()
     assert report.argmax_agreement >= 0.95 and report.n_held_out == len(held)
     assert 0 <= report.max_abs_diff_proba < 0.2
+    # what ships: the fp32 inter model reads the int8 features through the window rule
+    assert report.n_stage_epochs == len(held) and report.n_nights == 1
+    assert report.stage_agreement >= 0.95 and report.stage_max_abs_diff_proba < 0.15
+    assert 0 < report.features_max_abs_diff < 0.25 and report.features_min_cosine > 0.99
     assert report.size_int8_bytes < report.size_fp32_bytes / 2
     assert report.latency_fp32_ms > 0 and report.speedup == pytest.approx(
         report.latency_fp32_ms / report.latency_int8_ms)
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["argmax_agreement"] == report.argmax_agreement
+    assert saved["gate"]["passed"] and set(saved["gate"]["tensors"]) == {"intra/logits",
+                                                                        "intra/features"}
+    assert saved["gate"]["stages"]["agreement"] == report.stage_agreement
+    assert saved["gate"]["tensors"]["intra/features"]["min_cosine"] == report.features_min_cosine
     assert "argmax agreement with fp32" in report.table()
+    assert "final stages vs fp32" in report.table() and "min cosine" in report.table()
     meta = OrtBackend(out).metadata
     fp32 = OrtBackend(models / "intra.onnx").metadata
     assert meta["precision"] == "int8-dynamic"
@@ -58,6 +68,8 @@ def test_static_int8_inter_is_calibrated_on_another_night(models, nights):
     assert report.accepted and report.calibration == "night 31"
     # inter predictions: every position of every window of the held-out night
     assert report.n_held_out == (len(held) - 9) * 10
+    assert set(report.gate["tensors"]) == {"inter/logits"} and report.features_min_cosine is None
+    assert report.n_stage_epochs == len(held) and report.stage_agreement >= 0.95
     q = json.loads(OrtBackend(models / "q" / "inter8.onnx").metadata["quantization"])
     assert q["mode"] == "static" and q["ops"] == ["MatMul", "Gemm", "Conv"]
     with pytest.raises(ValueError, match="needs calibration epochs"):
@@ -70,9 +82,32 @@ def test_refused_below_threshold_writes_nothing(models, nights):
     _, held = nights
     out = models / "bad" / "intra.int8.onnx"
     blank = np.zeros((16, 224, 224), np.uint8)
-    with pytest.raises(QuantizationRefused, match="below the threshold 0.95") as err:
+    with pytest.raises(QuantizationRefused, match="fails the gate") as err:
         quantize_model(models / "intra.onnx", out, mode="static", calibration=blank,
                        held_out=held, repeats=3)
-    assert err.value.report.argmax_agreement < 0.95 and not err.value.report.accepted
+    report = err.value.report
+    assert report.argmax_agreement < 0.95 and not report.accepted
+    assert "final stages: agreement" in str(err.value) and "intra/features" in str(err.value)
+    assert report.stage_agreement < 0.95
     assert not out.exists() and not out.with_suffix(".json").exists()
     assert not out.parent.exists()
+
+
+def test_features_and_stages_refuse_what_the_logits_gate_accepted(models, nights):
+    """Static int8 calibrated on one short night: its logits agree with fp32 above the
+    threshold, but its features and the final stages drift; the gate refuses it."""
+    calib, held = nights
+    threshold = 0.8
+    with pytest.raises(QuantizationRefused) as err:
+        quantize_model(models / "intra.onnx", models / "s" / "intra8.onnx", mode="static",
+                       calibration=calib[:8], held_out=held, repeats=3,
+                       min_agreement=threshold)
+    report = err.value.report
+    assert report.argmax_agreement >= threshold  # the old logits-only gate accepted this
+    assert any(f.startswith("intra/features") for f in report.gate["failures"])
+    assert not (models / "s").exists()
+    # report only (benchmarks): same numbers, written
+    kept = quantize_model(models / "intra.onnx", models / "s" / "intra8.onnx", mode="static",
+                          calibration=calib[:8], held_out=held, repeats=3,
+                          min_agreement=threshold, enforce=False)
+    assert kept.accepted and not kept.gate["passed"] and "not enforced" in kept.notes[-1]
