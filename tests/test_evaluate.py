@@ -15,13 +15,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_scorer.cli import main  # noqa: E402
-from edge_scorer.stats.metrics import agreement  # noqa: E402
-from training.lookahead import (  # noqa: E402
+from edge_scorer.engine.windows import (  # noqa: E402
     block_proba,
     lookahead_curve,
     lookahead_proba,
     window_softmax,
 )
+from edge_scorer.stats.metrics import agreement  # noqa: E402
 from training.models import create_model, sliding_window_proba  # noqa: E402
 
 # ---------------------------------------------------------------------------- look-ahead

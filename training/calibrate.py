@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.engine.windows import sliding_window_proba, softmax
+from edge_scorer.engine.windows import sliding_proba_from_logits, softmax
+from edge_scorer.engine.windows import window_logits as _window_logits
 from edge_scorer.inference.familiarity import METADATA_KEY, TEMPERATURE_KEY, Familiarity
 from edge_scorer.inference.scorer import ScoringModel
 from edge_scorer.stats.metrics import expected_calibration_error
@@ -104,27 +105,17 @@ def fit_temperature(proba_of: Callable[[float], np.ndarray], labels: np.ndarray,
 
 def window_logits(model: ScoringModel, feats: np.ndarray, batch_size: int = 256
                   ) -> np.ndarray:
-    """Raw inter logits ``(n_windows, L, C)`` of one night's windows (stride 1; a night shorter
-    than ``L`` is one window padded with its last epoch, as
-    :func:`~edge_scorer.engine.windows.sliding_window_proba` pads it)."""
-    n, L = len(feats), model.window
-    n_win = max(1, n - L + 1)
-    index = np.minimum(np.arange(n_win)[:, None] + np.arange(L)[None, :], n - 1)
-    out = [np.asarray(model.inter_logits(feats[index[i:i + batch_size]], raw=True),
-                      dtype=np.float64) for i in range(0, n_win, batch_size)]
-    return np.concatenate(out)
+    """Raw inter logits ``(n_windows, L, C)`` of the windows offline scoring uses on one night
+    (:func:`edge_scorer.engine.windows.window_logits`: stride 1; a night shorter than ``L`` is
+    one window padded with its last epoch)."""
+    return _window_logits(lambda w: model.inter_logits(w, raw=True), feats, model.window,
+                          batch_size)
 
 
 def windowed_proba(logits: np.ndarray, n: int, temperature: float = 1.0) -> np.ndarray:
-    """Final probabilities ``(n, C)`` of a night from its window logits at ``temperature``:
-    SleepXViT's rule (:func:`~edge_scorer.engine.windows.sliding_window_proba`) on cached logits."""
-    L = logits.shape[1]
-    starts = np.arange(n, dtype=np.float64)[:, None]  # a window's first "feature" is its start
-
-    def fn(windows: np.ndarray) -> np.ndarray:
-        return logits[windows[:, 0, 0].astype(np.int64)] / temperature
-
-    return sliding_window_proba(fn, starts, L=L)
+    """Final probabilities ``(n, C)`` of a night from its window logits at ``temperature``: the
+    runtime rule on cached logits (:func:`edge_scorer.engine.windows.sliding_proba_from_logits`)."""
+    return sliding_proba_from_logits(logits, n, temperature)
 
 
 # ---------------------------------------------------------------------------- model outputs
@@ -194,6 +185,70 @@ def _split_of(model: ScoringModel, split: dict | str | Path | None) -> dict[str,
     return {p: list(split.get(p, [])) for p in ("train", "val", "test")}
 
 
+def _training_rows(cache, nights: list[int], max_train: int, seed: int) -> np.ndarray:
+    """Scored training epochs (cache rows), at most ``max_train`` drawn with ``seed``."""
+    rows = cache.select(nights)
+    rows = rows[np.asarray(cache.labels[rows]) >= 0]
+    if len(rows) > max_train:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_train, replace=False))
+    return rows
+
+
+def _fit_temperatures(model: ScoringModel, val: list[_Night]) -> tuple[float, float]:
+    """``(T_intra, T_inter)`` fitted on the validation nights (T_inter 1.0 without inter)."""
+    y_val = np.concatenate([n.labels for n in val])
+    t_intra = fit_temperature(
+        lambda t: softmax(np.concatenate([n.logits for n in val]) / t), y_val)
+    t_inter = 1.0
+    if model.inter is not None:
+        t_inter = fit_temperature(
+            lambda t: np.concatenate([n.proba(t_intra, t) for n in val]), y_val)
+    return t_intra, t_inter
+
+
+def _report(model: ScoringModel, temps: tuple[float, float], fam: Familiarity,
+            train_feats: np.ndarray, n_train_nights: int, val: list[_Night],
+            test: list[_Night]) -> dict:
+    """The ``calibration.json`` report."""
+    t_intra, t_inter = temps
+    return {
+        "temperature": t_inter if model.inter is not None else t_intra,
+        "temperature_intra": t_intra, "temperature_inter": t_inter if model.inter else None,
+        "threshold": fam.threshold, "quantile": fam.quantile,
+        "familiarity": fam.summary(),
+        "train": {"n_epochs": int(len(train_feats)), "n_nights": n_train_nights,
+                  "unfamiliar_fraction": round(float(fam.is_unfamiliar(train_feats).mean()),
+                                               6)},
+        "val": _part_metrics(val, (1.0, 1.0), temps, fam),
+        "test": _part_metrics(test, (1.0, 1.0), temps, fam),
+        "notes": "temperatures and threshold fitted on the validation subjects; the test "
+                 "subjects are only reported. ECE: 15 equal-width confidence bins; NLL: mean "
+                 "negative log-likelihood of the reference stage (UNSCORED epochs left out).",
+    }
+
+
+def _stamp(model_dir: Path, spec, fam: Familiarity, report: dict) -> None:
+    """Stamp the statistics and temperatures into the models, check them read back, and
+    write ``calibration.json``."""
+    from export.onnx_export import update_metadata
+
+    intra_path, inter_path = model_dir / "intra.onnx", model_dir / "inter.onnx"
+    has_inter = report["temperature_inter"] is not None
+    update_metadata(intra_path, {METADATA_KEY: fam.to_json(),
+                                 TEMPERATURE_KEY: f"{report['temperature_intra']:.6g}"})
+    if has_inter:
+        update_metadata(inter_path, {TEMPERATURE_KEY: f"{report['temperature_inter']:.6g}"})
+    back = ScoringModel.load(intra_path, inter_path if has_inter else None, spec=spec)
+    if back.familiarity is None or back.familiarity.threshold != fam.threshold or (
+            back.temperature != report["temperature"]):
+        raise RuntimeError(f"the calibration read back from {model_dir} differs from the "
+                           "one stamped")
+    (model_dir / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+    log.info("calibrated %s: T=%g, threshold %.3f (q %.3g), val ECE %s -> %s", model_dir,
+             report["temperature"], fam.threshold, fam.quantile, report["val"]["ece_before"],
+             report["val"]["ece_after"])
+
+
 def calibrate(model_dir: str | Path, cache_dir: str | Path,
               split: dict | str | Path | None = None, *, quantile: float = 0.99,
               max_train: int = MAX_TRAIN, seed: int = 0, write: bool = True) -> dict:
@@ -229,25 +284,21 @@ def calibrate(model_dir: str | Path, cache_dir: str | Path,
     ModelSpecMismatch
         The models do not fit the cache's render spec.
     """
-    from export.onnx_export import update_metadata
     from training.dataset import open_cache
     from training.splits import split_nights
 
     model_dir = Path(model_dir)
-    intra_path, inter_path = model_dir / "intra.onnx", model_dir / "inter.onnx"
+    inter_path = model_dir / "inter.onnx"
     cache = open_cache(cache_dir)
-    model = ScoringModel.load(intra_path, inter_path if inter_path.is_file() else None,
-                              spec=cache.spec())
+    model = ScoringModel.load(model_dir / "intra.onnx",
+                              inter_path if inter_path.is_file() else None, spec=cache.spec())
     parts = split_nights(cache, _split_of(model, split))
     if not parts["train"] or not parts["val"]:
         raise CalibrationUnavailable(
             f"the cache {cache_dir} holds {len(parts['train'])} training and "
             f"{len(parts['val'])} validation night(s) of the split; both are needed "
             "(statistics from train, threshold and temperature from val)")
-    rows = cache.select(parts["train"])
-    rows = rows[np.asarray(cache.labels[rows]) >= 0]
-    if len(rows) > max_train:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_train, replace=False))
+    rows = _training_rows(cache, parts["train"], max_train, seed)
     log.info("calibrate: %d training epochs, %d validation and %d test night(s)", len(rows),
              len(parts["val"]), len(parts["test"]))
     _, train_feats = _outputs(model, cache.images, rows)
@@ -255,43 +306,10 @@ def calibrate(model_dir: str | Path, cache_dir: str | Path,
     test = [_Night(model, cache, i) for i in parts["test"]]
     fam = Familiarity.fit(train_feats, cache.labels[rows], np.concatenate([n.feats for n in val]),
                           quantile)
-    y_val = np.concatenate([n.labels for n in val])
-    t_intra = fit_temperature(
-        lambda t: softmax(np.concatenate([n.logits for n in val]) / t), y_val)
-    t_inter = 1.0
-    if model.inter is not None:
-        t_inter = fit_temperature(
-            lambda t: np.concatenate([n.proba(t_intra, t) for n in val]), y_val)
-    after = (t_intra, t_inter)
-    report = {
-        "temperature": t_inter if model.inter is not None else t_intra,
-        "temperature_intra": t_intra, "temperature_inter": t_inter if model.inter else None,
-        "threshold": fam.threshold, "quantile": fam.quantile,
-        "familiarity": fam.summary(),
-        "train": {"n_epochs": int(len(rows)), "n_nights": len(parts["train"]),
-                  "unfamiliar_fraction": round(float(fam.is_unfamiliar(train_feats).mean()),
-                                               6)},
-        "val": _part_metrics(val, (1.0, 1.0), after, fam),
-        "test": _part_metrics(test, (1.0, 1.0), after, fam),
-        "notes": "temperatures and threshold fitted on the validation subjects; the test "
-                 "subjects are only reported. ECE: 15 equal-width confidence bins; NLL: mean "
-                 "negative log-likelihood of the reference stage (UNSCORED epochs left out).",
-    }
+    temps = _fit_temperatures(model, val)
+    report = _report(model, temps, fam, train_feats, len(parts["train"]), val, test)
     if write:
-        update_metadata(intra_path, {METADATA_KEY: fam.to_json(),
-                                     TEMPERATURE_KEY: f"{t_intra:.6g}"})
-        if model.inter is not None:
-            update_metadata(inter_path, {TEMPERATURE_KEY: f"{t_inter:.6g}"})
-        back = ScoringModel.load(intra_path, inter_path if model.inter else None,
-                                 spec=cache.spec())
-        if back.familiarity is None or back.familiarity.threshold != fam.threshold or (
-                back.temperature != report["temperature"]):
-            raise RuntimeError(f"the calibration read back from {model_dir} differs from the "
-                               "one stamped")
-        (model_dir / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
-        log.info("calibrated %s: T=%g, threshold %.3f (q %.3g), val ECE %s -> %s", model_dir,
-                 report["temperature"], fam.threshold, quantile, report["val"]["ece_before"],
-                 report["val"]["ece_after"])
+        _stamp(model_dir, cache.spec(), fam, report)
     return report
 
 

@@ -6,8 +6,8 @@ Methods (each gives per-epoch class probabilities; the stage is their argmax):
     The intra-epoch ViT alone: softmax of its logits for each epoch image.
 ``intra+inter``
     SleepXViT: the inter transformer on the ViT's epoch features, windows of ``L = 10`` with
-    stride 1, the softmax of every window covering an epoch summed
-    (:func:`edge_scorer.inference.nets.inter.sliding_window_proba`).
+    stride 1, the softmax of every window covering an epoch summed (the runtime window rule,
+    :mod:`edge_scorer.engine.windows`, the one the live engine runs).
 ``stqs``
     STQS on the cache's conditioned signals, sequences of ``S = 8`` epochs with a label per
     epoch. ``stqs_mode="sliding"`` (default) scores every window of 8 with stride 1 and sums
@@ -16,8 +16,9 @@ Methods (each gives per-epoch class probabilities; the stage is their argmax):
     padded with copies of the last epoch), each epoch seen once, as STQS was trained.
 
 For the sequence methods scored with sliding windows, accuracy and kappa are also computed as
-a function of the look-ahead ``k = 0..L-1`` (:mod:`training.lookahead`): what the live engine
-shows for an epoch once ``k`` later epochs have arrived (``k = L-1`` is the offline result).
+a function of the look-ahead ``k = 0..L-1`` (:func:`edge_scorer.engine.windows.lookahead_proba`):
+what the live engine shows for an epoch once ``k`` later epochs have arrived (``k = L-1`` is the
+offline result). :mod:`training.lookahead` computes the same table for exported (ONNX) models.
 
 Metrics (:mod:`edge_scorer.stats.metrics`) exclude epochs unscored in the reference (label -1);
 *pooled* metrics count every epoch of the part together (per-night confusion matrices summed).
@@ -43,7 +44,8 @@ from edge_scorer.stats.metrics import Agreement, agreement
 
 log = get_logger("training.evaluate")
 
-__all__ = ["EXCLUSION_NOTE", "EvaluationReport", "NightPrediction", "evaluate"]
+__all__ = ["EXCLUSION_NOTE", "EvaluationReport", "NightPrediction", "curve_predictions",
+           "evaluate"]
 
 SEQUENCE_METHODS = ("intra+inter", "stqs")
 EXCLUSION_NOTE = (
@@ -346,6 +348,110 @@ def _check_ckpt(kind: str, path: Path, ckpt: dict, arch: str, cache) -> None:
         )
 
 
+def curve_predictions(window_softmax: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The offline probabilities ``(n, C)`` and the stages at look-ahead ``k = 0..L-1``
+    ``(L, n)`` of one night, from its window softmax (the runtime rule,
+    :func:`edge_scorer.engine.windows.lookahead_curve`)."""
+    from edge_scorer.engine.windows import lookahead_curve
+
+    curve = lookahead_curve(window_softmax, n)
+    return curve[-1], np.stack([np.argmax(p, 1) for p in curve]).astype(np.int8)
+
+
+def _check_request(intra, inter, stqs, stqs_mode: str, part: str) -> None:
+    """Refuse an evaluation request that cannot run (before anything is loaded)."""
+    from training.splits import PARTS
+
+    if intra is None and stqs is None:
+        raise ValueError("nothing to evaluate: give an intra checkpoint (optionally with an "
+                         "inter one) and/or an STQS checkpoint")
+    if inter is not None and intra is None:
+        raise ValueError("the inter model scores intra-model features: give --intra too")
+    if stqs_mode not in ("sliding", "blocks"):
+        raise ValueError(f"stqs_mode must be 'sliding' or 'blocks', got {stqs_mode!r}")
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+
+
+def _part_nights(cache, split_dict: dict, part: str) -> list[int]:
+    nights = cache.nights_of(split_dict[part])
+    if not nights:
+        raise ValueError(
+            f"no night of the {part!r} subjects {split_dict[part]} is in the cache {cache.path} "
+            f"(its subjects: {cache.subjects()}); use the split the cache was built for")
+    return nights
+
+
+def _load_models(cache, device: str, **paths: str | Path | None) -> dict[str, tuple]:
+    """``{kind: (model in eval mode, checkpoint dict, path)}`` of the given checkpoints,
+    checked against each other and the cache."""
+    from training.checkpoint import load_checkpoint
+
+    models: dict[str, tuple] = {}
+    for kind, arch in (("intra", "vit"), ("inter", "inter"), ("stqs", "stqs")):
+        path = paths.get(kind)
+        if path is not None:
+            model, ckpt = load_checkpoint(path, map_location=device)
+            _check_ckpt(kind, Path(path), ckpt, arch, cache)
+            models[kind] = (model.eval(), ckpt, Path(path))
+    if "inter" in models and models["inter"][0].config.in_dim != models["intra"][0].num_features:
+        raise ValueError(
+            f"the inter model takes {models['inter'][0].config.in_dim}-d features but the intra "
+            f"model gives {models['intra'][0].num_features}-d; use the inter checkpoint trained "
+            "on this intra model's features")
+    if "stqs" in models and cache.signals is None:
+        raise ValueError(f"the cache {cache.path} has no conditioned signals (STQS input); "
+                         "rebuild it with signals=True (build_cache(..., signals=True))")
+    return models
+
+
+def _score_night(models: dict[str, tuple], cache, index: int, *, batch_size: int,
+                 stqs_mode: str, device: str) -> NightPrediction:
+    """Every method's probabilities (and look-ahead stages) on one night of the cache."""
+    import torch
+
+    from edge_scorer.engine.windows import block_proba, softmax, window_softmax
+    from training.features import extract_features
+
+    info, sl = cache.nights[index], cache.night_slice(index)
+    rows = np.arange(sl.start, sl.stop)
+    n = len(rows)
+    proba: dict[str, np.ndarray] = {}
+    look: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        if "intra" in models:
+            vit = models["intra"][0]
+            feats = torch.as_tensor(np.asarray(extract_features(vit, cache, rows, batch_size)),
+                                    dtype=torch.float32, device=device)
+            proba["intra"] = softmax(vit.forward_head(feats).cpu().numpy().astype(np.float64))
+            if "inter" in models:
+                m = models["inter"][0]
+                ws = window_softmax(m, feats, L=m.config.seq_len, batch_size=256)
+                proba["intra+inter"], look["intra+inter"] = curve_predictions(ws, n)
+        if "stqs" in models:
+            m = models["stqs"][0]
+            x = torch.as_tensor(np.asarray(cache.signals[sl], dtype=np.float32), device=device)
+            if stqs_mode == "blocks":
+                proba["stqs"] = block_proba(m, x, m.config.seq_len, batch_size)
+            else:
+                ws = window_softmax(m, x, L=m.config.seq_len, batch_size=batch_size)
+                proba["stqs"], look["stqs"] = curve_predictions(ws, n)
+    log.info("evaluated night %s (%d epochs)", info["name"], n)
+    return NightPrediction(info["name"], str(info["subject"]), cache.labels[sl].copy(),
+                           np.asarray(cache.epoch[sl]), proba, look)
+
+
+def _meta(cache, split, part: str, results: list[NightPrediction]) -> dict[str, Any]:
+    """The report's provenance: cache, split, part, spec, subjects, time."""
+    return {
+        "cache": str(cache.path), "split": str(split) if isinstance(split, str | Path) else None,
+        "part": part, "spec": {"name": cache.spec_name, "hash": cache.spec_hash},
+        "epoch_s": float(cache.meta.get("epoch_s", 30.0)),
+        "subjects": ", ".join(sorted({r.subject for r in results})),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def evaluate(
     cache,
     split,
@@ -378,6 +484,10 @@ def evaluate(
     device : str
         Torch device.
 
+    Returns
+    -------
+    EvaluationReport
+
     Raises
     ------
     ValueError
@@ -386,89 +496,17 @@ def evaluate(
     FileNotFoundError
         A missing cache, split or checkpoint.
     """
-    import torch
-
-    from edge_scorer.engine.windows import softmax as _softmax
-    from training.checkpoint import load_checkpoint
     from training.dataset import open_cache
-    from training.lookahead import block_proba, lookahead_curve, window_softmax
-    from training.splits import PARTS, load_split
+    from training.splits import load_split
 
-    if intra is None and stqs is None:
-        raise ValueError("nothing to evaluate: give an intra checkpoint (optionally with an "
-                         "inter one) and/or an STQS checkpoint")
-    if inter is not None and intra is None:
-        raise ValueError("the inter model scores intra-model features: give --intra too")
-    if stqs_mode not in ("sliding", "blocks"):
-        raise ValueError(f"stqs_mode must be 'sliding' or 'blocks', got {stqs_mode!r}")
-    if part not in PARTS:
-        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    _check_request(intra, inter, stqs, stqs_mode, part)
     cache = open_cache(cache) if isinstance(cache, str | Path) else cache
     split_dict = load_split(split) if isinstance(split, str | Path) else split
-    nights = cache.nights_of(split_dict[part])
-    if not nights:
-        raise ValueError(
-            f"no night of the {part!r} subjects {split_dict[part]} is in the cache {cache.path} "
-            f"(its subjects: {cache.subjects()}); use the split the cache was built for")
-    models: dict[str, tuple[torch.nn.Module, dict, Path]] = {}
-    for kind, path, arch in (("intra", intra, "vit"), ("inter", inter, "inter"),
-                             ("stqs", stqs, "stqs")):
-        if path is not None:
-            model, ckpt = load_checkpoint(path, map_location=device)
-            _check_ckpt(kind, Path(path), ckpt, arch, cache)
-            models[kind] = (model.eval(), ckpt, Path(path))
-    if "inter" in models and models["inter"][0].config.in_dim != models["intra"][0].num_features:
-        raise ValueError(
-            f"the inter model takes {models['inter'][0].config.in_dim}-d features but the intra "
-            f"model gives {models['intra'][0].num_features}-d; use the inter checkpoint trained "
-            "on this intra model's features")
-    if "stqs" in models and cache.signals is None:
-        raise ValueError(f"the cache {cache.path} has no conditioned signals (STQS input); "
-                         "rebuild it with signals=True (build_cache(..., signals=True))")
-
-    results = []
-    for i in nights:
-        info, sl = cache.nights[i], cache.night_slice(i)
-        rows = np.arange(sl.start, sl.stop)
-        n = len(rows)
-        proba: dict[str, np.ndarray] = {}
-        look: dict[str, np.ndarray] = {}
-        if "intra" in models:
-            from training.features import extract_features
-
-            vit = models["intra"][0]
-            feats = torch.as_tensor(np.asarray(extract_features(vit, cache, rows, batch_size)),
-                                    dtype=torch.float32, device=device)
-            with torch.no_grad():
-                logits = vit.forward_head(feats).cpu().numpy().astype(np.float64)
-            proba["intra"] = _softmax(logits)
-            if "inter" in models:
-                m = models["inter"][0]
-                ws = window_softmax(m, feats, L=m.config.seq_len, batch_size=256)
-                curve = lookahead_curve(ws, n)
-                proba["intra+inter"] = curve[-1]
-                look["intra+inter"] = np.stack([np.argmax(p, 1) for p in curve]).astype(np.int8)
-        if "stqs" in models:
-            m = models["stqs"][0]
-            x = torch.as_tensor(np.asarray(cache.signals[sl], dtype=np.float32), device=device)
-            if stqs_mode == "blocks":
-                proba["stqs"] = block_proba(m, x, m.config.seq_len, batch_size)
-            else:
-                ws = window_softmax(m, x, L=m.config.seq_len, batch_size=batch_size)
-                curve = lookahead_curve(ws, n)
-                proba["stqs"] = curve[-1]
-                look["stqs"] = np.stack([np.argmax(p, 1) for p in curve]).astype(np.int8)
-        results.append(NightPrediction(info["name"], str(info["subject"]), cache.labels[sl].copy(),
-                                       np.asarray(cache.epoch[sl]), proba, look))
-        log.info("evaluated night %s (%d epochs)", info["name"], n)
-
-    meta: dict[str, Any] = {
-        "cache": str(cache.path), "split": str(split) if isinstance(split, str | Path) else None,
-        "part": part, "spec": {"name": cache.spec_name, "hash": cache.spec_hash},
-        "epoch_s": float(cache.meta.get("epoch_s", 30.0)),
-        "subjects": ", ".join(sorted({r.subject for r in results})),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    nights = _part_nights(cache, split_dict, part)
+    models = _load_models(cache, device, intra=intra, inter=inter, stqs=stqs)
+    results = [_score_night(models, cache, i, batch_size=batch_size, stqs_mode=stqs_mode,
+                            device=device) for i in nights]
+    meta = _meta(cache, split, part, results)
     for kind, (model, ckpt, path) in models.items():
         meta[f"{kind}_checkpoint"] = {"path": str(path), "preset": model.cfg.get("preset"),
                                       "epoch": ckpt.get("epoch")}

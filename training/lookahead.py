@@ -1,206 +1,194 @@
-"""What the live engine knows about an epoch after ``k`` later epochs have arrived.
+"""Agreement against look-ahead, measured with the runtime window rule (the model card's table).
 
-The live engine scores with a sequence model (SleepXViT's inter transformer, L = 10, or STQS,
-L = 8) over windows of ``L`` epochs with stride 1. When epoch ``e`` arrives it scores the one
-new window ending at ``e``; the probability of an earlier epoch ``t`` is then the sum of the
-softmax outputs at ``t``'s position in every window scored so far that covers it. Offline
-(``k = L - 1``, all windows covering ``t`` exist) this is SleepXViT's test-time rule,
-:func:`edge_scorer.inference.nets.inter.sliding_window_proba`.
+``python -m training.lookahead MODEL_DIR --cache CACHE [--data NIGHTS] [--split SPLIT]
+[--part test] [--raw] [-o OUT]`` opens ``MODEL_DIR/intra.onnx`` and ``inter.onnx`` with
+:class:`~edge_scorer.inference.scorer.ScoringModel` (ONNX Runtime, CPU: what runs at the
+bedside), runs them over the epoch cache's nights of the split part, and reads every epoch at
+look-ahead ``k = 0..L-1`` with the runtime window rule
+(:func:`edge_scorer.engine.windows.window_softmax` and
+:func:`~edge_scorer.engine.windows.lookahead_curve`): the stage the live
+:class:`~edge_scorer.engine.rolling.RollingScorer` shows for an epoch once ``k`` later epochs
+have arrived (``k = L-1``: the final, offline stage). Nothing here re-implements the rule.
 
-The rule for epoch ``t`` at look-ahead ``k`` (epochs ``0..t+k`` have arrived, ``a = min(t+k+1,
-N)`` of them exist in a night of ``N``):
+It prints the pooled kappa / accuracy / macro-F1 per ``k`` as a Markdown table and, with
+``-o``, writes the full evaluation report (:class:`training.evaluate.EvaluationReport`:
+``report.json``/``.md``, confusion and look-ahead figures, ``predictions.csv``).
 
-* ``a >= L``: sum the softmax at ``t`` over the full windows ``[s, s+L-1]`` with
-  ``s <= t <= s+L-1`` and ``s+L-1 <= min(t+k, N-1)`` (only windows that exist);
-* ``a < L`` (the first ``L - 1`` epochs of a night, or a night shorter than ``L``): no full
-  window exists yet; the engine scores the ``a`` epochs padded at the end with copies of the
-  newest one up to ``L`` (the padding of :func:`sliding_window_proba`) and reads position ``t``.
-  Once the first full window exists these padded estimates are dropped.
-
-With ``normalize`` the sum is divided by the number of windows in it (rows are probabilities,
-as with ``sliding_window_proba(normalize=True)``). Look-ahead ``k >= L - 1`` is the offline
-result, equal to ``sliding_window_proba`` to the last bit (the full windows are scored in the
-same batches).
+``--data NIGHTS`` first builds (or reuses) the cache from a folder of nights
+(:func:`training.dataset.build_cache`, wake trimmed to 30 min as in training), rendering only the
+nights of the part's subjects. ``--raw`` leaves out the temperatures stamped in the models
+(the numbers before temperature scaling); by default the models score as the engine does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
-import torch
 
-from edge_scorer.engine.windows import softmax as _softmax
+from edge_scorer._log import get_logger
+from edge_scorer.engine.windows import softmax, window_softmax
+from edge_scorer.inference.scorer import ScoringModel
+from training.evaluate import EvaluationReport, NightPrediction, curve_predictions
 
+log = get_logger("training.lookahead")
 
-def _as_numpy(out) -> np.ndarray:
-    if isinstance(out, torch.Tensor):
-        out = out.detach().cpu().numpy()
-    return np.asarray(out, dtype=np.float64)
+__all__ = ["build_part_cache", "lookahead_report", "lookahead_table", "main", "score_night"]
 
-
-def _checked(features, L: int, batch_size: int) -> tuple:
-    """Validate a night's features; float16 arrays are promoted to float32."""
-    n = int(features.shape[0])
-    if n == 0:
-        raise ValueError("features is empty: a night needs at least one epoch")
-    if L < 1 or batch_size < 1:
-        raise ValueError(f"L and batch_size must be positive, got L={L}, batch={batch_size}")
-    is_torch = isinstance(features, torch.Tensor)
-    if not is_torch and features.dtype == np.float16:
-        features = features.astype(np.float32)
-    return features, n, is_torch
+#: Cache rows read (and run through the intra model) at a time.
+CHUNK = 512
 
 
-def window_softmax(
-    logits_fn: Callable, features, L: int = 10, batch_size: int = 256,
-) -> np.ndarray:
-    """Softmax of every window the live engine scores over one night.
+def score_night(model: ScoringModel, cache, index: int, *, raw: bool = False
+                ) -> NightPrediction:
+    """Intra and intra + inter predictions of one cached night, with the stages at every
+    look-ahead (the runtime rule on the model's window softmax).
 
     Parameters
     ----------
-    logits_fn : callable
-        Maps windows ``(B, L, *item_shape)`` to logits ``(B, L, C)``: an
-        :class:`~edge_scorer.inference.nets.inter.InterEpochTransformer` or
-        :class:`~edge_scorer.inference.nets.stqs.STQS` in eval mode, or any function (e.g. an ONNX
-        session wrapper). Called with the array type of ``features`` (float32 for a float16
-        numpy array).
-    features : torch.Tensor or numpy.ndarray, shape (N, *item_shape)
-        Per-epoch inputs of one night in time order: intra-model features ``(N, dim)`` for the
-        inter model, conditioned signals ``(N, rows, samples)`` for STQS.
-    L : int
-        Window length (the model's sequence length).
-    batch_size : int
-        Full windows per ``logits_fn`` call (use the same value as ``sliding_window_proba``
-        for bit-identical results).
+    model : ScoringModel
+        Intra + inter models (an inter model is required).
+    cache : EpochCache
+        The epoch cache.
+    index : int
+        Night index in the cache.
+    raw : bool
+        Ignore the models' temperatures.
 
     Returns
     -------
-    ndarray of float64, shape (N, L, C)
-        Row ``e`` is the window scored when epoch ``e`` arrived: for ``e >= L - 1`` the full
-        window ``[e - L + 1, e]``; for ``e < L - 1`` the window of epochs ``0..e`` padded with
-        copies of epoch ``e`` (positions after ``e`` hold the padding's outputs, never used).
+    NightPrediction
+        Methods ``intra`` and ``intra+inter``; ``lookahead["intra+inter"]`` is ``(L, n)``.
     """
-    features, n, is_torch = _checked(features, L, batch_size)
-    rows: list[np.ndarray | None] = [None] * n
-
-    def score(idx: np.ndarray) -> np.ndarray:
-        windows = features[torch.from_numpy(idx)] if is_torch else features[idx]
-        out = _as_numpy(logits_fn(windows))
-        if out.shape[:2] != idx.shape:
-            raise ValueError(
-                f"logits_fn returned shape {out.shape} for {idx.shape[0]} windows of {L}; it "
-                "must return (B, L, C) logits"
-            )
-        return _softmax(out)
-
-    with torch.no_grad():
-        # padded prefix windows, one per call (a night shorter than L is then scored exactly
-        # as sliding_window_proba scores it: one padded window in a batch of one)
-        for e in range(min(n, L - 1)):
-            idx = np.minimum(np.arange(L), e)[None, :]
-            rows[e] = score(idx)[0]
-        n_win = n - L + 1
-        if n_win > 0:
-            index = np.arange(n_win)[:, None] + np.arange(L)[None, :]
-            for start in range(0, n_win, batch_size):
-                proba = score(index[start:start + batch_size])
-                for i, p in enumerate(proba):
-                    rows[start + i + L - 1] = p
-    return np.stack(rows)
+    if model.inter is None:
+        raise ValueError("look-ahead needs an inter model (MODEL_DIR/inter.onnx)")
+    info, sl = cache.nights[index], cache.night_slice(index)
+    logits, feats = [], []
+    for start in range(sl.start, sl.stop, CHUNK):
+        lg, ft = model.epoch_outputs(np.asarray(cache.images[start:min(start + CHUNK, sl.stop)]),
+                                     raw=raw)
+        logits.append(np.asarray(lg, dtype=np.float64))
+        feats.append(ft)
+    feats_all = np.concatenate(feats)
+    ws = window_softmax(lambda w: model.inter_logits(w, raw=raw), feats_all, L=model.window)
+    proba, look = curve_predictions(ws, len(feats_all))
+    log.info("look-ahead: night %s (%d epochs)", info["name"], len(feats_all))
+    return NightPrediction(info["name"], str(info["subject"]), cache.labels[sl].copy(),
+                           np.asarray(cache.epoch[sl]),
+                           {"intra": softmax(np.concatenate(logits)), "intra+inter": proba},
+                           {"intra+inter": look})
 
 
-def lookahead_proba(
-    window_softmax: np.ndarray, n_epochs: int, k: int, normalize: bool = True,
-) -> np.ndarray:
-    """Per-epoch class probabilities after ``k`` later epochs have arrived.
+def lookahead_report(model_dir: str | Path, cache_dir: str | Path,
+                     split: dict | str | Path | None = None, *, part: str = "test",
+                     raw: bool = False) -> EvaluationReport:
+    """Score the part's nights of a cache with exported models, look-ahead included.
 
     Parameters
     ----------
-    window_softmax : ndarray, shape (N, L, C)
-        From :func:`window_softmax`.
-    n_epochs : int
-        Epochs in the night (``N``; checked against ``window_softmax``).
-    k : int
-        Look-ahead in epochs (``0``: only the window ending at ``t``; ``L - 1`` and above:
-        every window covering ``t``, the offline result).
-    normalize : bool
-        Divide each epoch's sum by the number of windows summed (probabilities).
+    model_dir : path-like
+        Folder with ``intra.onnx`` and ``inter.onnx`` (e.g. ``edge_scorer/models``).
+    cache_dir : path-like
+        The epoch cache (:func:`training.dataset.open_cache`), rendered with the models' spec.
+    split : dict, path-like or None
+        Split file or committed split name; None: the split recorded in the intra model.
+    part : {"test", "val", "train"}
+        Which subjects' nights (original nights only).
+    raw : bool
+        Ignore the temperatures stamped in the models.
 
     Returns
     -------
-    ndarray of float64, shape (N, C)
+    EvaluationReport
     """
-    ws = np.asarray(window_softmax, dtype=np.float64)
-    if ws.ndim != 3:
-        raise ValueError(f"window_softmax must be (N, L, C), got shape {ws.shape}")
-    n, L = ws.shape[0], ws.shape[1]
-    if n != n_epochs:
-        raise ValueError(
-            f"window_softmax has {n} rows but the night has {n_epochs} epochs; compute it with "
-            "window_softmax() on this night's features"
-        )
-    if k < 0:
-        raise ValueError(f"look-ahead k must be >= 0, got {k}")
-    t = np.arange(n)
-    avail = np.minimum(t + k + 1, n)  # epochs that exist when t is read
-    full = avail >= L
-    sums = np.zeros((n, ws.shape[2]))
-    counts = np.zeros(n)
-    # windows in order of their end e = t + d (the order sliding_window_proba adds them in)
-    for d in range(min(k, L - 1) + 1):
-        e = t + d
-        ok = full & (e >= L - 1) & (e <= n - 1)
-        sums[ok] += ws[e[ok], L - 1 - d]
-        counts[ok] += 1.0
-    early = ~full
-    sums[early] = ws[avail[early] - 1, t[early]]
-    counts[early] = 1.0
-    if normalize:
-        sums = sums / counts[:, None]
-    return sums
+    from training.calibrate import _split_of
+    from training.dataset import open_cache
+    from training.splits import PARTS
+
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    model_dir = Path(model_dir)
+    cache = open_cache(cache_dir)
+    model = ScoringModel.load(model_dir / "intra.onnx", model_dir / "inter.onnx",
+                              spec=cache.spec())
+    subjects = _split_of(model, split)[part]
+    nights = cache.nights_of(subjects)
+    if not nights:
+        raise ValueError(f"no night of the {part!r} subjects {subjects} is in the cache "
+                         f"{cache_dir} (its subjects: {cache.subjects()})")
+    results = [score_night(model, cache, i, raw=raw) for i in nights]
+    meta = {"models": str(model_dir), "cache": str(cache_dir), "part": part,
+            "split": str(split) if isinstance(split, str | Path) else None,
+            "spec": {"name": cache.spec_name, "hash": cache.spec_hash},
+            "epoch_s": float(cache.meta.get("epoch_s", 30.0)),
+            "subjects": ", ".join(sorted({r.subject for r in results})),
+            "temperature_inter": 1.0 if raw else model.inter_temperature,
+            "rule": "edge_scorer.engine.windows (runtime)"}
+    return EvaluationReport(results, meta)
 
 
-def lookahead_curve(window_softmax: np.ndarray, n_epochs: int, max_k: int | None = None,
-                    normalize: bool = True) -> list[np.ndarray]:
-    """:func:`lookahead_proba` for ``k = 0..max_k`` (default ``L - 1``)."""
-    L = np.asarray(window_softmax).shape[1]
-    max_k = L - 1 if max_k is None else max_k
-    return [lookahead_proba(window_softmax, n_epochs, k, normalize) for k in range(max_k + 1)]
+def lookahead_table(report: EvaluationReport, method: str = "intra+inter") -> str:
+    """The pooled look-ahead table in the model card's layout (k, kappa, accuracy, macro-F1)."""
+    pooled, _ = report.lookahead(method)
+
+    def row(name: str, key: str) -> str:
+        vals = [getattr(a, key) for a in pooled]
+        return f"| {name} | " + " | ".join(
+            "n/a" if not math.isfinite(v) else f"{v:.3f}" for v in vals) + " |"
+
+    ks = range(len(pooled))
+    return "\n".join(["| k | " + " | ".join(str(k) for k in ks) + " |",
+                      "|---" * (len(pooled) + 1) + "|",
+                      row("kappa", "kappa"), row("accuracy", "accuracy"),
+                      row("macro-F1", "macro_f1")])
 
 
-def block_proba(logits_fn: Callable, features, L: int, batch_size: int = 64) -> np.ndarray:
-    """Softmax over non-overlapping blocks of ``L`` epochs from the night's start.
+def build_part_cache(data: str | Path, cache_dir: str | Path, spec, subjects: Sequence[str]):
+    """Build (or reuse) an epoch cache of the nights of ``subjects`` found in ``data``."""
+    from training.dataset import build_cache
+    from training.nights import canonical_subject, nights_from_folder
 
-    Each epoch is scored once. The last block, when incomplete, is padded at the end with copies
-    of the last epoch (the padding of :func:`window_softmax`); padded positions are dropped.
+    want = {canonical_subject(s) for s in subjects}
+    nights = [n for n in nights_from_folder(data) if canonical_subject(n.subject) in want]
+    if not nights:
+        raise ValueError(f"no night of the subjects {sorted(want)} in {data}")
+    return build_cache(nights, spec, cache_dir)
 
-    Parameters
-    ----------
-    logits_fn : callable
-        ``(B, L, *item_shape)`` -> ``(B, L, C)`` logits (e.g. an STQS model in eval mode).
-    features : torch.Tensor or numpy.ndarray, shape (N, *item_shape)
-        Per-epoch inputs of one night in time order.
-    L : int
-        Block length.
-    batch_size : int
-        Blocks per call.
 
-    Returns
-    -------
-    ndarray of float64, shape (N, C)
-    """
-    features, n, is_torch = _checked(features, L, batch_size)
-    n_blocks = -(-n // L)
-    index = np.minimum(np.arange(n_blocks * L), n - 1).reshape(n_blocks, L)
-    parts = []
-    with torch.no_grad():
-        for start in range(0, n_blocks, batch_size):
-            idx = index[start:start + batch_size]
-            out = _as_numpy(logits_fn(features[torch.from_numpy(idx)] if is_torch
-                                      else features[idx]))
-            if out.shape[:2] != idx.shape:
-                raise ValueError(f"logits_fn returned shape {out.shape} for {idx.shape[0]} "
-                                 f"blocks of {L}; it must return (B, L, C) logits")
-            parts.append(_softmax(out).reshape(-1, out.shape[-1]))
-    return np.concatenate(parts)[:n]
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.lookahead``: print the look-ahead table (and write the report)."""
+    parser = argparse.ArgumentParser(prog="python -m training.lookahead",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", type=Path, help="folder with intra.onnx + inter.onnx")
+    parser.add_argument("--cache", type=Path, required=True, help="epoch cache folder")
+    parser.add_argument("--data", type=Path, help="folder of nights: build the cache of the "
+                        "part's nights from it first (reused when up to date)")
+    parser.add_argument("--split", help="split file or committed split name (default: the "
+                        "split recorded in the intra model)")
+    parser.add_argument("--part", choices=("test", "val", "train"), default="test")
+    parser.add_argument("--raw", action="store_true",
+                        help="ignore the models' temperatures (before temperature scaling)")
+    parser.add_argument("-o", "--out", type=Path, help="write the evaluation report here")
+    args = parser.parse_args(argv)
+    if args.data is not None:
+        from training.calibrate import _split_of
+
+        model = ScoringModel.load(args.model_dir / "intra.onnx", args.model_dir / "inter.onnx")
+        build_part_cache(args.data, args.cache, model.spec,
+                         _split_of(model, args.split)[args.part])
+    report = lookahead_report(args.model_dir, args.cache, args.split, part=args.part,
+                              raw=args.raw)
+    print(f"{len(report.nights)} {args.part} nights, {sum(len(n.labels) for n in report.nights)}"
+          f" epochs, inter temperature {report.meta['temperature_inter']:g}")
+    print(lookahead_table(report))
+    if args.out is not None:
+        paths = report.write(args.out)
+        print(f"report: {paths['md']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

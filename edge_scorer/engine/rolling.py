@@ -1,29 +1,31 @@
 """The rolling inter-epoch window: provisional, revised and final stages as epochs arrive.
 
 :class:`RollingScorer` receives each epoch's intra-model output (CLS feature and logits) in
-time order and keeps, per epoch, the sum of the inter model's softmax over every window of
-``L`` epochs (stride 1) scored so far that covers it: SleepXViT's test-time rule applied as the
-night unfolds (``training.lookahead`` states the same rule and measures it).
+time order, scores the windows of ``L`` epochs that the new epochs complete
+(:func:`~edge_scorer.engine.windows.score_windows`), keeps their softmax by window end, and
+reads every touched epoch's probabilities with the one window rule,
+:func:`~edge_scorer.engine.windows.window_sums`, at the look-ahead it has: epoch ``t`` after
+``a`` epochs have arrived is exactly ``lookahead_proba(window_softmax(...), a, a - 1 - t)``
+(the numbers of ``training.lookahead`` and the model card are this rule too).
 
 When epoch ``e`` arrives:
 
-* ``e >= L - 1``: the one new full window ``[e - L + 1, e]`` is scored and its softmax added to
-  the sums of its ``L`` epochs. Epoch ``e`` gets a *provisional* stage from that one window,
-  epochs ``e - L + 1 .. e - 1`` are *revised*, and epoch ``e - L + 1`` becomes *final*: every
-  window that will ever cover it has now been scored.
+* ``e >= L - 1``: the one new full window ``[e - L + 1, e]`` is scored. Epoch ``e`` gets a
+  *provisional* stage from that one window, epochs ``e - L + 1 .. e - 1`` are *revised*, and
+  epoch ``e - L + 1`` becomes *final*: every window that will ever cover it has been scored.
 * ``e < L - 1`` (the start of a night): no full window exists yet; the ``e + 1`` epochs are
-  scored as one window padded at the end with copies of epoch ``e`` (the padding of
-  :func:`~edge_scorer.engine.windows.sliding_window_proba`) and each reads its position. These
-  padded
+  scored as one prefix window padded at the end with copies of epoch ``e``
+  (:func:`~edge_scorer.engine.windows.window_index`) and each reads its position. These
   estimates are dropped when the first full window arrives.
 * :meth:`RollingScorer.finish` (end of stream) makes every epoch final as it stands. The final
   probabilities then equal offline scoring of the whole night with
-  :func:`~edge_scorer.engine.windows.sliding_window_proba` (normalised); only the batch sizes of the
-  model calls differ, so they agree to float32 rounding.
+  :func:`~edge_scorer.engine.windows.sliding_window_proba` (normalised); only the batch sizes of
+  the model calls differ, so they agree to float32 rounding.
 
 Several epochs may be added in one call (offline scoring, a stream catching up): their windows
 are scored in one batch and each touched epoch gets one update describing its state after the
-call.
+call. Without an inter model every epoch is its own window (``L = 1``: the intra softmax, final
+at once).
 
 Clinical caveat: a provisional stage rests on one window ending at the epoch (no look-ahead);
 the final stage is the one to report.
@@ -31,11 +33,12 @@ the final stage is the one to report.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_scorer.engine.windows import softmax
+from edge_scorer.engine.windows import score_windows, softmax, window_index, window_sums
 from edge_scorer.stages import CLASS_NAMES, Stage
 
 #: Update status values.
@@ -109,36 +112,35 @@ class _EpochInfo:
 
 @dataclass
 class RollingScorer:
-    """Sliding-window sums of the inter model's softmax, updated epoch by epoch.
+    """The window rule applied epoch by epoch: window softmax kept by window end, every touched
+    epoch read with :func:`~edge_scorer.engine.windows.window_sums` at its current look-ahead.
 
     Parameters
     ----------
     inter_logits : callable or None
         ``(B, L, D)`` feature windows -> ``(B, L, 5)`` logits (e.g.
-        :meth:`~edge_scorer.inference.scorer.ScoringModel.inter_logits`); None scores each epoch by
-        the
-        intra model alone (``L = 1``, every label final at once).
+        :meth:`~edge_scorer.inference.scorer.ScoringModel.inter_logits`); None scores each epoch
+        by the intra model alone (``L = 1``, every label final at once).
     window : int
         ``L``, the inter model's window length.
     epoch_s : float
         Epoch length in seconds (for ``onset_s``).
     """
 
-    inter_logits: object | None
+    inter_logits: Callable[[np.ndarray], np.ndarray] | None
     window: int = 10
     epoch_s: float = 30.0
     _feats: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
-    _sums: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
-    _counts: list[int] = field(default_factory=list, init=False, repr=False)
-    _early: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    _ws: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, len(CLASS_NAMES))),
+                            init=False, repr=False)
     _info: list[_EpochInfo] = field(default_factory=list, init=False, repr=False)
-    _final: list[bool] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.inter_logits is None:
             self.window = 1
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
+        self._ws = np.full((64, self.window, len(CLASS_NAMES)), np.nan)
         self.finished = False
 
     @property
@@ -147,26 +149,39 @@ class RollingScorer:
         return len(self._feats)
 
     # ------------------------------------------------------------------ state
+    def _read(self, epochs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and full windows summed of ``epochs`` now: the window rule at the
+        look-ahead each has (``n_epochs - 1 - t``)."""
+        a = self.n_epochs
+        sums, counts = window_sums(self._ws[:a], a, a - 1 - epochs, epochs)
+        return sums / np.maximum(counts, 1)[:, None], counts
+
     def proba(self, t: int) -> np.ndarray:
         """Current probabilities of epoch ``t`` (float64, shape (5,))."""
-        if self._counts[t] > 0:
-            return self._sums[t] / self._counts[t]
-        return self._early[t]
+        return self._read(np.array([t]))[0][0]
+
+    def _updates(self, epochs: list[int], statuses: list[str]) -> list[EpochUpdate]:
+        if not epochs:
+            return []
+        proba, counts = self._read(np.asarray(epochs, dtype=np.int64))
+        out = []
+        for t, status, p, c in zip(epochs, statuses, proba, counts, strict=True):
+            info = self._info[t]
+            stage = int(Stage.UNSCORED) if info.unscorable else int(np.argmax(p))
+            out.append(EpochUpdate(t, t * self.epoch_s, stage, p, status, int(c),
+                                   info.invalid_fraction, info.gap_filled, info.unscorable,
+                                   familiarity=info.familiarity, unfamiliar=info.unfamiliar))
+        return out
 
     def update(self, t: int, status: str) -> EpochUpdate:
         """An :class:`EpochUpdate` of epoch ``t`` with the given status."""
-        p = self.proba(t)
-        info = self._info[t]
-        stage = int(Stage.UNSCORED) if info.unscorable else int(np.argmax(p))
-        return EpochUpdate(t, t * self.epoch_s, stage, p.copy(), status, self._counts[t],
-                           info.invalid_fraction, info.gap_filled, info.unscorable,
-                           familiarity=info.familiarity, unfamiliar=info.unfamiliar)
+        return self._updates([t], [status])[0]
 
     def probabilities(self) -> np.ndarray:
         """Current probabilities of every epoch, ``(n_epochs, 5)``."""
         if not self._feats:
             return np.zeros((0, len(CLASS_NAMES)))
-        return np.stack([self.proba(t) for t in range(self.n_epochs)])
+        return self._read(np.arange(self.n_epochs))[0]
 
     def stages(self) -> np.ndarray:
         """Current stage of every epoch (int8; UNSCORED for unscorable epochs)."""
@@ -184,10 +199,31 @@ class RollingScorer:
                 np.array([i.unfamiliar for i in self._info], dtype=bool))
 
     def is_final(self, t: int) -> bool:
-        """Whether epoch ``t``'s stage can no longer change."""
-        return self._final[t]
+        """Whether epoch ``t``'s stage can no longer change (every window covering it has been
+        scored, or the stream ended)."""
+        return self.finished or t <= self.n_epochs - self.window
 
     # ------------------------------------------------------------------ updates
+    def _score_new(self, first: int, logits: np.ndarray) -> np.ndarray:
+        """Score the windows that epochs ``first..n_epochs-1`` complete, store their softmax
+        by window end and return those ends."""
+        L, last = self.window, self.n_epochs - 1
+        if len(self._ws) <= last:
+            grown = np.full((max(2 * len(self._ws), last + 1),) + self._ws.shape[1:], np.nan)
+            grown[:len(self._ws)] = self._ws
+            self._ws = grown
+        if self.inter_logits is None:  # every epoch its own window of one
+            ends = np.arange(first, last + 1)
+            self._ws[ends] = softmax(logits)[:, None, :]
+            return ends
+        # before the first full window only the newest prefix window matters (it replaces
+        # the others); afterwards every new full window
+        ends = np.arange(max(first, L - 1), last + 1) if last >= L - 1 else np.array([last])
+        lo = max(0, int(ends[0]) - L + 1)
+        feats = np.stack(self._feats[lo:])
+        self._ws[ends] = score_windows(self.inter_logits, feats, ends - lo, L, len(ends))
+        return ends
+
     def add(self, features: np.ndarray, logits: np.ndarray,
             infos: list[dict] | None = None) -> list[EpochUpdate]:
         """Add the next epochs (in time order) and return the updates they cause.
@@ -219,56 +255,20 @@ class RollingScorer:
         if features.ndim != 2 or logits.shape != (m, len(CLASS_NAMES)):
             raise ValueError(f"expected features (m, D) and logits (m, {len(CLASS_NAMES)}), got "
                              f"{features.shape} and {logits.shape}")
+        if infos is not None and len(infos) != m:
+            raise ValueError(f"expected {m} infos (one per new epoch), got {len(infos)}")
         first = self.n_epochs
         for i in range(m):
             self._feats.append(features[i])
-            self._sums.append(np.zeros(len(CLASS_NAMES)))
-            self._counts.append(0)
-            self._final.append(False)
             self._info.append(_EpochInfo(**(infos[i] if infos else {})))
-        touched: set[int] = set(range(first, first + m))
-        if self.inter_logits is None:
-            for t in range(first, first + m):
-                self._sums[t] = softmax(logits[t - first])
-                self._counts[t] = 1
-                self._final[t] = True
-            return [self.update(t, FINAL) for t in range(first, first + m)]
-        L = self.window
-        last = first + m - 1
-        # padded start-of-night estimates: only the newest matters (it replaces the others)
-        if last < L - 1:
-            idx = np.minimum(np.arange(L), last)
-            proba = softmax(np.asarray(self.inter_logits(np.stack(self._feats)[idx][None]),
-                                       dtype=np.float64))[0]
-            for t in range(last + 1):
-                self._early[t] = proba[t]
-            touched.update(range(last + 1))
-        else:
-            ends = list(range(max(first, L - 1), last + 1))
-            feats = np.stack(self._feats[ends[0] - L + 1:])  # window k is feats[k:k + L]
-            index = np.arange(len(ends))[:, None] + np.arange(L)[None, :]
-            proba = softmax(np.asarray(self.inter_logits(feats[index]), dtype=np.float64))
-            for e, p in zip(ends, proba, strict=True):
-                for j in range(L):
-                    t = e - L + 1 + j
-                    self._sums[t] = self._sums[t] + p[j]
-                    self._counts[t] += 1
-                    touched.add(t)
-            self._early.clear()
-            for t in range(max(0, first - L + 1), last - L + 2):
-                self._final[t] = True  # the window ending at t + L - 1 was its last
-        out = []
-        for t in sorted(touched):
-            status = FINAL if self._final[t] else (PROVISIONAL if t >= first else REVISED)
-            out.append(self.update(t, status))
-        return out
+        ends = self._score_new(first, logits)
+        touched = np.union1d(window_index(ends, self.window).ravel(), np.arange(first, first + m))
+        statuses = [FINAL if self.is_final(int(t)) else (PROVISIONAL if t >= first else REVISED)
+                    for t in touched]
+        return self._updates([int(t) for t in touched], statuses)
 
     def finish(self) -> list[EpochUpdate]:
         """End of stream: every epoch not yet final becomes final as it stands."""
+        pending = [t for t in range(self.n_epochs) if not self.is_final(t)]
         self.finished = True
-        out = []
-        for t in range(self.n_epochs):
-            if not self._final[t]:
-                self._final[t] = True
-                out.append(self.update(t, FINAL))
-        return out
+        return self._updates(pending, [FINAL] * len(pending))
