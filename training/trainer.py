@@ -48,7 +48,7 @@ from training.loader import iterate_batches
 
 log = get_logger("training.trainer")
 
-__all__ = ["BatchSource", "FitResult", "LOG_COLUMNS", "STEP_COLUMNS", "fit", "lr_at"]
+__all__ = ["BatchSource", "FitResult", "LOG_COLUMNS", "RunConfig", "STEP_COLUMNS", "fit", "lr_at"]
 
 LOG_COLUMNS = ("epoch", "step", "train_loss", "val_loss", "val_acc", "lr", "epoch_s",
                "elapsed_s", "best", "stopped")
@@ -239,8 +239,9 @@ def fit(
     if t["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     try:
-        return _run(model, train, val, loss_fn, t, out, device, amp, seed, meta or {}, resume,
-                    quiet)
+        return _run(RunConfig(model=model, train=train, val=val, loss_fn=loss_fn, settings=t,
+                              out=out, device=device, amp=amp, seed=seed, meta=meta or {},
+                              resume=resume, quiet=quiet))
     finally:
         torch.set_num_threads(prev_threads)
         torch.use_deterministic_algorithms(prev_det)
@@ -278,151 +279,334 @@ def _start_logs(out: Path, resume: bool, step: int) -> None:
         _write_rows(path, columns, kept)
 
 
-def _run(model, train, val, loss_fn, t, out, device, amp, seed, meta, resume, quiet) -> FitResult:
-    ctx = dist.context()
-    bs, workers = int(t["batch_size"]), int(t["workers"])
-    sampler = dist.EpochShardSampler(train.n, bs, weights=train.weights, seed=seed)
-    steps_per_epoch = sampler.batches_per_epoch
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(_param_groups(model, float(t["weight_decay"])), lr=float(t["lr"]))
-    check = {"n_train": int(train.n), "batch_size": bs}
-    epoch0, batch0, step, best, elapsed0 = 0, 0, 0, math.inf, 0.0
-    log_path = out / "train_log.csv"
-    if resume:
-        st = _load_resume(out / "last.pt", model, opt, check)
-        epoch0, batch0, step = st["next_epoch"], st["next_batch"], st["step"]
-        best, elapsed0 = st["best"], st["elapsed_s"]
-        torch.set_rng_state(st["torch_rng"])
-        gen.set_state(st["gen_rng"])
-        log.info("resuming %s at epoch %d, batch %d (step %d, best %.4f; %d process(es), "
-                 "%s before)", out, epoch0 + 1, batch0, step, best, ctx.world,
-                 st.get("world_size", 1))
-    elif ctx.main and (out / "last.pt").exists():
-        log.warning("%s already holds a run; its checkpoints and log are replaced (use "
-                    "--resume to continue it instead)", out)
-    if ctx.main:
-        _start_logs(out, resume, step)
-    _rank_seed(seed, step)
-    net: nn.Module = model
-    if ctx.enabled:
-        from torch.nn.parallel import DistributedDataParallel
+@dataclass
+class RunConfig:
+    """Everything one training run needs; :func:`fit` builds it (see its parameters).
 
-        net = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    has_val = val is not None and val.n > 0
-    if not has_val:
-        log.warning("no validation items: best.pt is chosen by training loss")
-    epochs, max_steps = int(t["epochs"]), int(t["max_steps"])
-    budget_s = float(t["time_budget_min"]) * 60.0
-    show = ctx.main and not quiet and sys.stderr.isatty()
-    t_run = time.monotonic()
-    result = FitResult(out, step, best, None)
-    from tqdm.auto import tqdm
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The model, already on ``device``.
+    train, val : BatchSource
+        Training items; validation items (None or empty: best by training loss).
+    loss_fn : callable
+        ``loss_fn(model, batch, train, generator) -> (loss, logits, targets)``.
+    settings : dict
+        The ``[train]`` section of the configuration.
+    out : Path
+        Run folder (exists).
+    device : torch.device
+        Where the model and the batches go.
+    amp : bool
+        bfloat16 autocast (CUDA only).
+    seed : int
+        Seed of the sampling order, augmentation and dropout.
+    meta : dict
+        Provenance stored in every checkpoint.
+    resume : bool
+        Continue from ``out/last.pt``.
+    quiet : bool
+        No progress bars.
+    """
 
-    for epoch in range(epoch0, epochs):
-        if max_steps and step >= max_steps:
+    model: nn.Module
+    train: BatchSource
+    val: BatchSource | None
+    loss_fn: LossFn
+    settings: dict
+    out: Path
+    device: torch.device
+    amp: bool
+    seed: int
+    meta: dict
+    resume: bool
+    quiet: bool
+
+    @property
+    def batch_size(self) -> int:
+        """Global batch size (items per optimizer step over all processes)."""
+        return int(self.settings["batch_size"])
+
+    @property
+    def workers(self) -> int:
+        """DataLoader worker processes (0: a background thread)."""
+        return int(self.settings["workers"])
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs of the run."""
+        return int(self.settings["epochs"])
+
+    @property
+    def max_steps(self) -> int:
+        """Optimizer steps after which the run stops (0: no limit)."""
+        return int(self.settings["max_steps"])
+
+    @property
+    def budget_s(self) -> float:
+        """Seconds after which the run stops (0: no limit)."""
+        return float(self.settings["time_budget_min"]) * 60.0
+
+    @property
+    def has_val(self) -> bool:
+        """Whether there are validation items."""
+        return self.val is not None and self.val.n > 0
+
+
+@dataclass
+class _RunState:
+    """What changes while a run goes: optimizer, generators, position, best score, clock."""
+
+    sampler: dist.EpochShardSampler
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    net: nn.Module
+    check: dict
+    epoch0: int = 0
+    batch0: int = 0
+    step: int = 0
+    best: float = math.inf
+    elapsed0: float = 0.0
+    t_run: float = 0.0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps (global batches) of one epoch."""
+        return self.sampler.batches_per_epoch
+
+
+@dataclass
+class _EpochStats:
+    """What one epoch of training did."""
+
+    last_i: int
+    done: int = 0
+    loss_sum: float = 0.0
+    n_sum: float = 0.0
+    lr: float = math.nan
+    stopped: str | None = None
+    step_rows: list[dict] = field(default_factory=list)
+
+    @property
+    def train_loss(self) -> float:
+        """Mean training loss over the scored targets of the epoch."""
+        return self.loss_sum / max(self.n_sum, 1)
+
+
+def _run(cfg: RunConfig) -> FitResult:
+    """The training loop of :func:`fit`: set up (or resume), then epochs of training, each
+    followed by validation, the logs and the checkpoints, until the last epoch, ``max_steps``
+    or the time budget."""
+    st = _set_up(cfg)
+    show = dist.context().main and not cfg.quiet and sys.stderr.isatty()
+    result = FitResult(cfg.out, st.step, st.best, None)
+    for epoch in range(st.epoch0, cfg.epochs):
+        if cfg.max_steps and st.step >= cfg.max_steps:
             result.stopped = "max_steps"
             break
         t_epoch = time.monotonic()
-        first = batch0 if epoch == epoch0 else 0
-        sampler.set_epoch(epoch, first)
-        net.train()
-        loss_sum, n_sum, done, last_i = 0.0, 0.0, 0, first
-        stopped = None
-        step_rows: list[dict] = []
-        bar = tqdm(total=steps_per_epoch, initial=first, disable=not show, leave=False,
-                   desc=f"epoch {epoch + 1}/{epochs}", file=sys.stderr)
-        batches = iterate_batches(train.get, sampler, workers, pin_memory=device.type == "cuda")
-        for i, (batch, real) in enumerate(batches, start=first):
-            if max_steps and step >= max_steps:
-                stopped = "max_steps"
-                break
-            if budget_s:  # every process stops at the same step
-                over = float(time.monotonic() - t_run > budget_s)
-                if dist.all_reduce_sum([over], device)[0] > 0:
-                    stopped = "time budget"
-                    break
-            lr = lr_at(step, t, steps_per_epoch)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            batch = _to(batch, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, logits, y = loss_fn(net, batch, True, gen)
-            n_local = _scored(logits.detach(), y)[0] if real else 0
-            if ctx.enabled:  # the global batch's mean loss, and this rank's share of it
-                total, n = dist.all_reduce_sum([float(loss.detach()) * n_local, n_local],
-                                               device)
-                loss_value = total / n if n else float("nan")
-                backward = loss * (n_local * ctx.world / n) if n else loss
-            else:
-                loss_value, n, backward = float(loss.detach()), n_local, loss
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"training loss is {loss_value} at step {step}; lower "
-                                         "train.lr or enable train.grad_clip")
-            opt.zero_grad(set_to_none=True)
-            backward.backward()
-            if t["grad_clip"]:
-                nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
-            opt.step()
-            step += 1
-            done += 1
-            last_i = i + 1
-            loss_sum += loss_value * n
-            n_sum += n
-            step_rows.append({"step": step, "epoch": epoch + 1,
-                              "loss": round(loss_value, 6), "lr": f"{lr:.3e}"})
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / max(n_sum, 1):.4f}", lr=f"{lr:.2e}")
-        bar.close()
-        if done == 0:  # stopped before training anything in this epoch
-            result.stopped = stopped
+        ep = _train_epoch(cfg, st, epoch, st.batch0 if epoch == st.epoch0 else 0, show)
+        if ep.done == 0:  # stopped before training anything in this epoch
+            result.stopped = ep.stopped
             break
-        train_loss = loss_sum / max(n_sum, 1)
-        if has_val:
-            val_loss, val_acc = _validate(model, val, loss_fn, bs, device,
-                                          int(t["val_max_items"]), amp, gen, workers)
-        else:
-            val_loss, val_acc = float("nan"), float("nan")
-        score = val_loss if has_val else train_loss
-        is_best = bool(score < best)
-        best = min(best, score) if math.isfinite(score) else best
-        finished = stopped is None
-        elapsed = elapsed0 + time.monotonic() - t_run
-        row = {"epoch": epoch + 1, "step": step, "train_loss": round(train_loss, 6),
-               "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
-               "lr": f"{lr:.3e}", "epoch_s": round(time.monotonic() - t_epoch, 2),
-               "elapsed_s": round(elapsed, 2), "best": int(is_best), "stopped": stopped or ""}
-        if ctx.main:
-            state = {
-                "step": step, "next_epoch": epoch + 1 if finished else epoch,
-                "next_batch": 0 if finished else last_i, "best": best, "elapsed_s": elapsed,
-                "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
-                "world_size": ctx.world, **check,
-            }
-            ck_meta = {**meta, "train": {"step": step, "epoch": epoch + 1, "val_loss": val_loss,
-                                         "val_acc": val_acc, "train_loss": train_loss}}
-            _write_rows(out / "train_steps.csv", STEP_COLUMNS, step_rows)
-            _write_rows(log_path, LOG_COLUMNS, [row])
-            save_checkpoint(out / "last.pt", model, optimizer=opt, epoch=epoch, best=best,
-                            meta=ck_meta, state=state)
-            if is_best:
-                save_checkpoint(out / "best.pt", model, epoch=epoch, best=best, meta=ck_meta,
-                                state=state)
-        result.history.append(row)
-        log.info("epoch %d/%d step %d: train loss %.4f, val loss %.4f, val acc %.3f, lr %.2e, "
-                 "%.1f s%s%s", epoch + 1, epochs, step, train_loss, val_loss, val_acc, lr,
-                 row["epoch_s"], " (best)" if is_best else "",
-                 f" - stopped: {stopped}" if stopped else "")
-        if stopped:
-            result.stopped = stopped
+        result.history.append(_end_epoch(cfg, st, epoch, ep, t_epoch))
+        if ep.stopped:
+            result.stopped = ep.stopped
             break
     else:
-        if epoch0 >= epochs:
-            log.info("%s: all %d epochs are already trained; nothing to do", out, epochs)
-    result.step, result.best = step, best
-    if ctx.main and not (out / "best.pt").exists() and (out / "last.pt").exists():
+        if st.epoch0 >= cfg.epochs:
+            log.info("%s: all %d epochs are already trained; nothing to do", cfg.out,
+                     cfg.epochs)
+    result.step, result.best = st.step, st.best
+    _finish(cfg)
+    return result
+
+
+def _set_up(cfg: RunConfig) -> _RunState:
+    """Seeds, sampler, optimizer, the resumed state (or fresh logs), DDP; starts the clock."""
+    ctx = dist.context()
+    sampler = dist.EpochShardSampler(cfg.train.n, cfg.batch_size, weights=cfg.train.weights,
+                                     seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(_param_groups(cfg.model, float(cfg.settings["weight_decay"])),
+                            lr=float(cfg.settings["lr"]))
+    st = _RunState(sampler=sampler, opt=opt, gen=gen, net=cfg.model,
+                   check={"n_train": int(cfg.train.n), "batch_size": cfg.batch_size})
+    if cfg.resume:
+        _resume(cfg, st)
+    elif ctx.main and (cfg.out / "last.pt").exists():
+        log.warning("%s already holds a run; its checkpoints and log are replaced (use "
+                    "--resume to continue it instead)", cfg.out)
+    if ctx.main:
+        _start_logs(cfg.out, cfg.resume, st.step)
+    _rank_seed(cfg.seed, st.step)
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        st.net = DistributedDataParallel(
+            cfg.model, device_ids=[cfg.device.index] if cfg.device.type == "cuda" else None)
+    if not cfg.has_val:
+        log.warning("no validation items: best.pt is chosen by training loss")
+    st.t_run = time.monotonic()
+    return st
+
+
+def _resume(cfg: RunConfig, st: _RunState) -> None:
+    """Load ``last.pt`` into the model and optimizer; restore position, best, clock and RNGs."""
+    saved = _load_resume(cfg.out / "last.pt", cfg.model, st.opt, st.check)
+    st.epoch0, st.batch0, st.step = saved["next_epoch"], saved["next_batch"], saved["step"]
+    st.best, st.elapsed0 = saved["best"], saved["elapsed_s"]
+    torch.set_rng_state(saved["torch_rng"])
+    st.gen.set_state(saved["gen_rng"])
+    log.info("resuming %s at epoch %d, batch %d (step %d, best %.4f; %d process(es), "
+             "%s before)", cfg.out, st.epoch0 + 1, st.batch0, st.step, st.best,
+             dist.context().world, saved.get("world_size", 1))
+
+
+def _stop_reason(cfg: RunConfig, st: _RunState) -> str | None:
+    """``"max_steps"`` or ``"time budget"`` when the run must stop before the next step."""
+    if cfg.max_steps and st.step >= cfg.max_steps:
+        return "max_steps"
+    if cfg.budget_s:  # every process stops at the same step
+        over = float(time.monotonic() - st.t_run > cfg.budget_s)
+        if dist.all_reduce_sum([over], cfg.device)[0] > 0:
+            return "time budget"
+    return None
+
+
+def _train_epoch(
+    cfg: RunConfig, st: _RunState, epoch: int, first: int, show: bool
+) -> _EpochStats:
+    """Optimizer steps over the epoch's batches from batch ``first`` (after a resume mid-epoch)
+    until its end, ``max_steps`` or the time budget."""
+    from tqdm.auto import tqdm
+
+    st.sampler.set_epoch(epoch, first)
+    st.net.train()
+    ep = _EpochStats(last_i=first)
+    bar = tqdm(total=st.steps_per_epoch, initial=first, disable=not show, leave=False,
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr)
+    batches = iterate_batches(cfg.train.get, st.sampler, cfg.workers,
+                              pin_memory=cfg.device.type == "cuda")
+    for i, (batch, real) in enumerate(batches, start=first):
+        ep.stopped = _stop_reason(cfg, st)
+        if ep.stopped:
+            break
+        lr = lr_at(st.step, cfg.settings, st.steps_per_epoch)
+        loss_value, n = _train_step(cfg, st, batch, real, lr)
+        st.step += 1
+        ep.done += 1
+        ep.last_i = i + 1
+        ep.loss_sum += loss_value * n
+        ep.n_sum += n
+        ep.lr = lr
+        ep.step_rows.append({"step": st.step, "epoch": epoch + 1,
+                             "loss": round(loss_value, 6), "lr": f"{lr:.3e}"})
+        bar.update(1)
+        bar.set_postfix(loss=f"{ep.loss_sum / max(ep.n_sum, 1):.4f}", lr=f"{lr:.2e}")
+    bar.close()
+    return ep
+
+
+def _train_step(
+    cfg: RunConfig, st: _RunState, batch: dict, real: bool, lr: float
+) -> tuple[float, float]:
+    """One optimizer step at learning rate ``lr``.
+
+    Returns
+    -------
+    loss : float
+        Mean loss of the global batch (over every process).
+    n : float
+        Scored targets of the global batch (0 for a padding batch, ``real`` False).
+    """
+    ctx = dist.context()
+    for g in st.opt.param_groups:
+        g["lr"] = lr
+    batch = _to(batch, cfg.device)
+    with torch.autocast(cfg.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+        loss, logits, y = cfg.loss_fn(st.net, batch, True, st.gen)
+    n_local = _scored(logits.detach(), y)[0] if real else 0
+    if ctx.enabled:  # the global batch's mean loss, and this rank's share of it
+        total, n = dist.all_reduce_sum([float(loss.detach()) * n_local, n_local], cfg.device)
+        loss_value = total / n if n else float("nan")
+        backward = loss * (n_local * ctx.world / n) if n else loss
+    else:
+        loss_value, n, backward = float(loss.detach()), n_local, loss
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(f"training loss is {loss_value} at step {st.step}; lower "
+                                 "train.lr or enable train.grad_clip")
+    st.opt.zero_grad(set_to_none=True)
+    backward.backward()
+    if cfg.settings["grad_clip"]:
+        nn.utils.clip_grad_norm_(cfg.model.parameters(), float(cfg.settings["grad_clip"]))
+    st.opt.step()
+    return loss_value, n
+
+
+def _end_epoch(
+    cfg: RunConfig, st: _RunState, epoch: int, ep: _EpochStats, t_epoch: float
+) -> dict:
+    """Validate, update the best score, write the logs and checkpoints (rank 0) and log the
+    epoch; returns its ``train_log.csv`` row."""
+    train_loss = ep.train_loss
+    val_loss, val_acc = float("nan"), float("nan")
+    if cfg.val is not None and cfg.has_val:
+        val_loss, val_acc = _validate(cfg.model, cfg.val, cfg.loss_fn, cfg.batch_size,
+                                      cfg.device, int(cfg.settings["val_max_items"]), cfg.amp,
+                                      st.gen, cfg.workers)
+    score = val_loss if cfg.has_val else train_loss
+    is_best = bool(score < st.best)
+    st.best = min(st.best, score) if math.isfinite(score) else st.best
+    elapsed = st.elapsed0 + time.monotonic() - st.t_run
+    row = {"epoch": epoch + 1, "step": st.step, "train_loss": round(train_loss, 6),
+           "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
+           "lr": f"{ep.lr:.3e}", "epoch_s": round(time.monotonic() - t_epoch, 2),
+           "elapsed_s": round(elapsed, 2), "best": int(is_best), "stopped": ep.stopped or ""}
+    if dist.context().main:
+        scores = {"val_loss": val_loss, "val_acc": val_acc, "train_loss": train_loss}
+        _save_epoch(cfg, st, epoch, ep, row, scores, elapsed, is_best)
+    log.info("epoch %d/%d step %d: train loss %.4f, val loss %.4f, val acc %.3f, lr %.2e, "
+             "%.1f s%s%s", epoch + 1, cfg.epochs, st.step, train_loss, val_loss, val_acc,
+             ep.lr, row["epoch_s"], " (best)" if is_best else "",
+             f" - stopped: {ep.stopped}" if ep.stopped else "")
+    return row
+
+
+def _save_epoch(
+    cfg: RunConfig,
+    st: _RunState,
+    epoch: int,
+    ep: _EpochStats,
+    row: dict,
+    scores: dict,
+    elapsed: float,
+    is_best: bool,
+) -> None:
+    """Append the epoch's step rows and log row; write ``last.pt`` (and ``best.pt``) with the
+    resume state (the next epoch, or the next batch of a run stopped mid-epoch)."""
+    finished = ep.stopped is None
+    state = {
+        "step": st.step, "next_epoch": epoch + 1 if finished else epoch,
+        "next_batch": 0 if finished else ep.last_i, "best": st.best, "elapsed_s": elapsed,
+        "torch_rng": torch.get_rng_state(), "gen_rng": st.gen.get_state(),
+        "world_size": dist.context().world, **st.check,
+    }
+    ck_meta = {**cfg.meta, "train": {"step": st.step, "epoch": epoch + 1, **scores}}
+    _write_rows(cfg.out / "train_steps.csv", STEP_COLUMNS, ep.step_rows)
+    _write_rows(cfg.out / "train_log.csv", LOG_COLUMNS, [row])
+    save_checkpoint(cfg.out / "last.pt", cfg.model, optimizer=st.opt, epoch=epoch, best=st.best,
+                    meta=ck_meta, state=state)
+    if is_best:
+        save_checkpoint(cfg.out / "best.pt", cfg.model, epoch=epoch, best=st.best, meta=ck_meta,
+                        state=state)
+
+
+def _finish(cfg: RunConfig) -> None:
+    """Make sure ``best.pt`` exists (rank 0) and wait for every process."""
+    out = cfg.out
+    if dist.context().main and not (out / "best.pt").exists() and (out / "last.pt").exists():
         log.warning("no epoch had a finite score; best.pt is a copy of last.pt")
         shutil.copyfile(out / "last.pt", out / "best.pt")
     dist.barrier()  # the next step (features, export) reads what rank 0 wrote
-    return result
