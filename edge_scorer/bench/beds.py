@@ -174,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds of real-time signal per run (3 epochs at 95)")
     parser.add_argument("--nights", type=int, default=8, help="different simulated nights")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep the nights and every bed's outputs in DIR")
     parser.add_argument("--helper", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--psg", nargs="*", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--names", nargs="*", default=[], help=argparse.SUPPRESS)
@@ -191,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = [int(x) for x in args.beds.split(",") if x]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep is not None:  # the beds' output folders stay there
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
         nights = simulate_nights(Path(tmp) / "nights", args.nights, layout="sleep-edf",
                                  seed=11, duration_h=max(0.1, args.seconds / 3600 + 0.05))
         psgs = [p for p, _ in nights]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 import uuid
@@ -126,6 +127,41 @@ def beds(model, psg: Path, n_beds: int, speed: float, seconds: float) -> dict:
             "real_time": bool(sum(backlog) == 0 and p99 < budget_ms)}
 
 
+def _print_offline(off: dict) -> None:
+    """Print the offline night: time, stages, YASA side by side."""
+    print(f"\n2. whole night offline ({off['n_epochs']} epochs, EDF file -> stages)")
+    print(f"   edge-scorer engine {off['edge_scorer_s']:7.1f} s  "
+          f"({off['n_epochs'] / off['edge_scorer_s']:.0f} epochs/s)")
+    stages = off["stages_s"]
+    print("   where it goes: " + ", ".join(
+        f"{k} {v:.2f} s ({v / off['edge_scorer_s']:.0%})" for k, v in stages.items()))
+    if "yasa_s" in off:
+        print(f"   YASA SleepStaging  {off['yasa_s']:7.1f} s  -> edge-scorer is "
+              f"{off['yasa_over_edge_scorer']:.2f}x YASA's speed (time ratio "
+              f"edge-scorer / YASA {1 / off['yasa_over_edge_scorer']:.2f})")
+
+
+def _beds_table(model, psg: Path, args: argparse.Namespace) -> list[dict]:
+    """Bed-equivalents (replays faster than real time) in this process, printed."""
+    print(f"\n3. beds in one process, each replayed at {args.bed_speed:g}x for "
+          f"{args.bed_s:g} s (bed-equivalents, not concurrent streams: see bench beds)")
+    print(f"   {'beds':>5} {'= real-time beds':>17} {'median ms':>10} {'p99 ms':>8} "
+          f"{'budget ms':>10} {'backlog':>8}  real time")
+    rows = []
+    for b in [int(x) for x in args.beds.split(",") if x]:
+        r = beds(model, psg, b, args.bed_speed, args.bed_s)
+        rows.append(r)
+        print(f"   {b:5d} {r['bed_equivalents']:17.0f} {r['median_ms']:10.1f} "
+              f"{r['p99_ms']:8.1f} {r['budget_ms']:10.0f} {r['backlog_epochs']:8d}  "
+              f"{'yes' if r['real_time'] else 'NO'}")
+        if not r["real_time"]:
+            break
+    ok = [r["bed_equivalents"] for r in rows if r["real_time"]]
+    if ok:
+        print(f"   -> one process keeps at least {max(ok):.0f} real-time beds")
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the three measurements and print them side by side."""
     parser = argparse.ArgumentParser(prog="python -m edge_scorer.bench engine",
@@ -138,16 +174,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bed-s", type=float, default=40.0, help="seconds per bed run")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--intra", type=Path, metavar="ONNX",
+                        help="time another intra model with the shipped inter model (e.g. an "
+                             "int8 one from edge-scorer export quantize; default: the shipped "
+                             "fp32 one)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)")
     args = parser.parse_args(argv)
 
-    from edge_scorer.inference.scorer import ScoringModel
+    from edge_scorer.inference.scorer import ScoringModel, default_model_dir
 
-    model = ScoringModel.load()
+    model = (ScoringModel.load(args.intra, default_model_dir() / "inter.onnx",
+                               threads=args.threads or None) if args.intra
+             else ScoringModel.load(threads=args.threads or None))
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         psg, _ = _night(Path(tmp) / "night", args.night_h, args.seed)
-        print(f"night: simulated {args.night_h:g} h (seed {args.seed}); model: shipped "
-              f"{model.intra.metadata.get('preset')} + inter, ONNX Runtime CPU")
+        print(f"night: simulated {args.night_h:g} h (seed {args.seed}); model: "
+              f"{args.intra or 'shipped'} {model.intra.metadata.get('preset')} + inter, ONNX "
+              f"Runtime CPU; load average {os.getloadavg()[0]:.2f}")
         if args.realtime_min > 0:
             lat = realtime_latency(model, psg, args.realtime_min)
             results["realtime"] = lat
@@ -157,34 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"   median {lat['median_ms']:8.1f} ms   p99 {lat['p99_ms']:8.1f} ms   "
                       f"max {lat['max_ms']:8.1f} ms   = {lat['p99_ms'] / 30000:.2e} of the "
                       "30-s epoch")
-        off = offline_vs_yasa(model, psg)
-        results["offline"] = off
-        print(f"\n2. whole night offline ({off['n_epochs']} epochs, EDF file -> stages)")
-        print(f"   edge-scorer engine {off['edge_scorer_s']:7.1f} s  "
-              f"({off['n_epochs'] / off['edge_scorer_s']:.0f} epochs/s)")
-        stages = off["stages_s"]
-        print("   where it goes: " + ", ".join(
-            f"{k} {v:.2f} s ({v / off['edge_scorer_s']:.0%})" for k, v in stages.items()))
-        if "yasa_s" in off:
-            print(f"   YASA SleepStaging  {off['yasa_s']:7.1f} s  -> edge-scorer is "
-                  f"{off['yasa_over_edge_scorer']:.2f}x YASA's speed (time ratio "
-                  f"edge-scorer / YASA {1 / off['yasa_over_edge_scorer']:.2f})")
-        print(f"\n3. beds in one process, each replayed at {args.bed_speed:g}x for "
-              f"{args.bed_s:g} s")
-        print(f"   {'beds':>5} {'= real-time beds':>17} {'median ms':>10} {'p99 ms':>8} "
-              f"{'budget ms':>10} {'backlog':>8}  real time")
-        results["beds"] = []
-        for b in [int(x) for x in args.beds.split(",") if x]:
-            r = beds(model, psg, b, args.bed_speed, args.bed_s)
-            results["beds"].append(r)
-            print(f"   {b:5d} {r['bed_equivalents']:17.0f} {r['median_ms']:10.1f} "
-                  f"{r['p99_ms']:8.1f} {r['budget_ms']:10.0f} {r['backlog_epochs']:8d}  "
-                  f"{'yes' if r['real_time'] else 'NO'}")
-            if not r["real_time"]:
-                break
-        ok = [r["bed_equivalents"] for r in results["beds"] if r["real_time"]]
-        if ok:
-            print(f"   -> one process keeps at least {max(ok):.0f} real-time beds")
+        results["offline"] = off = offline_vs_yasa(model, psg)
+        _print_offline(off)
+        results["beds"] = _beds_table(model, psg, args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
