@@ -14,7 +14,7 @@ the inter model reading the intra model's ``features`` through the window rule, 
   :class:`~edge_scorer.inference.scorer.ScoringModel` (e.g. the candidate intra model with the
   reference inter model reading the candidate's features) against the reference one, both
   scoring each night with :meth:`ScoringModel.proba_from_outputs` (the runtime's window rule,
-  ``edge_scorer.engine.windows.sliding_window_proba``): stage agreement and largest difference
+  ``edge_scorer.inference.windows.sliding_window_proba``): stage agreement and largest difference
   of the final probabilities.
 
 A failed check is named in :attr:`GateReport.failures` (``"intra/features: max abs diff 0.31 >

@@ -10,7 +10,7 @@ from edge_scorer.engine.engine import Engine
 from edge_scorer.engine.offline import score_file
 from edge_scorer.engine.rolling import FINAL, PROVISIONAL, REVISED, RollingScorer
 from edge_scorer.engine.sinks import LOG_COLUMNS, CsvLog, output_sinks, read_epoch_log
-from edge_scorer.engine.windows import sliding_window_proba
+from edge_scorer.inference.windows import sliding_window_proba
 from edge_scorer.io.psg import read_psg
 from edge_scorer.stages import Stage
 

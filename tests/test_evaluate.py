@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_scorer.cli import main  # noqa: E402
-from edge_scorer.engine.windows import (  # noqa: E402
+from edge_scorer.inference.windows import (  # noqa: E402
     block_proba,
     lookahead_curve,
     lookahead_proba,

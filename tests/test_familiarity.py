@@ -10,7 +10,6 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_scorer.engine.windows import sliding_window_proba, softmax
 from edge_scorer.inference.familiarity import (
     Familiarity,
     ledoit_wolf,
@@ -18,6 +17,7 @@ from edge_scorer.inference.familiarity import (
     summary_line,
 )
 from edge_scorer.inference.scorer import ScoringModel, default_model_dir
+from edge_scorer.inference.windows import sliding_window_proba, softmax
 from edge_scorer.stats.metrics import expected_calibration_error
 
 D = 16

@@ -1,5 +1,5 @@
-"""The one window rule (``edge_scorer.engine.windows``): the live rolling scorer, the offline rule,
-the cached-logit path of calibration and the look-ahead report all give its numbers.
+"""The one window rule (``edge_scorer.inference.windows``): the live rolling scorer, the offline
+rule, the cached-logit path of calibration and the look-ahead report all give its numbers.
 
 The rolling scorer's labels are compared with :func:`lookahead_proba` on the whole night: after
 epoch ``e`` has arrived, epoch ``t`` must show exactly the look-ahead ``e - t`` output. The
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge_scorer.engine.rolling import FINAL, PROVISIONAL, REVISED, RollingScorer
-from edge_scorer.engine.windows import (
+from edge_scorer.inference.windows import (
     lookahead_proba,
     offline_ends,
     sliding_proba_from_logits,

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.engine.windows import sliding_proba_from_logits, softmax
-from edge_scorer.engine.windows import window_logits as _window_logits
 from edge_scorer.inference.familiarity import METADATA_KEY, TEMPERATURE_KEY, Familiarity
 from edge_scorer.inference.scorer import ScoringModel
+from edge_scorer.inference.windows import sliding_proba_from_logits, softmax
+from edge_scorer.inference.windows import window_logits as _window_logits
 from edge_scorer.stats.metrics import expected_calibration_error
 
 log = get_logger("training.calibrate")
@@ -106,7 +106,7 @@ def fit_temperature(proba_of: Callable[[float], np.ndarray], labels: np.ndarray,
 def window_logits(model: ScoringModel, feats: np.ndarray, batch_size: int = 256
                   ) -> np.ndarray:
     """Raw inter logits ``(n_windows, L, C)`` of the windows offline scoring uses on one night
-    (:func:`edge_scorer.engine.windows.window_logits`: stride 1; a night shorter than ``L`` is
+    (:func:`edge_scorer.inference.windows.window_logits`: stride 1; a night shorter than ``L`` is
     one window padded with its last epoch)."""
     return _window_logits(lambda w: model.inter_logits(w, raw=True), feats, model.window,
                           batch_size)
@@ -114,7 +114,8 @@ def window_logits(model: ScoringModel, feats: np.ndarray, batch_size: int = 256
 
 def windowed_proba(logits: np.ndarray, n: int, temperature: float = 1.0) -> np.ndarray:
     """Final probabilities ``(n, C)`` of a night from its window logits at ``temperature``: the
-    runtime rule on cached logits (:func:`edge_scorer.engine.windows.sliding_proba_from_logits`)."""
+    runtime rule on cached logits
+    (:func:`edge_scorer.inference.windows.sliding_proba_from_logits`)."""
     return sliding_proba_from_logits(logits, n, temperature)
 
 

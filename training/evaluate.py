@@ -7,7 +7,7 @@ Methods (each gives per-epoch class probabilities; the stage is their argmax):
 ``intra+inter``
     SleepXViT: the inter transformer on the ViT's epoch features, windows of ``L = 10`` with
     stride 1, the softmax of every window covering an epoch summed (the runtime window rule,
-    :mod:`edge_scorer.engine.windows`, the one the live engine runs).
+    :mod:`edge_scorer.inference.windows`, the one the live engine runs).
 ``stqs``
     STQS on the cache's conditioned signals, sequences of ``S = 8`` epochs with a label per
     epoch. ``stqs_mode="sliding"`` (default) scores every window of 8 with stride 1 and sums
@@ -16,7 +16,7 @@ Methods (each gives per-epoch class probabilities; the stage is their argmax):
     padded with copies of the last epoch), each epoch seen once, as STQS was trained.
 
 For the sequence methods scored with sliding windows, accuracy and kappa are also computed as
-a function of the look-ahead ``k = 0..L-1`` (:func:`edge_scorer.engine.windows.lookahead_proba`):
+a function of the look-ahead ``k = 0..L-1`` (:func:`edge_scorer.inference.windows.lookahead_proba`):
 what the live engine shows for an epoch once ``k`` later epochs have arrived (``k = L-1`` is the
 offline result). :mod:`training.lookahead` computes the same table for exported (ONNX) models.
 
@@ -351,8 +351,8 @@ def _check_ckpt(kind: str, path: Path, ckpt: dict, arch: str, cache) -> None:
 def curve_predictions(window_softmax: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The offline probabilities ``(n, C)`` and the stages at look-ahead ``k = 0..L-1``
     ``(L, n)`` of one night, from its window softmax (the runtime rule,
-    :func:`edge_scorer.engine.windows.lookahead_curve`)."""
-    from edge_scorer.engine.windows import lookahead_curve
+    :func:`edge_scorer.inference.windows.lookahead_curve`)."""
+    from edge_scorer.inference.windows import lookahead_curve
 
     curve = lookahead_curve(window_softmax, n)
     return curve[-1], np.stack([np.argmax(p, 1) for p in curve]).astype(np.int8)
@@ -410,7 +410,7 @@ def _score_night(models: dict[str, tuple], cache, index: int, *, batch_size: int
     """Every method's probabilities (and look-ahead stages) on one night of the cache."""
     import torch
 
-    from edge_scorer.engine.windows import block_proba, softmax, window_softmax
+    from edge_scorer.inference.windows import block_proba, softmax, window_softmax
     from training.features import extract_features
 
     info, sl = cache.nights[index], cache.night_slice(index)

@@ -5,8 +5,8 @@
 :class:`~edge_scorer.inference.scorer.ScoringModel` (ONNX Runtime, CPU: what runs at the
 bedside), runs them over the epoch cache's nights of the split part, and reads every epoch at
 look-ahead ``k = 0..L-1`` with the runtime window rule
-(:func:`edge_scorer.engine.windows.window_softmax` and
-:func:`~edge_scorer.engine.windows.lookahead_curve`): the stage the live
+(:func:`edge_scorer.inference.windows.window_softmax` and
+:func:`~edge_scorer.inference.windows.lookahead_curve`): the stage the live
 :class:`~edge_scorer.engine.rolling.RollingScorer` shows for an epoch once ``k`` later epochs
 have arrived (``k = L-1``: the final, offline stage). Nothing here re-implements the rule.
 
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.engine.windows import softmax, window_softmax
 from edge_scorer.inference.scorer import ScoringModel
+from edge_scorer.inference.windows import softmax, window_softmax
 from training.evaluate import EvaluationReport, NightPrediction, curve_predictions
 
 log = get_logger("training.lookahead")
@@ -126,7 +126,7 @@ def lookahead_report(model_dir: str | Path, cache_dir: str | Path,
             "epoch_s": float(cache.meta.get("epoch_s", 30.0)),
             "subjects": ", ".join(sorted({r.subject for r in results})),
             "temperature_inter": 1.0 if raw else model.inter_temperature,
-            "rule": "edge_scorer.engine.windows (runtime)"}
+            "rule": "edge_scorer.inference.windows (runtime)"}
     return EvaluationReport(results, meta)
 
 

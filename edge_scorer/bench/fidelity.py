@@ -142,8 +142,8 @@ def intra_deletion(nights, picks, models, proba_fn, steps: int, n_random: int, r
 
 def inter_deletion(nights, picks, models, scoring, n_random: int, rng) -> dict:
     """Deletion of the other epochs of a window, in relevance order (see module docstring)."""
-    from edge_scorer.engine.windows import softmax
     from edge_scorer.explain.relevance import METHODS, inter_relevance
+    from edge_scorer.inference.windows import softmax
 
     length = int(models.inter.config.seq_len)
     pos = length // 2

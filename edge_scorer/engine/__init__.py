@@ -1,11 +1,10 @@
-"""The engine: epochs to stages, the one window rule, sinks, offline scoring, cohorts, recovery,
-review.
+"""The engine: epochs to stages (the live rolling scorer of the window rule), sinks, offline
+scoring, cohorts, recovery, review.
 
 Modules:
 
 * :mod:`edge_scorer.engine.engine`
 * :mod:`edge_scorer.engine.rolling`
-* :mod:`edge_scorer.engine.windows`
 * :mod:`edge_scorer.engine.sinks`
 * :mod:`edge_scorer.engine.offline`
 * :mod:`edge_scorer.engine.recover`

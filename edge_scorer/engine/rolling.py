@@ -2,9 +2,9 @@
 
 :class:`RollingScorer` receives each epoch's intra-model output (CLS feature and logits) in
 time order, scores the windows of ``L`` epochs that the new epochs complete
-(:func:`~edge_scorer.engine.windows.score_windows`), keeps their softmax by window end, and
+(:func:`~edge_scorer.inference.windows.score_windows`), keeps their softmax by window end, and
 reads every touched epoch's probabilities with the one window rule,
-:func:`~edge_scorer.engine.windows.window_sums`, at the look-ahead it has: epoch ``t`` after
+:func:`~edge_scorer.inference.windows.window_sums`, at the look-ahead it has: epoch ``t`` after
 ``a`` epochs have arrived is exactly ``lookahead_proba(window_softmax(...), a, a - 1 - t)``
 (the numbers of ``training.lookahead`` and the model card are this rule too).
 
@@ -15,11 +15,11 @@ When epoch ``e`` arrives:
   epoch ``e - L + 1`` becomes *final*: every window that will ever cover it has been scored.
 * ``e < L - 1`` (the start of a night): no full window exists yet; the ``e + 1`` epochs are
   scored as one prefix window padded at the end with copies of epoch ``e``
-  (:func:`~edge_scorer.engine.windows.window_index`) and each reads its position. These
+  (:func:`~edge_scorer.inference.windows.window_index`) and each reads its position. These
   estimates are dropped when the first full window arrives.
 * :meth:`RollingScorer.finish` (end of stream) makes every epoch final as it stands. The final
   probabilities then equal offline scoring of the whole night with
-  :func:`~edge_scorer.engine.windows.sliding_window_proba` (normalised); only the batch sizes of
+  :func:`~edge_scorer.inference.windows.sliding_window_proba` (normalised); only the batch sizes of
   the model calls differ, so they agree to float32 rounding.
 
 Several epochs may be added in one call (offline scoring, a stream catching up): their windows
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_scorer.engine.windows import score_windows, softmax, window_index, window_sums
+from edge_scorer.inference.windows import score_windows, softmax, window_index, window_sums
 from edge_scorer.stages import CLASS_NAMES, Stage
 
 #: Update status values.
@@ -113,7 +113,7 @@ class _EpochInfo:
 @dataclass
 class RollingScorer:
     """The window rule applied epoch by epoch: window softmax kept by window end, every touched
-    epoch read with :func:`~edge_scorer.engine.windows.window_sums` at its current look-ahead.
+    epoch read with :func:`~edge_scorer.inference.windows.window_sums` at its current look-ahead.
 
     Parameters
     ----------

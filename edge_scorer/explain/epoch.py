@@ -8,8 +8,9 @@ outside its arguments (the GUI calls it off its main thread; calls on one model 
 serialised by :data:`~.lrp.MODEL_LOCK`).
 
 The explained class is, by default, the epoch's final stage: the argmax of the softmax summed
-over every 10-epoch window covering it (SleepXViT's rule, :mod:`edge_scorer.engine.windows`), or the
-intra model's own argmax when there is no inter model or no features.
+over every 10-epoch window covering it (SleepXViT's rule,
+:mod:`edge_scorer.inference.windows`), or the intra model's own argmax when there is no inter
+model or no features.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_scorer.engine.windows import softmax
 from edge_scorer.explain.aggregate import Aggregates, aggregate, heatmap, top_regions
 from edge_scorer.explain.relevance import (
     TorchModels,
@@ -28,13 +28,14 @@ from edge_scorer.explain.relevance import (
     intra_relevance,
     torch,
 )
+from edge_scorer.inference.windows import softmax
 from edge_scorer.io.spec import RenderSpec
 from edge_scorer.stages import CLASS_NAMES
 
 
 def covering_windows(n_epochs: int, index: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     """Start epoch and position of ``index`` in every window of ``length`` covering it
-    (stride 1, as :func:`edge_scorer.engine.windows.sliding_window_proba` scores a night; a night
+    (stride 1, as :func:`edge_scorer.inference.windows.sliding_window_proba` scores a night; a night
     shorter than a window is one window padded at the end)."""
     if not 0 <= index < n_epochs:
         raise ValueError(f"epoch {index} is outside the night (0..{n_epochs - 1})")

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import signal
 
 from edge_scorer.dsp.render import render_epochs
-from edge_scorer.engine.windows import softmax
+from edge_scorer.inference.windows import softmax
 from edge_scorer.io.spec import RenderSpec, RowSpec
 from edge_scorer.stages import CLASS_NAMES, N_CLASSES
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_scorer.engine.windows import sliding_window_proba
 from edge_scorer.inference.backends import Backend, create_backend
 from edge_scorer.inference.familiarity import Familiarity, read_familiarity, read_temperature
+from edge_scorer.inference.windows import sliding_window_proba
 from edge_scorer.io.spec import RenderSpec, load_spec
 from edge_scorer.stages import CLASS_NAMES
 from edge_scorer.stats.hypnogram import Hypnogram
@@ -270,7 +270,7 @@ class ScoringModel:
         """Final probabilities ``(N, 5)`` from a night's intra outputs (in time order, as
         :meth:`epoch_outputs` returns them: calibrated logits): the sliding-window rule over the
         features (calibrated inter logits), or the intra softmax without an inter model."""
-        from edge_scorer.engine.windows import softmax
+        from edge_scorer.inference.windows import softmax
 
         if self.inter is None:
             return softmax(np.asarray(logits, dtype=np.float64))

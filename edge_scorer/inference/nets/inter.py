@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_scorer.engine.windows import sliding_window_proba as _sliding_window_proba
 from edge_scorer.inference.nets.vit import (
     Block,
     config_dict,
     init_transformer_weights,
     replace_config,
 )
+from edge_scorer.inference.windows import sliding_window_proba as _sliding_window_proba
 from edge_scorer.stages import N_CLASSES
 
 
@@ -141,7 +141,7 @@ def sliding_window_proba(
     logits_fn: Callable, features, L: int = 10, batch_size: int = 256,
     normalize: bool = True,
 ) -> np.ndarray:
-    """SleepXViT's sliding-window rule (:func:`edge_scorer.engine.windows.sliding_window_proba`)
+    """SleepXViT's sliding-window rule (:func:`edge_scorer.inference.windows.sliding_window_proba`)
     for torch models and tensors as well as numpy.
 
     ``logits_fn`` may be an :class:`InterEpochTransformer` (in eval mode) or any callable;
