@@ -5,10 +5,12 @@
     beside them, and a parity report against torch on rendered epochs.
 ``quantize MODEL.onnx``
     ONNX Runtime int8 (dynamic, or static calibrated on rendered epochs); compared with fp32
-    on held-out epochs; refused (nothing written, exit 2) below ``--min-agreement``.
+    through the shared gate (:mod:`export.gate`: logits, features, final stages of whole
+    held-out nights); refused (nothing written, exit 2) when it fails.
 ``tensorrt MODEL.onnx``
     A TensorRT engine for this GPU (fp32/fp16/int8), profiles for live and offline batches,
-    a timing cache; ``--verify`` runs it against ONNX Runtime on rendered epochs.
+    a timing cache; ``--verify`` gates it against ONNX Runtime on held-out nights (every
+    output, features included, and the final stages).
 
 Epoch sources (``--epochs``, ``--calibration``, ``--held-out``): ``simulated`` (default; a
 simulated night of the model's spec), an ``epochs.npy`` from ``edge-scorer render`` (or its
@@ -36,6 +38,10 @@ def _epochs_args(p: argparse.ArgumentParser, *names: str) -> None:
         p.add_argument(f"--{name}", metavar="SRC", default="simulated",
                        help=f"{name} epochs: 'simulated' (default), epochs.npy (edge-scorer "
                             "render) or a PSG file")
+    if "held-out" in names:
+        p.add_argument("--held-out-nights", type=int, default=2, metavar="N",
+                       help="simulated held-out nights, each scored whole for the final-stage "
+                            "gate (default 2)")
     p.add_argument("--duration-h", type=float, default=0.5,
                    help="length of each simulated night in hours (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated nights")
@@ -61,10 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("dynamic", "static"), default="dynamic",
                    help="dynamic (weights only, default) or static (calibrated activations)")
     p.add_argument("--min-agreement", type=float, default=None,
-                   help="refuse below this argmax agreement with fp32 (default 0.95)")
+                   help="refuse below this agreement with fp32: the int8 model's argmax and "
+                        "the final stages of the held-out nights (default 0.95)")
     p.add_argument("--intra", metavar="ONNX",
                    help="for an inter model: the intra model making its features "
                         "(default intra.onnx beside it)")
+    p.add_argument("--inter", metavar="ONNX",
+                   help="for an intra model: the inter model reading its features for the "
+                        "final stages (default inter.onnx beside it)")
     p.add_argument("--threads", type=int, help="ONNX Runtime threads for the comparison")
     _epochs_args(p, "calibration", "held-out")
 
@@ -81,8 +91,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", metavar="NAME", help="GPU model the engine is named for (default: "
                                                  "detected)")
     p.add_argument("--intra", metavar="ONNX", help="for an inter model: its intra model")
+    p.add_argument("--inter", metavar="ONNX", help="for an intra model: the inter model "
+                                                   "reading its features (final stages)")
     p.add_argument("--verify", action="store_true",
-                   help="run the engine on held-out epochs against ONNX Runtime CPU fp32")
+                   help="gate the engine against ONNX Runtime CPU fp32 on held-out nights "
+                        "(every output, features included, and the final stages)")
     _epochs_args(p, "calibration", "held-out")
 
 
@@ -94,6 +107,18 @@ def _load(source: str, spec: str, args: argparse.Namespace, seed_offset: int = 0
                            duration_h=args.duration_h)
     except FileNotFoundError as exc:
         raise CliError(f"epochs source not found: {exc}") from exc
+
+
+def _load_nights(source: str, spec: str, args: argparse.Namespace):
+    from export.epochs import HELD_OUT_SEED_OFFSET, load_nights
+
+    try:
+        return load_nights(source, spec, seed=args.seed + HELD_OUT_SEED_OFFSET,
+                           duration_h=args.duration_h, n_nights=args.held_out_nights)
+    except FileNotFoundError as exc:
+        raise CliError(f"epochs source not found: {exc}") from exc
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _model_spec(model: str) -> str:
@@ -130,11 +155,10 @@ def _run_onnx(args: argparse.Namespace) -> int:
 
 
 def _run_quantize(args: argparse.Namespace) -> int:
-    from export.epochs import HELD_OUT_SEED_OFFSET
     from export.quantize import DEFAULT_MIN_AGREEMENT, QuantizationRefused, quantize_model
 
     spec = _model_spec(args.model)
-    held, held_desc = _load(args.held_out, spec, args, HELD_OUT_SEED_OFFSET)
+    held, held_desc = _load_nights(args.held_out, spec, args)
     calib, calib_desc = (None, "")
     if args.mode == "static":
         calib, calib_desc = _load(args.calibration, spec, args)
@@ -142,6 +166,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
         report = quantize_model(
             args.model, args.out, mode=args.mode, held_out=held, calibration=calib,
             held_out_desc=held_desc, calibration_desc=calib_desc, intra=args.intra,
+            inter=args.inter,
             min_agreement=DEFAULT_MIN_AGREEMENT if args.min_agreement is None
             else args.min_agreement, threads=args.threads)
     except QuantizationRefused as exc:
@@ -158,7 +183,6 @@ def _run_quantize(args: argparse.Namespace) -> int:
 
 def _run_tensorrt(args: argparse.Namespace) -> int:
     from edge_scorer.inference.backends import BackendUnavailable
-    from export.epochs import HELD_OUT_SEED_OFFSET
     from export.tensorrt_build import DEFAULT_PROFILES, build_engine, parse_profile, verify_engine
 
     spec = _model_spec(args.model)
@@ -180,17 +204,32 @@ def _run_tensorrt(args: argparse.Namespace) -> int:
     print(f"engine: {engine}")
     if not args.verify:
         return 0
-    held, desc = _load(args.held_out, spec, args, HELD_OUT_SEED_OFFSET)
-    report = verify_engine(engine, args.model, held, intra=args.intra, gpu=args.gpu)
+    held, desc = _load_nights(args.held_out, spec, args)
+    report = verify_engine(engine, args.model, held, intra=args.intra, inter=args.inter,
+                           gpu=args.gpu)
     report["epochs"] = desc
     path = engine.with_name(engine.name + ".verify.json")
     atomic_write(path, json.dumps(report, indent=2) + "\n")
-    for bs, r in report["batches"].items():
-        print(f"batch {bs:>3s}: argmax agreement {r['argmax_agreement']:.4f}, max |dp| "
-              f"{r['max_abs_diff_proba']:.4f} (n={r['n']})")
-    print(f"verify: {'passed' if report['passed'] else 'FAILED'} (threshold "
+    _print_verify(report)
+    print(f"verify: {'passed' if report['passed'] else 'FAILED'} (agreement threshold "
           f"{report['min_agreement']:g}; {desc}); {path}")
+    for failure in report["failures"]:
+        print(f"  failed: {failure}")
     return 0 if report["passed"] else 1
+
+
+def _print_verify(report: dict) -> None:
+    """One line per batch size and tensor, one for the final stages."""
+    for bs, tensors in report["batches"].items():
+        for name, t in tensors.items():
+            extra = (f", argmax agreement {t['argmax_agreement']:.4f}, max |dp| "
+                     f"{t['max_abs_diff_proba']:.4f}" if "argmax_agreement" in t
+                     else f", min cosine {t['min_cosine']:.6f}" if "min_cosine" in t else "")
+            print(f"batch {bs:>3s} {name}: max abs diff {t['max_abs_diff']:.3g}{extra} "
+                  f"(n={t['n']})")
+    s = report["stages"]
+    print(f"final stages: agreement {s['agreement']:.4f}, max |dp| "
+          f"{s['max_abs_diff_proba']:.4f} ({s['n_epochs']} epochs of {s['n_nights']} night(s))")
 
 
 def run(args: argparse.Namespace) -> int:

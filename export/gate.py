@@ -246,7 +246,7 @@ def _inter_logits(model: Any, feats: np.ndarray, batch_size: int = 256) -> np.nd
                            for i in range(0, len(windows), batch_size)])
 
 
-def _as_nights(nights: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+def as_nights(nights: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     """One night (an image array) or several, as a checked list of nights."""
     if isinstance(nights, np.ndarray):
         nights = [nights]
@@ -297,7 +297,7 @@ def compare_stages(reference: Any, candidate: Any, nights: np.ndarray | Sequence
     Each night is scored as the runtime scores it (:meth:`ScoringModel.epoch_outputs`, then
     :meth:`ScoringModel.proba_from_outputs`: the sliding-window rule over the features).
     """
-    nights = _as_nights(nights)
+    nights = as_nights(nights)
     ref = [_night_outputs(reference, n)[2] for n in nights]
     got = [_night_outputs(candidate, n)[2] for n in nights]
     return stage_stats(ref, got, thresholds)
@@ -324,7 +324,7 @@ def compare_models(reference: Any, candidate: Any, nights: np.ndarray | Sequence
         epoch), ``inter/logits`` (when the inter backends differ; every window of the
         reference features, so the inter model alone is compared), and the final stages.
     """
-    nights = _as_nights(nights)
+    nights = as_nights(nights)
     refs, gots, tensors = [], [], {"ref": {}, "got": {}}
     for images in nights:
         r_logits, r_feats, r_proba = _night_outputs(reference, images)
@@ -418,5 +418,5 @@ def gate_backend(intra: Any, inter: Any, nights: np.ndarray | Sequence[np.ndarra
 
 
 __all__ = ["REPORT_ONLY", "THRESHOLDS", "GateFailed", "GateReport", "GateThresholds",
-           "compare_models", "compare_outputs", "compare_stages", "gate_backend",
+           "as_nights", "compare_models", "compare_outputs", "compare_stages", "gate_backend",
            "scoring_pair", "stage_stats", "tensor_stats"]

@@ -3,7 +3,9 @@
 ``ONNX file -> network (parse_onnx) -> builder config (make_config: precision, optimization
 profiles, INT8 entropy calibrator, timing cache) -> engine bytes (build_engine_bytes) -> engine
 file + JSON sidecar (write_engine)``; :func:`build_engine` runs them all and
-:func:`verify_engine` compares the engine with ONNX Runtime CPU fp32 on rendered epochs.
+:func:`verify_engine` gates the engine against ONNX Runtime CPU fp32 on whole nights
+(:mod:`export.gate`: every output tensor, the intra model's features included, and the final
+stages with the engine in place of its fp32 model).
 
 Engines are named by model hash, GPU model, TensorRT version and precision (see
 :mod:`edge_scorer.inference.backends_trt`), so the runtime never loads an engine built for something
@@ -40,14 +42,24 @@ from edge_scorer.inference.backends_trt import (
     sidecar_path,
 )
 
-from .epochs import compare_logits, model_feeds
+from .epochs import model_feeds
+from .gate import (
+    THRESHOLDS,
+    GateReport,
+    GateThresholds,
+    as_nights,
+    compare_outputs,
+    compare_stages,
+    scoring_pair,
+)
 
 log = get_logger("export.tensorrt")
 
 #: Batch profiles (min, opt, max): live (one bed), offline / many beds.
 DEFAULT_PROFILES: tuple[tuple[int, int, int], ...] = ((1, 1, 1), (2, 64, 256))
 PRECISIONS = ("fp32", "fp16", "int8")
-#: Verification thresholds (argmax agreement with ONNX Runtime CPU fp32).
+#: Verification agreement thresholds (argmax and final stages vs ONNX Runtime CPU fp32); the
+#: tensor limits are :data:`export.gate.THRESHOLDS` of the engine's precision.
 MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.95}
 
 
@@ -324,32 +336,82 @@ def build_engine(
     return path
 
 
-def verify_engine(engine_path: str | Path, onnx_path: str | Path, images: np.ndarray, *,
+def _batch_gate(engine: Any, ref: Any, onnx_path: Path, images: np.ndarray, batch_size: int,
+                intra: str | Path | None, thresholds: GateThresholds) -> GateReport:
+    """Every output of the engine against ONNX Runtime CPU fp32, fed in batches of
+    ``batch_size`` (names ``<kind>/<output>``)."""
+    kind = ref.metadata.get("kind", "model")
+    feeds = model_feeds(onnx_path, images, batch_size=batch_size, intra=intra)
+    want, got = [ref.infer(f) for f in feeds], [engine.infer(f) for f in feeds]
+    return compare_outputs(
+        {f"{kind}/{k}": np.concatenate([w[k] for w in want]) for k in ref.output_names},
+        {f"{kind}/{k}": np.concatenate([g[k] for g in got]) for k in ref.output_names},
+        thresholds)
+
+
+def _stage_pair(engine: Any, onnx_path: Path, kind: str, intra: str | Path | None,
+                inter: str | Path | None) -> tuple[Any, Any]:
+    """Reference (ONNX Runtime fp32) and candidate ScoringModel with the engine in place of
+    its model; an intra engine's features are read by the fp32 inter model (``inter`` or
+    ``inter.onnx`` beside the intra model; none: the intra model's own stages)."""
+    from .epochs import sibling_intra
+
+    if kind == "intra":
+        sibling = Path(inter) if inter is not None else onnx_path.with_name("inter.onnx")
+        return scoring_pair(onnx_path, sibling if sibling.is_file() else None,
+                            intra_backend=engine)
+    return scoring_pair(sibling_intra(onnx_path, intra), onnx_path, inter_backend=engine)
+
+
+def verify_engine(engine_path: str | Path, onnx_path: str | Path,
+                  images: np.ndarray | Sequence[np.ndarray], *,
                   batch_sizes: Sequence[int] = (1, 64), min_agreement: float | None = None,
-                  intra: str | Path | None = None, trt: Any = None, gpu: str | None = None,
-                  buffers: Any = None) -> dict[str, Any]:
-    """Run an engine on rendered epochs and compare it with ONNX Runtime CPU fp32.
+                  intra: str | Path | None = None, inter: str | Path | None = None,
+                  trt: Any = None, gpu: str | None = None, buffers: Any = None) -> dict[str, Any]:
+    """Run an engine on whole nights and gate it against ONNX Runtime CPU fp32
+    (:mod:`export.gate`): every output tensor per batch size, and the final stages of each
+    night with the engine in place of its fp32 model.
+
+    Parameters
+    ----------
+    images : ndarray or sequence of ndarray
+        Rendered epochs of one night, or one array per night, each in time order.
+    min_agreement : float, optional
+        Least argmax and final-stage agreement (default: :data:`MIN_AGREEMENT` of the
+        engine's precision); the other limits are :data:`export.gate.THRESHOLDS`.
+    intra, inter : path-like, optional
+        The fp32 model beside the engine's (default ``intra.onnx``/``inter.onnx`` beside it).
 
     Returns
     -------
     dict
-        Per batch size: argmax agreement, max abs probability difference, n; ``passed``.
+        ``batches`` (per batch size, per tensor: max abs diff, relative diff, argmax agreement
+        and probability difference of logits, cosine of features), ``stages`` (agreement, max
+        probability difference, per night), ``failures`` (naming tensor and batch, or final
+        stages), ``thresholds``, ``passed``.
     """
     from edge_scorer.inference.backends import OrtBackend
 
+    onnx_path = Path(onnx_path)
     engine = TensorRTBackend(engine_path, onnx_path=onnx_path, trt=trt, gpu=gpu,
                              buffers=buffers)
     ref = OrtBackend(onnx_path)
-    threshold = MIN_AGREEMENT[engine.precision] if min_agreement is None else min_agreement
+    agreement = MIN_AGREEMENT[engine.precision] if min_agreement is None else min_agreement
+    thresholds = THRESHOLDS[engine.precision].with_agreement(agreement)
+    nights = as_nights(images)
     report: dict[str, Any] = {"engine": str(engine_path), "precision": engine.precision,
-                              "min_agreement": threshold, "batches": {}}
+                              "min_agreement": agreement, "thresholds": thresholds.to_dict(),
+                              "batches": {}, "failures": []}
     for bs in batch_sizes:
-        feeds = model_feeds(onnx_path, images, batch_size=bs, intra=intra)
-        want = np.concatenate([ref.infer(f)["logits"] for f in feeds])
-        got = np.concatenate([engine.infer(f)["logits"] for f in feeds])
-        report["batches"][str(bs)] = compare_logits(want, got)
-    report["passed"] = all(r["argmax_agreement"] >= threshold
-                           for r in report["batches"].values())
+        gate = _batch_gate(engine, ref, onnx_path, np.concatenate(nights), bs, intra,
+                           thresholds)
+        report["batches"][str(bs)] = gate.tensors
+        report["failures"] += [f"batch {bs}: {f}" for f in gate.failures]
+    pair = _stage_pair(engine, onnx_path, ref.metadata.get("kind", ""), intra, inter)
+    stages = compare_stages(*pair, nights, thresholds)
+    report["stages"] = stages.stages
+    report["failures"] += stages.failures
+    report["passed"] = not report["failures"]
     return report
 
 

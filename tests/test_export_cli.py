@@ -143,3 +143,20 @@ def test_export_tensorrt_command_with_the_fake(tmp_path, monkeypatch, capsys):
     assert f"engine: {engine}" in capsys.readouterr().out
     assert main(["export", "tensorrt", str(tmp_path / "inter.onnx"), "--gpu", "X",
                  "--profile", "4:2:8"]) == 2
+    # --verify: every output and the final stages of whole held-out nights, in a JSON report
+    import edge_scorer.inference.backends_trt as backends_trt
+
+    # the fake runs on host memory (no CUDA device here for TorchCudaBuffers)
+    monkeypatch.setattr(backends_trt, "TorchCudaBuffers", backends_trt.HostBuffers)
+    shutil.copy(default_model_dir() / "intra.onnx", tmp_path / "intra.onnx")
+    capsys.readouterr()
+    assert main(["export", "tensorrt", str(tmp_path / "intra.onnx"), "-o",
+                 str(tmp_path / "engines"), "--gpu", "NVIDIA Jetson Orin Nano", "--profile",
+                 "1", "--profile", "2:16:64", "--verify", "--held-out-nights", "2",
+                 "--duration-h", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "intra/features: max abs diff" in printed and "final stages: agreement" in printed
+    (verify,) = (tmp_path / "engines").glob("intra.*.verify.json")
+    report = json.loads(verify.read_text())
+    assert report["passed"] and report["stages"]["n_nights"] == 2
+    assert set(report["batches"]["64"]) == {"intra/logits", "intra/features"}

@@ -178,7 +178,52 @@ def test_int8_calibrator_is_fed_rendered_epochs(models, engines, images):
     assert side["calibration"] == {"batches": 2, "batch_size": 16}
     report = verify_engine(engines["intra", "int8"], models / "intra.onnx", images, trt=trt,
                            gpu=GPU, buffers=HostBuffers(), batch_sizes=(1, 8))
-    assert report["passed"] and report["batches"]["8"]["n"] == len(images)
+    assert report["passed"] and report["batches"]["8"]["intra/logits"]["n"] == len(images)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_verify_reports_features_and_final_stages(models, engines, images, precision):
+    """--verify gates every output (the features the inter model reads included) per batch
+    size, and the final stages of the night with the engine in place of the fp32 model."""
+    report = verify_engine(engines["intra", precision], models / "intra.onnx", images, trt=trt,
+                           gpu=GPU, buffers=HostBuffers(), batch_sizes=(1, 16))
+    assert report["passed"], report["failures"]
+    for bs in ("1", "16"):
+        feats = report["batches"][bs]["intra/features"]
+        assert feats["n"] == len(images) and feats["min_cosine"] > 0.999
+        assert feats["max_abs_diff"] < (1e-4 if precision == "fp32" else 0.05)
+        assert report["batches"][bs]["intra/logits"]["argmax_agreement"] == 1.0
+    stages = report["stages"]
+    assert stages["n_epochs"] == len(images) and stages["n_nights"] == 1
+    assert stages["agreement"] == 1.0 and stages["max_abs_diff_proba"] < 0.05
+    assert report["thresholds"]["min_stage_agreement"] == report["min_agreement"]
+    # an inter engine: its logits on the fp32 features, and the final stages
+    inter = verify_engine(engines["inter", precision], models / "inter.onnx", images, trt=trt,
+                          gpu=GPU, buffers=HostBuffers(), batch_sizes=(8,))
+    assert inter["passed"] and set(inter["batches"]["8"]) == {"inter/logits"}
+    assert inter["stages"]["agreement"] == 1.0
+
+
+def test_verify_fails_naming_features_when_only_features_drift(models, engines, images,
+                                                                monkeypatch):
+    """An engine whose features drift while its logits stay exact: the old logits-only check
+    passed it; the gate names the features."""
+    real = TensorRTBackend.infer
+
+    def drifting(self, feed):
+        out = real(self, feed)
+        if "features" in out:
+            out["features"] = out["features"] + np.float32(0.3)
+        return out
+
+    monkeypatch.setattr(TensorRTBackend, "infer", drifting)
+    report = verify_engine(engines["intra", "fp16"], models / "intra.onnx", images, trt=trt,
+                           gpu=GPU, buffers=HostBuffers(), batch_sizes=(8,))
+    assert not report["passed"]
+    assert report["batches"]["8"]["intra/logits"]["argmax_agreement"] == 1.0
+    assert any(f.startswith("batch 8: intra/features: max abs diff 0.3") and f.endswith("> 0.05")
+               for f in report["failures"]), report["failures"]
+    assert not any("intra/logits" in f for f in report["failures"])
 
 
 def test_open_by_onnx_prefers_fp16_and_refuses_wrong_engines(models, engines, tmp_path):
