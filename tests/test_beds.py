@@ -159,3 +159,37 @@ def test_all_discovers_beds_and_picks_up_a_late_one(model, tmp_path):
     assert "Fp1" in rows[f"a-{tag}"]["error"], rows[f"a-{tag}"]["error"]
     assert len(rows) == 3 and all(r["status"] == "refused" for r in rows.values())
     del keep
+
+
+def test_one_thread_polls_every_bed_and_stop_finalizes_them(model, sim_night, tmp_path):
+    """Two beds are driven by one poller thread (no thread per bed); stopping mid-night scores
+    what has arrived and finalizes both nights."""
+    from edge_scorer.stream.beds import BedSet
+
+    psg, _ = sim_night
+    tag = uuid.uuid4().hex[:8]
+    names = [f"poll{k}-{tag}" for k in range(2)]
+    reps = [Replayer(psg, model.spec, name=n, speed=SPEED, wait_for_consumers_s=30)
+            for n in names]
+    for rep in reps:
+        rep.start()
+    beds = BedSet(model, [BedConfig(name=n) for n in names], tmp_path, outlets=False)
+    try:
+        beds.start()
+        threads = [t.name for t in threading.enumerate()]
+        assert threads.count("edge-scorer-beds") == 1
+        assert "edge-scorer-live" not in threads  # no thread per bed
+        deadline = time.perf_counter() + 60
+        while (min(b.live.engine.n_epochs for b in beds.beds.values()) < 3
+               and time.perf_counter() < deadline):
+            time.sleep(0.05)
+        beds.stop()
+    finally:
+        for rep in reps:
+            rep.stop()
+    for row in beds.summary():
+        assert row["status"] == "ended" and row["epochs"] >= 3, row
+        out = tmp_path / row["bed"]
+        assert json.loads((out / "run.json").read_text())["state"] == "finished"
+        assert read_hypnogram(out / "hypnogram.csv").n_epochs == row["epochs"]
+    assert beds.model.n_calls >= 1 and beds.model.n_epochs >= 6
