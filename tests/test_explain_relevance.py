@@ -194,8 +194,9 @@ def test_explain_epoch_gives_the_scored_stage_and_aggregates(models, night):
     assert len(a.second_share) == 30 and a.second_share.sum() == pytest.approx(1.0)
     assert a.row_second.shape == (4, 30)
     inter = ex.inter
-    starts, pos = covering_windows(night.n_epochs, i, 10)
-    assert inter.n_windows == len(starts) == 10 and (starts + pos == i).all()
+    windows, pos = covering_windows(night.n_epochs, i, 10)
+    assert inter.n_windows == len(windows) == 10
+    assert (windows[np.arange(10), pos] == i).all() and (windows[:, 0] + pos == i).all()
     np.testing.assert_array_equal(inter.epochs, np.arange(i - 9, i + 10))
     assert inter.share.sum() == pytest.approx(1.0)
     assert inter.context_share[inter.epochs == i] == 0

@@ -28,35 +28,38 @@ from edge_scorer.explain.relevance import (
     intra_relevance,
     torch,
 )
-from edge_scorer.inference.windows import softmax
+from edge_scorer.inference.windows import offline_ends, softmax, window_index
 from edge_scorer.io.spec import RenderSpec
 from edge_scorer.stages import CLASS_NAMES
 
 
 def covering_windows(n_epochs: int, index: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start epoch and position of ``index`` in every window of ``length`` covering it
-    (stride 1, as :func:`edge_scorer.inference.windows.sliding_window_proba` scores a night; a night
-    shorter than a window is one window padded at the end)."""
+    """The windows of a night that contain epoch ``index``, and its position in each.
+
+    The windows are the ones offline scoring sums (:func:`edge_scorer.inference.windows.
+    offline_ends` and :func:`~edge_scorer.inference.windows.window_index`: stride 1; a night
+    shorter than a window is one window padded with copies of its last epoch).
+
+    Returns
+    -------
+    windows : ndarray of int (W, length)
+        Epoch indices of each covering window.
+    positions : ndarray of int (W,)
+        Position of ``index`` in each window (its first occurrence).
+    """
     if not 0 <= index < n_epochs:
         raise ValueError(f"epoch {index} is outside the night (0..{n_epochs - 1})")
-    if n_epochs < length:
-        return np.array([0]), np.array([index])
-    starts = np.arange(max(0, index - length + 1), min(index, n_epochs - length) + 1)
-    return starts, index - starts
+    idx = window_index(offline_ends(n_epochs, length), length)
+    rows = idx[(idx == index).any(axis=1)]
+    return rows, (rows == index).argmax(axis=1)
 
 
-def _windows(features: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+def window_logits(inter, features: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Inter logits ``(W, L, C)`` of the windows of epoch indices ``windows`` (torch, no
+    grad)."""
     feats = np.asarray(features, dtype=np.float32)
-    if len(feats) < length:
-        feats = np.concatenate([feats, np.repeat(feats[-1:], length - len(feats), axis=0)])
-    return feats[starts[:, None] + np.arange(length)[None, :]]
-
-
-def window_logits(inter, features: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Inter logits ``(W, L, C)`` of the windows starting at ``starts`` (torch, no grad)."""
-    length = int(inter.config.seq_len)
     with torch.no_grad():
-        return inter(torch.from_numpy(_windows(features, starts, length))).numpy()
+        return inter(torch.from_numpy(feats[windows])).numpy()
 
 
 @dataclass
@@ -113,7 +116,7 @@ def explain_window_night(inter, features: np.ndarray, index: int, target: int | 
 
     Parameters
     ----------
-    inter : training.models.InterEpochTransformer
+    inter : edge_scorer.inference.nets.InterEpochTransformer
     features : ndarray (N, D)
         The night's epoch features (intra CLS features, any backend).
     index : int
@@ -129,22 +132,21 @@ def explain_window_night(inter, features: np.ndarray, index: int, target: int | 
     (method,) = check_methods(method)
     n = len(features)
     length = int(inter.config.seq_len)
-    starts, pos = covering_windows(n, index, length)
-    wins = _windows(features, starts, length)
-    with torch.no_grad():
-        logits = inter(torch.from_numpy(wins)).numpy()
-    proba = softmax(logits[np.arange(len(starts)), pos].astype(np.float64)
+    windows, pos = covering_windows(n, index, length)
+    wins = np.asarray(features, dtype=np.float32)[windows]
+    logits = window_logits(inter, features, windows)
+    proba = softmax(logits[np.arange(len(windows)), pos].astype(np.float64)
                     / temperature).mean(0)
     tgt = int(proba.argmax()) if target is None else int(target)
     res = inter_relevance(inter, wins, pos, target=tgt, methods=method)
-    lo, hi = int(starts[0]), min(n, int(starts[-1]) + length)
+    lo, hi = int(windows.min()), int(windows.max()) + 1
     rel = np.zeros(hi - lo)
-    for s, row in zip(starts, res.maps[method], strict=True):
-        keep = np.arange(s, s + length) < n  # padded positions of a short night
-        np.add.at(rel, np.arange(s, s + length)[keep] - lo, row[keep])
+    for epochs, row in zip(windows, res.maps[method], strict=True):
+        keep = epochs == epochs[0] + np.arange(length)  # not the padding of a short night
+        np.add.at(rel, epochs[keep] - lo, row[keep])
     total = rel.sum()
     return InterExplanation(method, int(index), tgt, np.arange(lo, hi), rel,
-                            rel / total if total > 0 else rel, len(starts), proba)
+                            rel / total if total > 0 else rel, len(windows), proba)
 
 
 @dataclass
