@@ -1,9 +1,10 @@
 """``edge-scorer export onnx``: training checkpoints -> ONNX models + weights + parity report.
 
 Reuses the exporter of :mod:`export.onnx_export` (dynamic batch, opset 17, ``onnx.checker``,
-``edge_scorer.*`` metadata) and :func:`training.checkpoint.save_weights`; the parity report
-compares torch and ONNX Runtime on rendered epochs (intra: the images; inter: every window of
-the intra model's features).
+``edge_scorer.*`` metadata) and :func:`training.checkpoint.save_weights`; the parity gate
+(:mod:`export.gate`) compares torch and ONNX Runtime on a night of rendered epochs: the intra
+model's logits and features, the inter model's logits on every window of the torch features,
+and the final stages of the night through the runtime's window rule.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import numpy as np
 
 from edge_scorer._log import get_logger
 from edge_scorer.io.outputs import atomic_write
-
-from .epochs import feature_windows, image_input
 
 log = get_logger("export.checkpoints")
 
@@ -76,7 +75,12 @@ def export_checkpoints(
     images: np.ndarray, images_desc: str = "", provenance: str | None = None,
     force_spec: bool = False, spec: Any = None,
 ) -> dict[str, Any]:
-    """Export an intra checkpoint (and an inter one) to ONNX beside their weights.
+    """Export an intra checkpoint (and an inter one) to ONNX beside their weights, gated.
+
+    The parity gate (:mod:`export.gate`, fp32 limits) compares torch with ONNX Runtime on the
+    rendered epochs, scored as one night in time order: the intra model's logits and features,
+    the inter model's logits on the torch features, and the final stages of the night (ONNX
+    pair against torch pair, through the runtime's window rule).
 
     Parameters
     ----------
@@ -85,7 +89,7 @@ def export_checkpoints(
     out_dir : path-like
         Receives ``intra.onnx`` + ``intra.pt`` (``inter.*``) and ``parity.json``.
     images : ndarray of uint8
-        Rendered epochs for the parity report.
+        Rendered epochs of one night, in time order, for the parity gate.
     images_desc : str
         Where they come from (recorded in the report).
     provenance : str, optional
@@ -105,12 +109,11 @@ def export_checkpoints(
     ValueError
         Spec hash mismatch (without ``force_spec``), or an inter model reading another feature
         size than the intra model makes.
+    GateFailed
+        ONNX and torch differ beyond the fp32 limits (the message names the tensor or the
+        final stages); ``parity.json`` is written and the ONNX files are removed.
     """
-    import torch
-
-    from edge_scorer.inference.nets.weights import load_checkpoint, save_weights
-
-    from .onnx_export import export_inter, export_intra, parity_report
+    from edge_scorer.inference.nets.weights import load_checkpoint
 
     out_dir = Path(out_dir)
     intra_model, ckpt = load_checkpoint(intra)
@@ -122,28 +125,74 @@ def export_checkpoints(
     extra = {"split": data.get("split", {}), "nights": data.get("nights", {})}
     if provenance is None:
         provenance = json.dumps({"cache": data.get("cache"), **extra})
-    x = image_input(images)
-    paths: dict[str, Any] = {"inter": None}
-    paths["intra"] = export_intra(intra_model, out_dir / "intra.onnx", spec=spec,
-                                  provenance=provenance, extra=extra)
-    save_weights(intra_model, out_dir / "intra.pt", meta=ckpt.get("meta"))
-    parity = {"epochs": images_desc, "intra": parity_report(intra_model, paths["intra"], x)}
+    stamp = {"spec": spec, "provenance": provenance, "extra": extra}
+    inter_model = None
     if inter is not None:
         inter_model, inter_ckpt = load_checkpoint(inter)
         dim = int(inter_model.cfg.get("in_dim", -1))
         if dim != int(intra_model.num_features):
             raise ValueError(f"{inter} reads {dim}-d features, {intra} makes "
                              f"{intra_model.num_features}-d ones; export matching checkpoints")
-        paths["inter"] = export_inter(inter_model, out_dir / "inter.onnx", spec=spec,
-                                      provenance=provenance, extra=extra)
-        save_weights(inter_model, out_dir / "inter.pt", meta=inter_ckpt.get("meta"))
-        with torch.no_grad():
-            feats = np.concatenate([intra_model.forward_features(
-                torch.from_numpy(x[i:i + 64])).numpy() for i in range(0, len(x), 64)])
-        windows = feature_windows(feats, int(inter_model.cfg["seq_len"]))
-        parity["inter"] = parity_report(inter_model, paths["inter"], windows)
+    paths: dict[str, Any] = {"intra": _write("intra", intra_model, ckpt, out_dir, stamp),
+                             "inter": None}
+    if inter_model is not None:
+        paths["inter"] = _write("inter", inter_model, inter_ckpt, out_dir, stamp)
+    gate = _parity_gate(intra_model, inter_model, paths, images)
+    parity = {"epochs": images_desc, **_per_model(gate), "gate": gate.to_dict(),
+              "passed": gate.passed}
     report = out_dir / "parity.json"
     atomic_write(report, json.dumps(parity, indent=2) + "\n")
+    if not gate.passed:
+        for kind in ("intra", "inter"):
+            if paths[kind] is not None:
+                paths[kind].unlink(missing_ok=True)
+        gate.check(f"ONNX parity with torch failed ({report} kept, ONNX files removed)")
     paths.update(parity=parity, report=report)
-    log.info("ONNX models in %s, parity %s", out_dir, parity)
+    log.info("ONNX models in %s, parity %s", out_dir, gate.summary().replace("\n", "; "))
     return paths
+
+
+def _write(kind: str, model: Any, ckpt: dict[str, Any], out_dir: Path,
+           stamp: dict[str, Any]) -> Path:
+    """One model as ONNX (with metadata) and its weights beside it."""
+    from edge_scorer.inference.nets.weights import save_weights
+
+    from .onnx_export import export_inter, export_intra
+
+    export = export_intra if kind == "intra" else export_inter
+    path = export(model, out_dir / f"{kind}.onnx", spec=stamp["spec"],
+                  provenance=stamp["provenance"], extra=stamp["extra"])
+    save_weights(model, out_dir / f"{kind}.pt", meta=ckpt.get("meta"))
+    return path
+
+
+def _parity_gate(intra_model: Any, inter_model: Any, paths: dict[str, Any],
+                 images: np.ndarray) -> Any:
+    """torch pair (reference) against ONNX Runtime pair (candidate), one night, fp32 limits."""
+    from edge_scorer.inference.backends import OrtBackend
+    from edge_scorer.inference.scorer import ScoringModel
+    from edge_scorer.io.spec import load_spec
+
+    from .gate import compare_models
+    from .onnx_export import TorchReference
+
+    onnx = {k: OrtBackend(p) if p is not None else None for k, p in paths.items()
+            if k in ("intra", "inter")}
+    torch_ref = {"intra": TorchReference(intra_model, onnx["intra"].metadata),
+                 "inter": TorchReference(inter_model, onnx["inter"].metadata)
+                 if inter_model is not None else None}
+    spec = load_spec(onnx["intra"].metadata["render_spec"])
+    reference = ScoringModel(torch_ref["intra"], torch_ref["inter"], spec)
+    candidate = ScoringModel(onnx["intra"], onnx["inter"], spec)
+    return compare_models(reference, candidate, [images])
+
+
+def _per_model(gate: Any) -> dict[str, dict[str, Any]]:
+    """``{"intra": {logits numbers, "features": {...}}, "inter": {...}}`` from a gate."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in ("intra", "inter"):
+        if f"{kind}/logits" in gate.tensors:
+            out[kind] = dict(gate.tensors[f"{kind}/logits"])
+            if f"{kind}/features" in gate.tensors:
+                out[kind]["features"] = gate.tensors[f"{kind}/features"]
+    return out

@@ -139,17 +139,26 @@ def _run_onnx(args: argparse.Namespace) -> int:
         raise CliError(f"ONNX export needs PyTorch and onnx: pip install 'edge-scorer[train]' "
                        f"({exc})") from exc
     from export.checkpoints import checkpoint_spec, export_checkpoints, resolve_run
+    from export.gate import GateFailed
 
     intra, inter = resolve_run(args.checkpoint, args.inter)
     spec = checkpoint_spec(intra, args.force_spec)  # refuses a stale spec before any work
     images, desc = _load(args.epochs, spec.name, args)
-    out = export_checkpoints(intra, args.out, inter=inter, images=images, images_desc=desc,
-                             force_spec=args.force_spec, spec=spec)
+    try:
+        out = export_checkpoints(intra, args.out, inter=inter, images=images, images_desc=desc,
+                                 force_spec=args.force_spec, spec=spec)
+    except GateFailed as exc:
+        raise CliError(str(exc)) from exc
     for kind in ("intra", "inter"):
         if out[kind] is not None:
             r = out["parity"][kind]
+            feats = (f", features max |diff| {r['features']['max_abs_diff']:.2e} min cosine "
+                     f"{r['features']['min_cosine']:.6f}" if "features" in r else "")
             print(f"{kind}: {out[kind]}  parity vs torch: max |diff| {r['max_abs_diff']:.2e}, "
-                  f"argmax agreement {r['argmax_agreement']:.4f} (n={r['n']})")
+                  f"argmax agreement {r['argmax_agreement']:.4f} (n={r['n']}){feats}")
+    s = out["parity"]["gate"]["stages"]
+    print(f"final stages vs torch: agreement {s['agreement']:.4f}, max |dp| "
+          f"{s['max_abs_diff_proba']:.2e} ({s['n_epochs']} epochs)")
     print(f"parity report: {out['report']} ({desc})")
     return 0
 

@@ -145,7 +145,7 @@ class GateReport:
         if self.stages is not None:
             s = self.stages
             lines.append(f"final stages: agreement {s['agreement']:.4f}, max |dp| "
-                         f"{s['max_abs_diff_proba']:.4f} ({s['n_epochs']} epochs of "
+                         f"{s['max_abs_diff_proba']:.3g} ({s['n_epochs']} epochs of "
                          f"{s['n_nights']} night(s))")
         return "\n".join(lines)
 

@@ -7,7 +7,9 @@ the inter model reads. Inter model: input ``features`` float32 (B, L, D); output
 ``onnx.checker``, and carry metadata (``edge_scorer.*`` keys): render spec name and hash,
 montage rows, class names, window length, preset, training data provenance, version.
 
-Built as small steps: torch module -> ONNX file -> metadata -> check -> parity report.
+Built as small steps: torch module -> ONNX file -> metadata -> check -> parity report (every
+output tensor through :mod:`export.gate`; :class:`TorchReference` puts the torch module behind
+the backend interface so that :mod:`export.checkpoints` also gates the final stages).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from edge_scorer.inference.backends import (  # the one metadata contract lives 
 )
 
 log = get_logger("export.onnx")
-
 
 
 def _torch():
@@ -155,23 +156,70 @@ def export_inter(model, path: str | Path, *, spec, provenance: str = "",
     return path
 
 
-def parity_report(model, path: str | Path, inputs: np.ndarray, *, output: str = "logits",
-                  batch_size: int = 64) -> dict[str, float]:
-    """Run torch and ONNX Runtime on the same inputs; max abs diff and argmax agreement."""
-    import onnxruntime as ort
+class TorchReference:
+    """A torch intra or inter module behind the backend interface (``infer``, ``metadata``):
+    the reference of the ONNX parity gate, scored by a
+    :class:`~edge_scorer.inference.scorer.ScoringModel` like any backend.
 
-    torch = _torch()
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    model.eval()
-    diffs, agree, total = [], 0, 0
-    for i in range(0, len(inputs), batch_size):
-        x = np.ascontiguousarray(inputs[i:i + batch_size], dtype=np.float32)
+    Parameters
+    ----------
+    module : torch.nn.Module
+        An intra ViT (``forward_features``/``forward_head``) or an inter transformer.
+    metadata : mapping
+        The exported model's ``edge_scorer.*`` metadata (prefix removed), ``kind`` included.
+    """
+
+    name = "torch"
+
+    def __init__(self, module: Any, metadata: Mapping[str, str], path: str | Path = "") -> None:
+        self.module, self.metadata, self.path = module.eval(), dict(metadata), path
+        self.kind = self.metadata.get("kind")
+        if self.kind not in ("intra", "inter"):
+            raise ValueError(f"model kind {self.kind!r}; expected intra or inter")
+        self.input_names = ("image",) if self.kind == "intra" else ("features",)
+        self.output_names = ("logits", "features") if self.kind == "intra" else ("logits",)
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the module on the named input; every output as float32 numpy."""
+        torch = _torch()
+        x = torch.from_numpy(np.ascontiguousarray(feed[self.input_names[0]], dtype=np.float32))
         with torch.no_grad():
-            ref = model(torch.from_numpy(x)).numpy()
-        got = sess.run([output], {name: x})[0]
-        diffs.append(float(np.max(np.abs(ref - got))))
-        agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
-        total += int(np.prod(ref.shape[:-1]))
-    return {"max_abs_diff": max(diffs), "argmax_agreement": agree / max(total, 1),
-            "n": int(total)}
+            if self.kind == "inter":
+                return {"logits": self.module(x).numpy()}
+            feats = self.module.forward_features(x)
+            return {"logits": self.module.forward_head(feats).numpy(), "features": feats.numpy()}
+
+
+def parity_report(model, path: str | Path, inputs: np.ndarray, *, output: str = "logits",
+                  batch_size: int = 64) -> dict[str, Any]:
+    """Run torch and ONNX Runtime on the same inputs and compare every output of the ONNX
+    model (:func:`export.gate.compare_outputs`, fp32 limits): an intra model's ``features``
+    as well as its logits.
+
+    Returns
+    -------
+    dict
+        ``max_abs_diff``, ``argmax_agreement``, ``n`` of ``output`` (logits), ``tensors``
+        (every output), ``failures`` and ``passed``.
+    """
+    from edge_scorer.inference.backends import OrtBackend
+
+    from .gate import compare_outputs
+
+    onnx_model = OrtBackend(path)
+    kind = "intra" if "features" in onnx_model.output_names else "inter"
+    ref = TorchReference(model, {**onnx_model.metadata, "kind": kind})
+    want: dict[str, list[np.ndarray]] = {k: [] for k in onnx_model.output_names}
+    got: dict[str, list[np.ndarray]] = {k: [] for k in onnx_model.output_names}
+    for i in range(0, len(inputs), batch_size):
+        feed = {onnx_model.input_names[0]: inputs[i:i + batch_size]}
+        for store, backend in ((want, ref), (got, onnx_model)):
+            out = backend.infer(feed)
+            for k in store:
+                store[k].append(out[k])
+    gate = compare_outputs({k: np.concatenate(v) for k, v in want.items()},
+                           {k: np.concatenate(v) for k, v in got.items()})
+    main = gate.tensors[output]
+    return {"max_abs_diff": main["max_abs_diff"],
+            "argmax_agreement": main.get("argmax_agreement", 1.0), "n": int(main["n"]),
+            "tensors": gate.tensors, "failures": gate.failures, "passed": gate.passed}

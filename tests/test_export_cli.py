@@ -36,8 +36,8 @@ def epochs_npy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     """A ``train all``-style run folder with small intra and inter checkpoints."""
+    from edge_scorer.inference.nets import create_model
     from training.checkpoint import make_meta, save_checkpoint
-    from training.models import create_model
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("run")
@@ -63,6 +63,14 @@ def test_export_onnx_from_a_run_folder(run_folder, epochs_npy, tmp_path, capsys)
     assert parity["intra"]["n"] == n and parity["intra"]["argmax_agreement"] == 1.0
     assert parity["intra"]["max_abs_diff"] < 1e-3 and parity["inter"]["max_abs_diff"] < 1e-3
     assert parity["inter"]["n"] == (n - 9) * 10 and "epochs from" in parity["epochs"]
+    # the gate: the intra features the inter model reads, and the night's final stages
+    assert parity["passed"] and parity["intra"]["features"]["max_abs_diff"] < 1e-3
+    assert parity["intra"]["features"]["min_cosine"] > 0.99999
+    assert set(parity["gate"]["tensors"]) == {"intra/logits", "intra/features", "inter/logits"}
+    stages = parity["gate"]["stages"]
+    assert stages["n_epochs"] == n and stages["agreement"] == 1.0
+    assert stages["max_abs_diff_proba"] < 1e-3
+    assert "final stages vs torch: agreement 1.0000" in printed
     for kind in ("intra", "inter"):
         model = onnx.load(str(out / f"{kind}.onnx"))
         onnx.checker.check_model(model)
@@ -75,12 +83,38 @@ def test_export_onnx_from_a_run_folder(run_folder, epochs_npy, tmp_path, capsys)
     assert ScoringModel.load(out / "intra.onnx", out / "inter.onnx").window == 10
 
 
+def test_export_onnx_refused_when_features_differ(run_folder, epochs_npy, tmp_path,
+                                                  monkeypatch, capsys):
+    """torch features that differ from the ONNX ones (logits equal): the parity gate names
+    the features, keeps parity.json and removes the ONNX files (exit 2)."""
+    from export.onnx_export import TorchReference
+
+    real = TorchReference.infer
+
+    def shifted(self, feed):
+        out = real(self, feed)
+        if "features" in out:
+            out["features"] = out["features"] + np.float32(0.01)
+        return out
+
+    monkeypatch.setattr(TorchReference, "infer", shifted)
+    out = tmp_path / "bad"
+    assert main(["export", "onnx", str(run_folder), "-o", str(out), "--epochs",
+                 str(epochs_npy)]) == 2
+    err = capsys.readouterr().err
+    assert "intra/features: max abs diff 0.01 > 0.001" in err and "ONNX files removed" in err
+    parity = json.loads((out / "parity.json").read_text())
+    assert not parity["passed"] and parity["intra"]["argmax_agreement"] == 1.0
+    assert not (out / "intra.onnx").exists() and not (out / "inter.onnx").exists()
+
+
 def test_export_onnx_parity_on_the_real_excerpt(run_folder, psg_excerpt, tmp_path):
     out = tmp_path / "real"
     assert main(["export", "onnx", str(run_folder / "intra" / "best.pt"), "-o", str(out),
                  "--epochs", str(psg_excerpt)]) == 0
     parity = json.loads((out / "parity.json").read_text())
     assert parity["intra"]["n"] == 10 and "rendered from" in parity["epochs"]
+    assert parity["passed"] and parity["gate"]["stages"]["n_epochs"] == 10
     assert "inter" not in parity and not (out / "inter.onnx").exists()
 
 
