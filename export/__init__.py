@@ -5,6 +5,8 @@
 - :mod:`export.epochs`: rendered epochs for parity, calibration and held-out checks.
 - :mod:`export.quantize`: ONNX Runtime int8 (dynamic / static), refused below an agreement.
 - :mod:`export.tensorrt_build`: TensorRT engines in small steps, and their verification.
+- :mod:`export.gate`: the one comparison behind every gate (per-tensor: logits, features; the
+  final stages of whole held-out nights through the runtime's window rule).
 
 Heavy dependencies (torch, onnx, tensorrt) are imported inside the functions.
 """
@@ -12,9 +14,20 @@ Heavy dependencies (torch, onnx, tensorrt) are imported inside the functions.
 from __future__ import annotations
 
 from .checkpoints import export_checkpoints, resolve_run
-from .epochs import compare_logits, load_epochs, model_feeds, simulated_epochs
+from .epochs import compare_logits, load_epochs, load_nights, model_feeds, simulated_epochs
+from .gate import (
+    THRESHOLDS,
+    GateFailed,
+    GateReport,
+    GateThresholds,
+    compare_models,
+    compare_outputs,
+    compare_stages,
+    gate_backend,
+)
 from .onnx_export import (
     OPSET,
+    TorchReference,
     export_inter,
     export_intra,
     model_metadata,
@@ -25,8 +38,10 @@ from .onnx_export import (
 from .quantize import DEFAULT_MIN_AGREEMENT, QuantizationRefused, QuantizeReport, quantize_model
 from .tensorrt_build import DEFAULT_PROFILES, build_engine, verify_engine
 
-__all__ = ["DEFAULT_MIN_AGREEMENT", "DEFAULT_PROFILES", "OPSET", "QuantizationRefused",
-           "QuantizeReport", "build_engine", "compare_logits", "export_checkpoints",
-           "export_inter", "export_intra", "load_epochs", "model_feeds", "model_metadata",
-           "parity_report", "quantize_model", "read_metadata", "resolve_run",
+__all__ = ["DEFAULT_MIN_AGREEMENT", "DEFAULT_PROFILES", "OPSET", "THRESHOLDS", "GateFailed",
+           "GateReport", "GateThresholds", "QuantizationRefused", "QuantizeReport",
+           "TorchReference", "build_engine", "compare_logits", "compare_models",
+           "compare_outputs", "compare_stages", "export_checkpoints", "export_inter",
+           "export_intra", "gate_backend", "load_epochs", "load_nights", "model_feeds",
+           "model_metadata", "parity_report", "quantize_model", "read_metadata", "resolve_run",
            "simulated_epochs", "update_metadata", "verify_engine"]

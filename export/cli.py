@@ -2,7 +2,8 @@
 
 ``onnx CHECKPOINT -o DIR``
     intra (+ inter) checkpoints -> ONNX (dynamic batch, opset 17, checked, metadata), weights
-    beside them, and a parity report against torch on rendered epochs.
+    beside them, and the parity gate against torch on a night of rendered epochs (logits,
+    features, final stages; exit 2 and no ONNX files when it fails).
 ``quantize MODEL.onnx``
     ONNX Runtime int8 (dynamic, or static calibrated on rendered epochs); compared with fp32
     through the shared gate (:mod:`export.gate`: logits, features, final stages of whole
@@ -11,6 +12,10 @@
     A TensorRT engine for this GPU (fp32/fp16/int8), profiles for live and offline batches,
     a timing cache; ``--verify`` gates it against ONNX Runtime on held-out nights (every
     output, features included, and the final stages).
+``gate MODEL_DIR --backend B [--fp16]``
+    A runtime backend (torch, torch-cuda fp16 with or without CUDA graphs, ort-cuda,
+    ort-tensorrt fp16, a TensorRT engine) against ONNX Runtime CPU fp32 through the same gate:
+    logits, features, final stages of whole held-out nights; exit 1 when it fails.
 
 Epoch sources (``--epochs``, ``--calibration``, ``--held-out``): ``simulated`` (default; a
 simulated night of the model's spec), an ``epochs.npy`` from ``edge-scorer render`` (or its
@@ -29,8 +34,9 @@ from edge_scorer.io.outputs import atomic_write
 
 log = get_logger("cli.export")
 
-HELP = ("export models: onnx (from checkpoints, parity report), quantize (int8, refused below "
-        "an agreement threshold), tensorrt (engines for this GPU, --verify)")
+HELP = ("export models: onnx (from checkpoints, parity gate), quantize (int8, refused when it "
+        "fails the gate), tensorrt (engines for this GPU, --verify), gate (a runtime backend, "
+        "e.g. torch-cuda fp16, against ONNX Runtime fp32)")
 
 
 def _epochs_args(p: argparse.ArgumentParser, *names: str) -> None:
@@ -97,6 +103,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="gate the engine against ONNX Runtime CPU fp32 on held-out nights "
                         "(every output, features included, and the final stages)")
     _epochs_args(p, "calibration", "held-out")
+    _gate_arguments(sub)
+
+
+def _gate_arguments(sub) -> None:
+    p = sub.add_parser("gate", help="gate a runtime backend (e.g. torch-cuda fp16) against "
+                                    "ONNX Runtime CPU fp32 on held-out nights")
+    p.add_argument("model", help="folder holding intra.onnx and inter.onnx, or the intra ONNX "
+                                 "model (inter.onnx beside it)")
+    p.add_argument("--inter", metavar="ONNX", help="the inter model (default inter.onnx beside "
+                                                   "the intra model)")
+    p.add_argument("--backend", required=True, help="candidate backend: torch, torch-cuda, "
+                                                    "ort-cuda, ort-tensorrt, tensorrt")
+    p.add_argument("--fp16", action="store_true",
+                   help="half precision (torch-cuda half, ort-tensorrt fp16, a TensorRT fp16 "
+                        "engine) and the fp16 limits")
+    p.add_argument("--cuda-graphs", action="store_true", help="torch-cuda: CUDA graphs")
+    p.add_argument("--which", choices=("both", "intra", "inter"), default="both",
+                   help="models run on the candidate backend (default both)")
+    p.add_argument("--min-agreement", type=float, default=None,
+                   help="least argmax and final-stage agreement (default: the precision's)")
+    p.add_argument("-o", "--out", metavar="JSON", help="report (default "
+                                                       "gate.<backend>[.fp16].json beside)")
+    _epochs_args(p, "held-out")
 
 
 def _load(source: str, spec: str, args: argparse.Namespace, seed_offset: int = 0):
@@ -241,7 +270,43 @@ def _print_verify(report: dict) -> None:
           f"{s['max_abs_diff_proba']:.4f} ({s['n_epochs']} epochs of {s['n_nights']} night(s))")
 
 
+def _run_gate(args: argparse.Namespace) -> int:
+    from edge_scorer.inference.backends import BackendUnavailable
+    from export.gate import THRESHOLDS, gate_backend
+
+    model = Path(args.model)
+    intra = model / "intra.onnx" if model.is_dir() else model
+    inter = Path(args.inter) if args.inter else intra.with_name("inter.onnx")
+    for path in (intra, inter):
+        if not path.is_file():
+            raise CliError(f"model not found: {path}")
+    spec = _model_spec(str(intra))
+    held, desc = _load_nights(args.held_out, spec, args)
+    precision = "fp16" if args.fp16 else "fp32"
+    options = {"half": args.fp16, "cuda_graphs": args.cuda_graphs, "fp16": args.fp16}
+    if args.backend == "tensorrt":
+        options = {"precision": precision}
+    thresholds = (THRESHOLDS[precision] if args.min_agreement is None
+                  else THRESHOLDS[precision].with_agreement(args.min_agreement))
+    try:
+        report = gate_backend(intra, inter, held, backend=args.backend, precision=precision,
+                              which=args.which, thresholds=thresholds, **options)
+    except (BackendUnavailable, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    out = Path(args.out) if args.out else intra.with_name(
+        f"gate.{args.backend}{'.fp16' if args.fp16 else ''}.json")
+    atomic_write(out, json.dumps({"backend": args.backend, "precision": precision,
+                                  "which": args.which, "epochs": desc, **report.to_dict()},
+                                 indent=2) + "\n")
+    print(report.summary())
+    print(f"gate {args.backend} {precision}: {'passed' if report.passed else 'FAILED'} "
+          f"({desc}); {out}")
+    for failure in report.failures:
+        print(f"  failed: {failure}")
+    return 0 if report.passed else 1
+
+
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the export subcommand."""
-    return {"onnx": _run_onnx, "quantize": _run_quantize,
-            "tensorrt": _run_tensorrt}[args.export_command](args)
+    return {"onnx": _run_onnx, "quantize": _run_quantize, "tensorrt": _run_tensorrt,
+            "gate": _run_gate}[args.export_command](args)

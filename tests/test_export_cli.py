@@ -194,3 +194,22 @@ def test_export_tensorrt_command_with_the_fake(tmp_path, monkeypatch, capsys):
     report = json.loads(verify.read_text())
     assert report["passed"] and report["stages"]["n_nights"] == 2
     assert set(report["batches"]["64"]) == {"intra/logits", "intra/features"}
+
+
+def test_export_gate_command_on_a_runtime_backend(tmp_path, capsys):
+    """``export gate``: a runtime backend (here PyTorch on the CPU; torch-cuda fp16 on a GPU
+    machine) against ONNX Runtime fp32 on whole held-out nights, through the shared gate."""
+    report = tmp_path / "gate.json"
+    assert main(["export", "gate", str(default_model_dir()), "--backend", "torch",
+                 "--held-out-nights", "2", "--duration-h", "0.2", "-o", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "intra/features: max abs diff" in printed and "final stages: agreement 1.0000" \
+        in printed and "gate torch fp32: passed" in printed
+    saved = json.loads(report.read_text())
+    assert saved["passed"] and saved["stages"]["n_nights"] == 2
+    assert set(saved["tensors"]) == {"intra/logits", "intra/features", "inter/logits"}
+    assert saved["tensors"]["intra/features"]["max_abs_diff"] < 1e-3
+    # fp16 needs a CUDA backend: a clear refusal here
+    assert main(["export", "gate", str(default_model_dir()), "--backend", "torch", "--fp16",
+                 "--duration-h", "0.2", "--held-out-nights", "1", "-o", str(report)]) == 2
+    assert "torch-cuda" in capsys.readouterr().err
