@@ -100,8 +100,8 @@ def test_torch_backend_equals_onnxruntime_on_the_shipped_model(images):
 
 def test_torch_backend_from_a_training_checkpoint(tmp_path, images):
     torch = pytest.importorskip("torch")
+    from edge_scorer.inference.nets import create_model
     from training.checkpoint import make_meta, save_checkpoint
-    from training.models import create_model
 
     torch.manual_seed(0)
     intra = create_model("vit_tiny", depth=1, embed_dim=32, num_heads=2).eval()

@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edge_scorer.cli import main  # noqa: E402
+from edge_scorer.inference.nets import create_model, sliding_window_proba  # noqa: E402
 from edge_scorer.inference.windows import (  # noqa: E402
     block_proba,
     lookahead_curve,
@@ -22,7 +23,6 @@ from edge_scorer.inference.windows import (  # noqa: E402
     window_softmax,
 )
 from edge_scorer.stats.metrics import agreement  # noqa: E402
-from training.models import create_model, sliding_window_proba  # noqa: E402
 
 # ---------------------------------------------------------------------------- look-ahead
 

@@ -34,10 +34,10 @@ from edge_scorer.explain.relevance import (  # noqa: E402
     intra_relevance,
 )
 from edge_scorer.explain.summary import ExplainedNight  # noqa: E402
+from edge_scorer.inference.nets import set_save_attn  # noqa: E402
 from edge_scorer.inference.scorer import ScoringModel  # noqa: E402
 from edge_scorer.io.spec import load_spec  # noqa: E402
 from edge_scorer.simulate import simulate_nights  # noqa: E402
-from training.models import set_save_attn  # noqa: E402
 
 F = torch.nn.functional
 SPEC = load_spec("sleep-edf")

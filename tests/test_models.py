@@ -1,4 +1,5 @@
-"""Tests of the hand-written PyTorch models (``training.models``); skipped without torch."""
+"""Tests of the hand-written PyTorch models (``edge_scorer.inference.nets``) and LineMix;
+skipped without torch."""
 
 from __future__ import annotations
 
@@ -8,18 +9,16 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(2)
 
-from edge_scorer.io.spec import load_spec  # noqa: E402
-from training.models import (  # noqa: E402
+from edge_scorer.inference.nets import (  # noqa: E402
     STQS,
-    class_weights,
     create_model,
-    linemix,
-    linemix_loss,
     list_models,
     model_from_cfg,
     set_save_attn,
     sliding_window_proba,
 )
+from edge_scorer.io.spec import load_spec  # noqa: E402
+from training.linemix import class_weights, linemix, linemix_loss  # noqa: E402
 
 F = torch.nn.functional
 

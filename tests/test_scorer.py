@@ -18,8 +18,8 @@ SPEC = load_spec("sleep-edf")
 def tiny_models(tmp_path_factory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
+    from edge_scorer.inference.nets import create_model
     from export import export_inter, export_intra
-    from training.models import create_model
 
     torch.manual_seed(0)
     intra = create_model("vit_tiny", depth=1, embed_dim=32, num_heads=2).eval()
@@ -32,7 +32,7 @@ def tiny_models(tmp_path_factory):
 def test_onnx_scoring_equals_torch_reference(tiny_models):
     import torch
 
-    from training.models import sliding_window_proba
+    from edge_scorer.inference.nets import sliding_window_proba
 
     intra, inter, intra_path, inter_path = tiny_models
     model = ScoringModel.load(intra_path, inter_path, SPEC)

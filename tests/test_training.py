@@ -20,6 +20,7 @@ torch.set_num_threads(2)
 
 from edge_scorer.cli import main  # noqa: E402
 from edge_scorer.dsp.pipeline import condition_recording, render_night  # noqa: E402
+from edge_scorer.inference.nets import create_model, model_from_cfg  # noqa: E402
 from edge_scorer.io.spec import load_spec  # noqa: E402
 from edge_scorer.simulate import simulate_night, write_night  # noqa: E402
 from edge_scorer.stats.hypnogram import Hypnogram  # noqa: E402
@@ -33,7 +34,6 @@ from training.dataset import (  # noqa: E402
     subject_from_name,
 )
 from training.features import image_batch  # noqa: E402
-from training.models import create_model, model_from_cfg  # noqa: E402
 from training.splits import (  # noqa: E402
     load_split,
     resolve_split,

@@ -1,8 +1,9 @@
 """Offline training of edge-scorer models: data cache, splits, configs, trainers, evaluation.
 
 Importing this package does not import torch: the data side (cache, splits, configs) works
-without it. The torch parts live in :mod:`training.models`, :mod:`training.tasks`,
-:mod:`training.checkpoint`, :mod:`training.evaluate` (``pip install -e '.[train]'``).
+without it. The torch parts live in :mod:`training.tasks`, :mod:`training.checkpoint`,
+:mod:`training.evaluate` (``pip install -e '.[train]'``); the networks are the runtime core's
+(:mod:`edge_scorer.inference.nets`).
 """
 
 from __future__ import annotations

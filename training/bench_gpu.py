@@ -168,8 +168,8 @@ def _vit_base(check: Check, images: np.ndarray, spec) -> None:
     from edge_scorer.inference.backends_torch import TorchBackend
 
     def checkpoint() -> Path:
+        from edge_scorer.inference.nets import create_model
         from training.checkpoint import save_checkpoint
-        from training.models import create_model
 
         torch.manual_seed(0)
         model = create_model("vit_base_patch16", img_size=spec.image_height,
@@ -208,7 +208,7 @@ def _train_worker(rank: int, world: int, port: int, steps: int, images: np.ndarr
     import torch
     import torch.nn.functional as F
 
-    from training.models import create_model
+    from edge_scorer.inference.nets import create_model
 
     torch.cuda.set_device(rank)
     dev = torch.device("cuda", rank)

@@ -2,7 +2,7 @@
 
 A checkpoint holds tensors and plain Python values only, so it loads with
 ``torch.load(..., weights_only=True)`` (no code from the file is run). ``cfg`` is the model's
-``model.cfg`` and rebuilds the architecture with :func:`training.models.model_from_cfg`.
+``model.cfg`` and rebuilds the architecture with :func:`edge_scorer.inference.nets.model_from_cfg`.
 
 ``meta`` (see :func:`make_meta`) says what the model expects and where it came from: the render
 spec name and hash (a live engine refuses a model whose spec hash differs from its own), the

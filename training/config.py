@@ -17,8 +17,8 @@ The resolved configuration is a nested dict of plain values, saved beside the ch
     ``columns``, only what the renderer reads of them, no STQS input; see
     :mod:`training.signal_cache`).
 ``[model]``
-    ``preset`` (a :func:`training.models.list_models` name); every other key overrides a field of
-    the preset's config (``depth = 1``, ``embed_dim = 32``).
+    ``preset`` (a :func:`edge_scorer.inference.nets.list_models` name); every other key
+    overrides a field of the preset's config (``depth = 1``, ``embed_dim = 32``).
 ``[train]``
     The shared loop (:mod:`training.trainer`): ``epochs``, ``batch_size``, ``lr``,
     ``weight_decay``, ``lr_schedule`` (``none``/``cosine``/``step``), ``warmup_steps``,

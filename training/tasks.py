@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from edge_scorer._log import get_logger
+from edge_scorer.inference.nets import create_model
 from edge_scorer.io.spec import RenderSpec, load_spec
 from edge_scorer.stages import N_CLASSES
 from training import distributed as dist
@@ -39,7 +40,7 @@ from training.dataset import (
     open_cache,
 )
 from training.features import cached_features, image_batch
-from training.models import class_weights, create_model, linemix, linemix_loss
+from training.linemix import class_weights, linemix, linemix_loss
 from training.splits import PARTS, find_split, resolve_split, save_split, split_nights
 from training.trainer import BatchSource, fit
 

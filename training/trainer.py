@@ -201,7 +201,7 @@ def fit(
     Parameters
     ----------
     model : torch.nn.Module
-        A :mod:`training.models` model (it has ``cfg``).
+        A :mod:`edge_scorer.inference.nets` model (it has ``cfg``).
     train, val : BatchSource
         Training items; validation items (None or empty: best by training loss).
     loss_fn : callable

@@ -189,7 +189,7 @@ def _check_model(model: nn.Module) -> None:
     for name in ("blocks", "norm", "head"):
         if not hasattr(model, name):
             raise TypeError(f"{type(model).__name__} has no {name!r}: relevance needs a "
-                            "training.models VisionTransformer or InterEpochTransformer")
+                            "edge_scorer.inference.nets VisionTransformer or InterEpochTransformer")
     if model.training:
         raise ValueError("the model is in training mode (dropout would change the maps); "
                          "call model.eval() before explaining")

@@ -126,7 +126,7 @@ def intra_relevance(model, images, target=None, methods: str | Sequence[str] = M
 
     Parameters
     ----------
-    model : training.models.VisionTransformer
+    model : edge_scorer.inference.nets.VisionTransformer
         In eval mode.
     images : array-like of uint8, shape (B, H, W) or (B, C, H, W)
         Rendered epochs (the renderer's output; the model normalises inside).
@@ -169,7 +169,7 @@ def inter_relevance(model, windows, position, target=None,
 
     Parameters
     ----------
-    model : training.models.InterEpochTransformer
+    model : edge_scorer.inference.nets.InterEpochTransformer
         In eval mode.
     windows : array-like of float, shape (B, L, D)
         Windows of epoch features (the intra model's CLS features).
