@@ -208,7 +208,7 @@ def timings(nights, picks, models, scoring, n: int) -> dict[str, float]:
         lambda j: occlusion_analysis(nights[sel[j][0]].epochs[sel[j][1]], nights[0].spec, pf,
                                      before=nights[sel[j][0]].context(sel[j][1])[0],
                                      after=nights[sel[j][0]].context(sel[j][1])[1]),
-        max(3, n // 4))
+        min(n, max(3, n // 4)))
     scoring.epoch_outputs(img[0][None])
     out["engine: ONNX intra forward (1 epoch)"] = _median_time(
         lambda j: scoring.epoch_outputs(img[j][None]), n)
