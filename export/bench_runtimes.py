@@ -69,8 +69,8 @@ def cpu_name() -> str:
 def render_timings(psg: Path, spec: Any, repeats: int) -> tuple[np.ndarray, list[tuple]]:
     """The night's images and (step, ms per epoch) of reading, conditioning, rendering."""
     from edge_scorer.dsp.conditioning import epochs_from_signal
-    from edge_scorer.dsp.pipeline import condition_recording
     from edge_scorer.dsp.render import render_epochs
+    from edge_scorer.dsp.render_night import condition_recording
     from edge_scorer.io.psg import read_psg
 
     read_s = _time(lambda: read_psg(psg, spec), repeats)

@@ -27,13 +27,13 @@ def simulated_epochs(spec: Any = "sleep-edf", *, n_nights: int = 1, duration_h: 
     """Rendered epochs of simulated nights (night ``i`` has seed ``seed + i``).
 
     The nights are written as EDF files to a temporary folder and read back through
-    :func:`edge_scorer.dsp.pipeline.render_night`, the path every recording takes.
+    :func:`edge_scorer.dsp.render_night.render_night`, the path every recording takes.
 
     Returns
     -------
     ndarray of uint8, shape (n_epochs, *spec.image_shape)
     """
-    from edge_scorer.dsp.pipeline import render_night
+    from edge_scorer.dsp.render_night import render_night
     from edge_scorer.io.spec import load_spec
     from edge_scorer.simulate import simulate_nights
 
@@ -63,7 +63,7 @@ def load_epochs(source: str | Path | None, spec: Any = "sleep-edf", *, seed: int
     ValueError
         An ``.npy`` file that does not hold uint8 images of the spec's shape.
     """
-    from edge_scorer.dsp.pipeline import render_night
+    from edge_scorer.dsp.render_night import render_night
     from edge_scorer.io.spec import load_spec
 
     spec = load_spec(spec) if isinstance(spec, str) else spec

@@ -116,8 +116,8 @@ def load_night(folder: str | Path, psg: str | Path | None = None, *,
         ``psg`` does not exist.
     """
     from edge_scorer.dsp.conditioning import epochs_from_signal
-    from edge_scorer.dsp.pipeline import condition_recording
     from edge_scorer.dsp.render import render_epochs
+    from edge_scorer.dsp.render_night import condition_recording
     from edge_scorer.io.psg import read_psg
 
     folder = Path(folder)

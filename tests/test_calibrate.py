@@ -101,7 +101,7 @@ def test_recalibrating_fits_the_raw_outputs_again(calibrated, tmp_path):
 
 def test_score_writes_the_flag_everywhere(calibrated, tmp_path, capsys):
     from edge_scorer.cli import main
-    from edge_scorer.dsp.pipeline import render_night
+    from edge_scorer.dsp.render_night import render_night
     from edge_scorer.engine.sinks import LOG_COLUMNS, read_epoch_log
 
     models, psg = calibrated["models"], calibrated["psg"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_scorer.dsp.pipeline import render_night
+from edge_scorer.dsp.render_night import render_night
 from edge_scorer.engine.engine import Engine
 from edge_scorer.engine.offline import score_file
 from edge_scorer.engine.rolling import FINAL, PROVISIONAL, REVISED, RollingScorer

@@ -14,8 +14,8 @@ import pytest
 
 from edge_scorer import load_spec
 from edge_scorer.dsp.conditioning import Conditioner, Epocher
-from edge_scorer.dsp.pipeline import render_night
 from edge_scorer.dsp.render import render_epoch
+from edge_scorer.dsp.render_night import render_night
 from edge_scorer.io.psg import read_psg
 
 SPEC = load_spec("sleep-edf")

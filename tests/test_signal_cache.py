@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_scorer.dsp.pipeline import render_night
 from edge_scorer.dsp.render import _layout, render_epochs
+from edge_scorer.dsp.render_night import render_night
 from edge_scorer.io.spec import load_spec
 from edge_scorer.simulate import simulate_night, write_night
 from edge_scorer.stats.hypnogram import Hypnogram

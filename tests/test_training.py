@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(2)
 
 from edge_scorer.cli import main  # noqa: E402
-from edge_scorer.dsp.pipeline import condition_recording, render_night  # noqa: E402
+from edge_scorer.dsp.render_night import condition_recording, render_night  # noqa: E402
 from edge_scorer.inference.nets import create_model, model_from_cfg  # noqa: E402
 from edge_scorer.io.spec import load_spec  # noqa: E402
 from edge_scorer.simulate import simulate_night, write_night  # noqa: E402

@@ -3,7 +3,7 @@
 The shipped model is trained on simulated nights and has to survive real ones: other
 amplifiers, electrodes, montages, labs. These augmentations change the *native-rate signal
 rows* of a recording before the one conditioning chain and the one renderer
-(:func:`edge_scorer.dsp.pipeline.condition_recording` with a ``transform``), so an augmented
+(:func:`edge_scorer.dsp.render_night.condition_recording` with a ``transform``), so an augmented
 night's images are drawn exactly like any other night's.
 
 Per row type (``RowSpec.type``):

@@ -119,7 +119,7 @@ class Check:
 
 def _night(tmp: Path, duration_h: float, seed: int, spec) -> np.ndarray:
     """Two simulated nights as files (the trainer check trains on both); the first's images."""
-    from edge_scorer.dsp.pipeline import render_night
+    from edge_scorer.dsp.render_night import render_night
     from edge_scorer.simulate import simulate_nights
 
     pairs = simulate_nights(tmp / "nights", 2, layout=spec.name, seed=seed,

@@ -1,8 +1,9 @@
 """The epoch cache: every night rendered once, through the one renderer, into memory-mapped arrays.
 
 Training reads epochs many times; rendering them each time would dominate a CPU run. So
-:func:`build_cache` renders every night with :func:`edge_scorer.dsp.pipeline.render_night` (the same
-conditioning and renderer as live scoring) and appends them to arrays on disk:
+:func:`build_cache` renders every night with
+:func:`edge_scorer.dsp.render_night.render_night` (the same conditioning and renderer as live
+scoring) and appends them to arrays on disk:
 ``images.npy`` uint8 ``(N, H, W)`` (memory-mapped), ``labels.npy`` int8 ``(N,)`` stage codes
 (-1 unscored), ``night.npy`` int32 night index, ``epoch.npy`` int32 epoch index in the night's
 recording, optional ``signals.npy`` float16 ``(N, n_rows, epoch_samples)`` conditioned signals
@@ -18,8 +19,8 @@ trim and the augmentation settings are unchanged, and rebuilt otherwise.
 With an :class:`~training.augment.AugmentConfig` of ``copies > 0``, each night of the given
 training subjects is followed by ``copies`` augmented versions (``NAME+aug1``, ...): its
 native-rate rows changed by :mod:`training.augment`, then the same conditioning and renderer
-(:func:`edge_scorer.dsp.pipeline.condition_recording` with a ``transform``). They keep the night's
-subject, labels and trim, carry ``"augmented": k`` in ``cache.json``, and only ever serve
+(:func:`edge_scorer.dsp.render_night.condition_recording` with a ``transform``). They keep the
+night's subject, labels and trim, carry ``"augmented": k`` in ``cache.json``, and only ever serve
 training (:meth:`EpochCache.nights_of` leaves them out unless asked).
 
 Nights are rendered one after the other, never more than one night's images in memory (a
@@ -234,9 +235,9 @@ def _request(nights: Sequence[NightSource], spec: RenderSpec, trim_wake_min,
 def _read_night(src: NightSource, spec: RenderSpec, *, render: bool, signals: bool):
     """``(recording, images or None, conditioned or None, stages, warnings)`` of one night:
     read, conditioned, rendered when asked (the offline path of
-    :func:`edge_scorer.dsp.pipeline.render_night`), labelled (UNSCORED without a hypnogram)."""
+    :func:`edge_scorer.dsp.render_night.render_night`), labelled (UNSCORED without a hypnogram)."""
     from edge_scorer.dsp.conditioning import epochs_from_signal
-    from edge_scorer.dsp.pipeline import condition_recording, render_night
+    from edge_scorer.dsp.render_night import condition_recording, render_night
     from edge_scorer.io.psg import align_hypnogram, read_psg
 
     if render:
@@ -465,8 +466,8 @@ def _cache_augmented_copies(
     from functools import partial
 
     from edge_scorer.dsp.conditioning import epochs_from_signal
-    from edge_scorer.dsp.pipeline import condition_recording
     from edge_scorer.dsp.render import render_epochs
+    from edge_scorer.dsp.render_night import condition_recording
     from training.augment import apply_augmentation, copy_seed, plan_augmentation
 
     types = [r.type for r in spec.rows]

@@ -193,7 +193,7 @@ def _file_features(psg: str | Path) -> dict[str, np.ndarray]:
     """Features of every epoch of a PSG file, through the one conditioning chain (sleep-edf)."""
     from edge_scorer.bench.realism_features import epoch_features
     from edge_scorer.dsp.conditioning import epochs_from_signal
-    from edge_scorer.dsp.pipeline import condition_recording
+    from edge_scorer.dsp.render_night import condition_recording
     from edge_scorer.io.psg import read_psg
     from edge_scorer.io.spec import load_spec
 

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read, condition, render and write the outputs; print a one-line summary."""
-    from edge_scorer.dsp.pipeline import render_night, save_rendered
+    from edge_scorer.dsp.render_night import render_night, save_rendered
     from edge_scorer.io.montage import parse_channel_overrides
     from edge_scorer.io.outputs import check_output_dir, prepare_output_dir
     from edge_scorer.io.spec import SpecError, load_spec

@@ -4,5 +4,5 @@ Modules:
 
 * :mod:`edge_scorer.dsp.conditioning`
 * :mod:`edge_scorer.dsp.render`
-* :mod:`edge_scorer.dsp.pipeline`
+* :mod:`edge_scorer.dsp.render_night`
 """

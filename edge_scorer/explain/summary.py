@@ -88,7 +88,7 @@ class ExplainedNight:
         says which probabilities hold).
         """
         from edge_scorer.dsp.conditioning import epochs_from_signal
-        from edge_scorer.dsp.pipeline import condition_recording, render_night
+        from edge_scorer.dsp.render_night import condition_recording, render_night
 
         spec = spec or model.spec
         night = render_night(psg, spec, hypnogram, channel_overrides)

@@ -10,7 +10,7 @@ Design choices
   recorded at (:meth:`~edge_scorer.io.psg.PsgRecording.native_rows`): one ``StreamOutlet`` per
   native-rate group (Sleep-EDF: a 100-Hz stream with EEG Fpz-Cz, EEG Pz-Oz and EOG horizontal,
   and a 1-Hz stream with the EMG submental envelope). This makes the live engine condition
-  exactly the samples the offline path (:func:`~edge_scorer.dsp.pipeline.condition_recording`)
+  exactly the samples the offline path (:func:`~edge_scorer.dsp.render_night.condition_recording`)
   conditions, so live and offline scores of a replayed file can be compared sample for sample.
   The highest-rate group is named ``NAME``, the others ``NAME-<rate>Hz``.
 * **Channels are the spec rows.** Each channel's ``label`` is the spec row name (so the engine
