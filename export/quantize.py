@@ -36,7 +36,7 @@ import numpy as np
 from edge_scorer._log import get_logger
 
 from .epochs import model_feeds
-from .gate import THRESHOLDS, GateReport, compare_models, scoring_pair
+from .gate import THRESHOLDS, GateReport, GateThresholds, compare_models, scoring_pair
 
 log = get_logger("export.quantize")
 
@@ -231,7 +231,8 @@ def _stamp(path: Path, source_meta: dict[str, str], model: Path, mode: str,
 
 
 def _gate(model: Path, kind: str, int8: Path, nights: list[np.ndarray], *,
-          intra: Any, inter: Any, threads: int | None, min_agreement: float) -> GateReport:
+          intra: Any, inter: Any, threads: int | None, min_agreement: float,
+          thresholds: GateThresholds | None) -> GateReport:
     """The shared gate (:mod:`export.gate`): the int8 model in place of the fp32 one, with the
     other fp32 model beside it, over whole held-out nights."""
     from edge_scorer.inference.backends import OrtBackend
@@ -246,7 +247,8 @@ def _gate(model: Path, kind: str, int8: Path, nights: list[np.ndarray], *,
     else:
         pair = scoring_pair(sibling_intra(model, intra), model, inter_backend=candidate,
                             threads=threads)
-    return compare_models(*pair, nights, THRESHOLDS["int8"].with_agreement(min_agreement))
+    limits = (thresholds or THRESHOLDS["int8"]).with_agreement(min_agreement)
+    return compare_models(*pair, nights, limits)
 
 
 def _timings(model: Path, int8: Path, feed: dict[str, np.ndarray], threads: int | None,
@@ -263,7 +265,7 @@ def quantize_model(
     held_out_desc: str = "", calibration_desc: str = "",
     min_agreement: float = DEFAULT_MIN_AGREEMENT, intra: str | Path | None = None,
     inter: str | Path | None = None, threads: int | None = None, repeats: int = 30,
-    enforce: bool = True,
+    enforce: bool = True, thresholds: GateThresholds | None = None,
 ) -> QuantizeReport:
     """Quantize an exported model to int8 and accept it only when it passes the gate.
 
@@ -297,6 +299,9 @@ def quantize_model(
         Timed runs per latency.
     enforce : bool
         False: report only, never refuse (benchmarks).
+    thresholds : GateThresholds, optional
+        Tensor and probability limits instead of :data:`export.gate.THRESHOLDS` ``["int8"]``
+        (``min_agreement`` still sets both agreement limits).
 
     Returns
     -------
@@ -322,7 +327,7 @@ def quantize_model(
         out_tmp = _quantize_file(model, Path(tmp), mode, calib_feeds, notes)
         _stamp(out_tmp, source_meta, model, mode, calibration_desc)
         gate = _gate(model, kind, out_tmp, nights, intra=intra, inter=inter, threads=threads,
-                     min_agreement=min_agreement)
+                     min_agreement=min_agreement, thresholds=thresholds)
         feed = model_feeds(model, nights[0][:16], batch_size=1, intra=intra)[0]
         t32, t8 = _timings(model, out_tmp, feed, threads, repeats)
         report = _report(model, output, mode, gate, min_agreement, t32, t8, out_tmp,
