@@ -13,6 +13,9 @@ Heavy dependencies (torch, onnx, tensorrt) are imported inside the functions.
 
 from __future__ import annotations
 
+# the metadata contract is the core's: one reader (ONNX Runtime), one writer of the keys
+from edge_scorer.inference.backends import onnx_metadata as read_metadata
+
 from .checkpoints import export_checkpoints, resolve_run
 from .epochs import compare_logits, load_epochs, load_nights, model_feeds, simulated_epochs
 from .gate import (
@@ -32,7 +35,6 @@ from .onnx_export import (
     export_intra,
     model_metadata,
     parity_report,
-    read_metadata,
     update_metadata,
 )
 from .quantize import DEFAULT_MIN_AGREEMENT, QuantizationRefused, QuantizeReport, quantize_model

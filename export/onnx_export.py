@@ -41,15 +41,6 @@ def _torch():
     return torch
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """Read the ``edge_scorer.*`` metadata of an ONNX file (prefix removed)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    meta = sess.get_modelmeta().custom_metadata_map
-    return {k[len(META_PREFIX):]: v for k, v in meta.items() if k.startswith(META_PREFIX)}
-
-
 def _to_onnx(module, example, path: Path, input_names, output_names, dynamic_axes) -> Path:
     torch = _torch()
     module.eval()

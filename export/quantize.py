@@ -168,7 +168,7 @@ class _Reader:
 def _check_args(model: Path, mode: str, min_agreement: float, calibration: Any,
                 held_out: list[np.ndarray]) -> dict[str, str]:
     """Refuse bad arguments before any work; the source model's metadata map."""
-    from export.onnx_export import META_PREFIX
+    from edge_scorer.inference.backends import META_PREFIX, onnx_metadata
 
     if mode not in MODES:
         raise ValueError(f"unknown quantization mode {mode!r}; use one of {MODES}")
@@ -180,12 +180,8 @@ def _check_args(model: Path, mode: str, min_agreement: float, calibration: Any,
         raise ValueError("no held-out epochs to compare int8 with fp32")
     if not model.is_file():
         raise FileNotFoundError(f"ONNX model not found: {model}")
-    try:
-        source_meta = dict(_session(model).get_modelmeta().custom_metadata_map)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ValueError(f"{model}: not a readable ONNX model ({type(exc).__name__}: "
-                         f"{str(exc)[:300]}); quantize an fp32 model exported by edge-scorer"
-                         ) from exc
+    # the core's one reader of the metadata contract (clear error on an unreadable file)
+    source_meta = {META_PREFIX + k: v for k, v in onnx_metadata(model).items()}
     if source_meta.get(META_PREFIX + "precision", "fp32") != "fp32":
         raise ValueError(f"{model} is already quantized "
                          f"({source_meta[META_PREFIX + 'precision']}); quantize the fp32 model")
