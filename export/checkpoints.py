@@ -137,8 +137,8 @@ def export_checkpoints(
                              "inter": None}
     if inter_model is not None:
         paths["inter"] = _write("inter", inter_model, inter_ckpt, out_dir, stamp)
-    gate = _parity_gate(intra_model, inter_model, paths, images)
-    parity = {"epochs": images_desc, **_per_model(gate), "gate": gate.to_dict(),
+    gate = parity_gate(intra_model, inter_model, paths, [images])
+    parity = {"epochs": images_desc, **per_model(gate), "gate": gate.to_dict(),
               "passed": gate.passed}
     report = out_dir / "parity.json"
     atomic_write(report, json.dumps(parity, indent=2) + "\n")
@@ -166,9 +166,11 @@ def _write(kind: str, model: Any, ckpt: dict[str, Any], out_dir: Path,
     return path
 
 
-def _parity_gate(intra_model: Any, inter_model: Any, paths: dict[str, Any],
-                 images: np.ndarray) -> Any:
-    """torch pair (reference) against ONNX Runtime pair (candidate), one night, fp32 limits."""
+def parity_gate(intra_model: Any, inter_model: Any, paths: dict[str, Any],
+                nights: list[np.ndarray]) -> Any:
+    """The torch pair (reference) against the exported ONNX Runtime pair (candidate) over
+    ``nights`` (each a night's rendered epochs in time order), fp32 limits of
+    :mod:`export.gate`: logits, features, inter logits and the final stages."""
     from edge_scorer.inference.backends import OrtBackend
     from edge_scorer.inference.scorer import ScoringModel
     from edge_scorer.io.spec import load_spec
@@ -184,10 +186,10 @@ def _parity_gate(intra_model: Any, inter_model: Any, paths: dict[str, Any],
     spec = load_spec(onnx["intra"].metadata["render_spec"])
     reference = ScoringModel(torch_ref["intra"], torch_ref["inter"], spec)
     candidate = ScoringModel(onnx["intra"], onnx["inter"], spec)
-    return compare_models(reference, candidate, [images])
+    return compare_models(reference, candidate, nights)
 
 
-def _per_model(gate: Any) -> dict[str, dict[str, Any]]:
+def per_model(gate: Any) -> dict[str, dict[str, Any]]:
     """``{"intra": {logits numbers, "features": {...}}, "inter": {...}}`` from a gate."""
     out: dict[str, dict[str, Any]] = {}
     for kind in ("intra", "inter"):

@@ -101,24 +101,25 @@ def evaluate_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path]) -> Pa
 
 def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path], *,
                 dest: Path | None = None, provenance: str | None = None,
-                n_parity: int = 256) -> Path:
-    """Export intra (+ inter) to ONNX, check parity with torch on rendered test epochs, and
+                parity_nights: int = 2) -> Path:
+    """Export intra (+ inter) to ONNX, gate them against torch on whole test nights, and
     calibrate the exported models (:func:`training.calibrate.calibrate`).
 
     Writes ``intra.onnx``, ``inter.onnx`` (each with its weights-only ``.pt`` beside it, see
-    :func:`training.checkpoint.save_weights`), ``parity.json`` and ``calibration.json`` into
-    ``dest`` (default ``out/export``). Calibration needs training and validation nights of the
-    split in the cache; without them it is skipped with a warning (the models then score
-    uncalibrated, with the unfamiliar-signal flag off). ``provenance`` (default: the cache,
-    nights and split as JSON) becomes the models' ``training_data`` metadata; the nights and
-    split are also stored as their own keys.
+    :func:`edge_scorer.inference.nets.weights.save_weights`), ``parity.json`` and
+    ``calibration.json`` into ``dest`` (default ``out/export``). The parity gate is the one of
+    ``edge-scorer export onnx`` (:func:`export.checkpoints.parity_gate`): logits, features and
+    the final stages of the first ``parity_nights`` test nights, each whole and in time order;
+    a failed gate raises :class:`export.gate.GateFailed` (``parity.json`` is kept). Calibration
+    needs training and validation nights of the split in the cache; without them it is skipped
+    with a warning (the models then score uncalibrated, with the unfamiliar-signal flag off).
+    ``provenance`` (default: the cache, nights and split as JSON) becomes the models'
+    ``training_data`` metadata; the nights and split are also stored as their own keys.
     """
-    import numpy as np
-
-    from export import export_inter, export_intra, parity_report
+    from export import export_inter, export_intra
+    from export.checkpoints import parity_gate, per_model
     from training.checkpoint import load_checkpoint, save_weights
     from training.dataset import open_cache
-    from training.features import image_batch
 
     cache = open_cache(cache_dir)
     spec = cache.spec()
@@ -129,32 +130,23 @@ def export_runs(out: Path, cache_dir: str | Path, runs: dict[str, Path], *,
         provenance = json.dumps({"cache": str(cache_dir), **extra})
     dest = dest or out / "export"
     dest.mkdir(parents=True, exist_ok=True)
-    intra_onnx = export_intra(intra, dest / "intra.onnx", spec=spec, provenance=provenance,
-                              extra=extra)
+    paths = {"intra": export_intra(intra, dest / "intra.onnx", spec=spec,
+                                   provenance=provenance, extra=extra), "inter": None}
     save_weights(intra, dest / "intra.pt", meta=ckpt["meta"])
-    test = [i for i, n in enumerate(cache.nights) if n["name"] in set(nights.get("test", []))]
-    rows = cache.select(test or list(range(len(cache.nights))))
-    rng = np.random.default_rng(0)
-    rows = np.sort(rng.choice(rows, size=min(n_parity, len(rows)), replace=False))
-    # the ONNX input: the renderer's pixels as float32 (B, C, H, W)
-    images = image_batch(cache.images[rows]).float().numpy()
-    if images.ndim == 3:
-        images = images[:, None]
-    parity = {"intra": parity_report(intra, intra_onnx, images)}
+    inter = None
     if "inter" in runs:
         inter, inter_ckpt = load_checkpoint(runs["inter"])
-        inter_onnx = export_inter(inter, dest / "inter.onnx", spec=spec, provenance=provenance,
-                                  extra=extra)
+        paths["inter"] = export_inter(inter, dest / "inter.onnx", spec=spec,
+                                      provenance=provenance, extra=extra)
         save_weights(inter, dest / "inter.pt", meta=inter_ckpt["meta"])
-        import torch
-
-        with torch.no_grad():
-            feats = intra.forward_features(torch.from_numpy(images)).numpy()
-        L = int(inter.cfg["seq_len"])
-        windows = np.stack([feats[i:i + L] for i in range(0, len(feats) - L + 1, L)])
-        parity["inter"] = parity_report(inter, inter_onnx, windows)
+    test = [i for i, n in enumerate(cache.nights) if n["name"] in set(nights.get("test", []))]
+    chosen = (test or list(range(len(cache.nights))))[:max(1, parity_nights)]
+    gate = parity_gate(intra, inter, paths, [cache.images[cache.select([i])] for i in chosen])
+    parity = {"nights": [cache.nights[i]["name"] for i in chosen], **per_model(gate),
+              "gate": gate.to_dict(), "passed": gate.passed}
     (dest / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
-    log.info("recipe: ONNX models in %s, parity %s", dest, parity)
+    gate.check(f"ONNX parity with torch failed ({dest / 'parity.json'})")
+    log.info("recipe: ONNX models in %s, parity %s", dest, gate.summary().replace("\n", "; "))
     from training.calibrate import CalibrationUnavailable, calibrate
 
     try:
