@@ -1,12 +1,16 @@
 """Concurrent beds at real time: one helper process of N LSL outlets, one ``stream`` process.
 
 ``python -m edge_scorer.bench beds [--beds 25,50,100] [--seconds 95] [--nights 8]
-[--json OUT]``
+[--aligned] [--connect-s S] [--keep DIR] [--json OUT]``
 
 For each N: a helper process (this module with ``--helper``) plays N real-time replays
 (:class:`~edge_scorer.stream.replay.Replayer` at speed 1, 100-ms chunks, real LSL on loopback) of
 ``--nights`` different simulated nights, and one ``edge-scorer stream --beds FILE`` process
-scores all N (one model session, cross-bed batching). After ``--seconds`` of signal the replays
+scores all N (one model session, cross-bed batching). The replays' signal starts
+``--connect-s`` after their outlets appear (the stream process connects every bed first) and,
+unless ``--aligned``, bed ``i`` starts ``i / N x 30`` s after bed 0, as beds started at
+different times would (``--aligned``: every bed's epochs end in the same second, the worst
+case). After ``--seconds`` of signal the replays
 stop; the stream process finalizes every bed and exits. Reported per N, from the beds'
 ``epochs.csv``/``run.json``/``beds.json``: p50 / p99 provisional latency over every epoch of
 every bed (from the pull of the chunk that completes an epoch to its label), the largest inlet
@@ -72,7 +76,8 @@ def _helper(args: argparse.Namespace) -> int:
     spec = load_spec("sleep-edf")
     psgs = [Path(p) for p in args.psg]
     n = len(args.names)
-    reps = [_delayed_replayer(30.0 * i / n if args.stagger else 0.0, psgs[i % len(psgs)], spec,
+    reps = [_delayed_replayer((args.connect_s or 0.0) + (30.0 * i / n if args.stagger else 0.0),
+                              psgs[i % len(psgs)], spec,
                               name=name, speed=1.0, wait_for_consumers_s=120)
             for i, name in enumerate(args.names)]
     for r in reps:
@@ -106,18 +111,20 @@ def _proc_cpu_mem(pid: int) -> tuple[float, float]:
 
 
 def run_n(n: int, psgs: Sequence[Path], seconds: float, folder: Path,
-          aligned: bool = False) -> dict:
+          aligned: bool = False, connect_s: float | None = None) -> dict:
     """One measurement with ``n`` beds (see the module docstring)."""
+    connect_s = connect_s if connect_s is not None else max(10.0, 0.3 * n)
     tag = uuid.uuid4().hex[:6]
     names = [f"bench-{tag}-{i:03d}" for i in range(n)]
     beds = folder / f"beds-{n}.csv"
     beds.write_text("name\n" + "\n".join(names) + "\n")
     out = folder / f"out-{n}"
     nice = ["nice", "-n", "19"] if os.environ.get("EDGE_SCORER_BENCH_NICE") else []
-    idle = IDLE_S if aligned else IDLE_STAGGERED_S
+    idle = connect_s + (IDLE_S if aligned else IDLE_STAGGERED_S)
     helper = subprocess.Popen(
         [*nice, sys.executable, "-m", "edge_scorer.bench.beds", "--helper", "--seconds",
-         str(seconds), "--idle", str(idle), *([] if aligned else ["--stagger"]), "--psg",
+         str(seconds), "--idle", str(idle), "--connect-s", str(connect_s),
+         *([] if aligned else ["--stagger"]), "--psg",
          *map(str, psgs), "--names", *names],
         stdout=subprocess.PIPE, text=True)
     assert helper.stdout is not None
@@ -180,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--psg", nargs="*", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--names", nargs="*", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--idle", type=float, default=IDLE_S, help=argparse.SUPPRESS)
+    parser.add_argument("--connect-s", type=float, default=None,
+                        help="the replays' signal starts this long after their outlets appear, "
+                             "so that the stream process has connected every bed first (LSL "
+                             "gives a scorer that joins running devices no backlog either); "
+                             "default max(10, 0.3 x N) s")
     parser.add_argument("--aligned", action="store_true",
                         help="start every bed's signal in the same second (the worst case: "
                              "all epochs end together); default: bed i starts i/N x 30 s later "
@@ -207,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{'epochs':>7} {'missing':>7} {'CPU cores':>9} {'peak MB':>8} {'batch':>6} "
               f"{'replays cores':>13} {'load':>11}  real time")
         for n in counts:
-            r = run_n(n, psgs, args.seconds, Path(tmp), args.aligned)
+            r = run_n(n, psgs, args.seconds, Path(tmp), args.aligned, args.connect_s)
             results.append(r)
             print(f"{n:5d} {r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['max_lag_s']:9.2f} "
                   f"{r['drain_s']:7.1f} {r['epochs']:7d} {r['missing_epochs']:7d} "
