@@ -110,10 +110,23 @@ def _proc_cpu_mem(pid: int) -> tuple[float, float]:
         return float("nan"), float("nan")
 
 
+def _read_beds(out: Path, names: Sequence[str]) -> tuple[list[float], list[float], list[int]]:
+    """Every provisional latency (ms), each bed's largest inlet lag and epochs scored."""
+    lat, lags, scored = [], [], []
+    for name in names:
+        with open(out / name / "epochs.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        lat += [float(r["latency_ms"]) for r in rows if r.get("latency_ms")]
+        info = json.loads((out / name / "run.json").read_text())
+        lags.append(float(info.get("inlet", {}).get("max_lag_s", float("nan"))))
+        scored.append(int(info.get("samples", {}).get("epochs_complete", 0)))
+    return lat, lags, scored
+
+
 def run_n(n: int, psgs: Sequence[Path], seconds: float, folder: Path,
           aligned: bool = False, connect_s: float | None = None) -> dict:
     """One measurement with ``n`` beds (see the module docstring)."""
-    connect_s = connect_s if connect_s is not None else max(10.0, 0.3 * n)
+    connect_s = connect_s if connect_s is not None else max(10.0, 0.4 * n)
     tag = uuid.uuid4().hex[:6]
     names = [f"bench-{tag}-{i:03d}" for i in range(n)]
     beds = folder / f"beds-{n}.csv"
@@ -127,13 +140,15 @@ def run_n(n: int, psgs: Sequence[Path], seconds: float, folder: Path,
          *([] if aligned else ["--stagger"]), "--psg",
          *map(str, psgs), "--names", *names],
         stdout=subprocess.PIPE, text=True)
-    assert helper.stdout is not None
+    if helper.stdout is None:
+        raise RuntimeError("the replay helper has no stdout pipe")
     helper.stdout.readline()  # "ready": the outlets exist
     t0 = time.perf_counter()
+    log_fh = open(folder / f"stream-{n}.log", "w")  # noqa: SIM115 - closed after the run
     stream = subprocess.Popen(
         [*nice, sys.executable, "-m", "edge_scorer", "stream", "--beds", str(beds), "-o",
          str(out), "--until-idle", str(idle), "--outlet", "none"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=log_fh)
     cpu, mem, helper_cpu, load0 = 0.0, 0.0, 0.0, os.getloadavg()[0]
     while stream.poll() is None:
         c, m = _proc_cpu_mem(stream.pid)
@@ -143,17 +158,11 @@ def run_n(n: int, psgs: Sequence[Path], seconds: float, folder: Path,
         helper_cpu = h if h == h else helper_cpu
         time.sleep(0.2)
     wall, ended = time.perf_counter() - t0, time.time()
+    log_fh.close()
     sent_info = json.loads(helper.stdout.readline() or "{}")
     sent = sent_info.get("sent_epochs", [])
     helper.wait(60)
-    lat, lags, scored = [], [], []
-    for name in names:
-        with open(out / name / "epochs.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        lat += [float(r["latency_ms"]) for r in rows if r.get("latency_ms")]
-        info = json.loads((out / name / "run.json").read_text())
-        lags.append(float(info.get("inlet", {}).get("max_lag_s", float("nan"))))
-        scored.append(int(info.get("samples", {}).get("epochs_complete", 0)))
+    lat, lags, scored = _read_beds(out, names)
     summary = json.loads((out / "beds.json").read_text())
     lat_a = np.asarray(lat)
     missing = int(sum(max(0, s - 1 - k) for s, k in zip(sent, scored, strict=False)))
@@ -191,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the replays' signal starts this long after their outlets appear, "
                              "so that the stream process has connected every bed first (LSL "
                              "gives a scorer that joins running devices no backlog either); "
-                             "default max(10, 0.3 x N) s")
+                             "default max(10, 0.4 x N) s")
     parser.add_argument("--aligned", action="store_true",
                         help="start every bed's signal in the same second (the worst case: "
                              "all epochs end together); default: bed i starts i/N x 30 s later "

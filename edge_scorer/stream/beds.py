@@ -34,6 +34,10 @@ from edge_scorer._log import get_logger
 log = get_logger("beds")
 
 _COMPANION = re.compile(r".+-[0-9.]+Hz")
+#: A bed's pull + staging longer than this is logged (the other beds wait for it).
+SLOW_STEP_S = 0.5
+#: Beds connected at once (each waits about 1-2 s on LSL resolution and clock offsets).
+CONNECT_THREADS = 64
 
 
 @dataclass(frozen=True)
@@ -298,11 +302,16 @@ class BedPoller:
         active = False
         for bed in self.bedset.polled():
             live = bed.live
+            t0 = time.perf_counter()
             try:
                 got = live.step()
             except Exception as exc:
                 self.end(bed, exc)
                 continue
+            took = time.perf_counter() - t0
+            if took > SLOW_STEP_S:  # every bed waits for this one
+                log.warning("bed %s: pulling and staging took %.2f s (every bed waited)",
+                            bed.config.label, took)
             if got is None:
                 if live.idle_expired():
                     log.info("bed %s: no samples for %g s: ending", bed.config.label,
@@ -439,8 +448,8 @@ class BedSet:
                     continue
                 self.beds[cfg.label] = Bed(cfg)
                 new.append(cfg)
-        if new:
-            with ThreadPoolExecutor(min(16, len(new))) as pool:
+        if new:  # connecting mostly waits (resolution, clock offsets): many at once
+            with ThreadPoolExecutor(min(CONNECT_THREADS, len(new))) as pool:
                 list(pool.map(self._start_one, new))
 
     def start(self) -> BedSet:
