@@ -193,3 +193,56 @@ def test_one_thread_polls_every_bed_and_stop_finalizes_them(model, sim_night, tm
         assert json.loads((out / "run.json").read_text())["state"] == "finished"
         assert read_hypnogram(out / "hypnogram.csv").n_epochs == row["epochs"]
     assert beds.model.n_calls >= 1 and beds.model.n_epochs >= 6
+
+
+def test_a_bed_whose_pull_blocks_is_ended_and_the_others_go_on(model, sim_night, tmp_path,
+                                                               monkeypatch):
+    """liblsl can block inside ``pull_chunk`` (seen once on a stream lost while it recovers).
+    That block cannot be produced on demand, so here one bed's step blocks on an event (the
+    only stand-in in this test); the watchdog ends that bed with the epochs it scored and a
+    new polling thread keeps the other bed going until its night is finalized."""
+    from edge_scorer.stream import beds as beds_mod
+    from edge_scorer.stream.beds import BedSet
+
+    monkeypatch.setattr(beds_mod, "STUCK_S", 1.0)
+    psg, _ = sim_night
+    tag = uuid.uuid4().hex[:8]
+    names = [f"ok-{tag}", f"stuck-{tag}"]
+    reps = [Replayer(psg, model.spec, name=n, speed=SPEED, wait_for_consumers_s=30)
+            for n in names]
+    for rep in reps:
+        rep.start()
+    beds = BedSet(model, [BedConfig(name=n) for n in names], tmp_path, outlets=False)
+    release = threading.Event()
+    try:
+        beds.start()
+        stuck = beds.beds[names[1]].live
+        real_step = stuck.step
+
+        def blocked_step():
+            if stuck.engine.n_epochs >= 2:
+                release.wait(120)  # as a blocked liblsl pull
+            return real_step()
+
+        stuck.step = blocked_step
+        ok = beds.beds[names[0]].live
+        deadline = time.perf_counter() + 90
+        while (beds.beds[names[1]].live.is_running or ok.engine.n_epochs < 6) \
+                and time.perf_counter() < deadline:
+            beds.poll()
+            time.sleep(0.1)
+        assert not stuck.is_running and stuck.error is not None
+        n_ok = ok.engine.n_epochs
+        time.sleep(1.0)
+        assert ok.engine.n_epochs > n_ok or not ok.is_running  # still scored by a new thread
+        beds.stop()
+    finally:
+        release.set()
+        for rep in reps:
+            rep.stop()
+    rows = {r["bed"]: r for r in beds.summary()}
+    assert rows[names[0]]["status"] == "ended", rows
+    assert rows[names[1]]["status"] == "failed" and "blocked" in rows[names[1]]["error"]
+    for name in names:
+        out = tmp_path / name
+        assert read_hypnogram(out / "hypnogram.csv").n_epochs == rows[name]["epochs"] >= 2

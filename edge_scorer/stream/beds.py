@@ -36,6 +36,10 @@ log = get_logger("beds")
 _COMPANION = re.compile(r".+-[0-9.]+Hz")
 #: A bed's pull + staging longer than this is logged (the other beds wait for it).
 SLOW_STEP_S = 0.5
+#: A bed whose pull + staging has not returned after this many seconds is blocked (inside
+#: liblsl, e.g. on a stream lost while it recovers): it is ended and a new polling thread
+#: takes the other beds over (:class:`BedPoller`).
+STUCK_S = 10.0
 #: Beds connected at once (each waits about 1-2 s on LSL resolution and clock offsets).
 CONNECT_THREADS = 64
 
@@ -268,46 +272,103 @@ class BedPoller:
         self._stop = threading.Event()
         self._finishing = ThreadPoolExecutor(4, thread_name_prefix="edge-scorer-bed-end")
         self._futures: list = []
-        self._thread = threading.Thread(target=self._loop, name="edge-scorer-beds", daemon=True)
+        self._abandoned: list[threading.Thread] = []
+        #: Generation of the polling thread; a blocked thread is replaced by the next one.
+        self._gen = 0
+        self._busy: tuple[int, Bed, float] | None = None  # (generation, bed, since)
+        self._thread = self._new_thread()
+        self._watchdog = threading.Thread(target=self._watch, name="edge-scorer-beds-watchdog",
+                                          daemon=True)
+
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._loop, args=(self._gen,), daemon=True,
+                                name="edge-scorer-beds" + (f"-{self._gen}" if self._gen else ""))
 
     def start(self) -> None:
-        """Start the polling thread."""
+        """Start the polling thread and its watchdog."""
         self._thread.start()
+        self._watchdog.start()
 
     def stop(self) -> None:
-        """Stop polling (the current round is completed first)."""
+        """Stop polling (the current round is completed first; a blocked thread is replaced
+        by the watchdog, and its successor stops at once)."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        while True:
+            thread = self._thread
+            thread.join(timeout=0.5)
+            if not thread.is_alive() and thread is self._thread:
+                return
 
     def wait_finishing(self) -> None:
         """Wait until every bed handed to the finishing threads is finalized."""
         for fut in list(self._futures):
             fut.result()
         self._finishing.shutdown(wait=True)
+        for thread in self._abandoned:
+            thread.join(timeout=60.0)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def _watch(self) -> None:
+        """Replace a polling thread blocked in one bed for :data:`STUCK_S`: that bed ends with
+        what it scored (its files written, its inlets left open), the others go on."""
+        while not (self._stop.is_set() and not self._thread.is_alive()):
+            time.sleep(0.5)
+            busy = self._busy
+            if busy is None or busy[0] != self._gen or time.perf_counter() - busy[2] < STUCK_S:
+                continue
+            _, bed, since = busy
+            self._gen += 1
+            self._busy = None
+            log.error("bed %s: its stream stopped answering (a pull blocked for %.0f s inside "
+                      "liblsl): ending it with the epochs scored so far; the other beds go on",
+                      bed.config.label, time.perf_counter() - since)
+            bed.ending = True
+            bed.live.fail(RuntimeError(f"the LSL inlet blocked for more than {STUCK_S:g} s"))
+            ender = threading.Thread(target=bed.live.abandon, daemon=True,
+                                     name=f"edge-scorer-bed-abandon-{bed.config.label}")
+            ender.start()
+            self._abandoned.append(ender)
+            self._thread = self._new_thread()
+            self._thread.start()
+
+    def _loop(self, gen: int) -> None:
+        while not self._stop.is_set() and gen == self._gen:
             try:
-                active = self._round()
+                active = self._round(gen)
             except Exception as exc:  # never leave the beds unpolled silently
                 log.exception("bed polling round failed: %s", exc)
                 active = False
             if not active:
                 self._stop.wait(self.poll_s)
 
-    def _round(self) -> bool:
+    def _step(self, gen: int, bed: Bed) -> tuple[bool, Any]:
+        """One bed's pull + staging, watched; (False, None) when this thread was replaced
+        while it ran (its results are dropped)."""
+        self._busy = (gen, bed, time.perf_counter())
+        try:
+            got = bed.live.step()
+        finally:
+            if self._busy is not None and self._busy[0] == gen:
+                self._busy = None
+        return gen == self._gen, got
+
+    def _round(self, gen: int = 0) -> bool:
         """Pull, stage, score and complete every bed once; True when any bed had samples."""
         staged: list[tuple[Bed, Any]] = []
         active = False
         for bed in self.bedset.polled():
+            if gen != self._gen:
+                return False
             live = bed.live
             t0 = time.perf_counter()
             try:
-                got = live.step()
+                current, got = self._step(gen, bed)
             except Exception as exc:
+                if gen != self._gen:
+                    return False
                 self.end(bed, exc)
                 continue
+            if not current:
+                return False
             took = time.perf_counter() - t0
             if took > SLOW_STEP_S:  # every bed waits for this one
                 log.warning("bed %s: pulling and staging took %.2f s (every bed waited)",

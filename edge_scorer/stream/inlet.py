@@ -20,7 +20,10 @@ spec order, ready for :class:`~edge_scorer.dsp.conditioning.Conditioner`.
   (:mod:`edge_scorer.stream.stream_units`).
 * **Pulling.** Each inlet pulls with ``pull_chunk(timeout=0, dest_obj=...)`` straight into a
   preallocated ring buffer (``ring_s`` seconds per stream; the GUI reads the latest signal
-  from it). Time stamps are clock-corrected by liblsl (``proc_clocksync``). liblsl keeps
+  from it). Time stamps are clock-corrected with liblsl's offset estimate
+  (:meth:`~edge_scorer.stream.inlet_stream.InletStream.update_offset`; not liblsl's
+  ``proc_clocksync``, whose unbounded wait inside ``pull_chunk`` blocks on a lost stream).
+  liblsl keeps
   ``buffer_s`` seconds of *wall* time per inlet for a consumer that is busy or paused (its
   buffer is sized in seconds at the nominal rate, so it is scaled by ``speed``; capped at the
   replay's length plus a minute, or :data:`MAX_BUFFER_SIGNAL_S` of signal). When the samples
@@ -405,8 +408,8 @@ class LslSource:
                                  "a regularly sampled stream (nominal_srate > 0)")
             # liblsl sizes its buffer in seconds at the nominal rate: scale by the speed so it
             # holds buffer_s of wall time
-            inlet = pylsl.StreamInlet(found[g], max_buflen=self._buflen, recover=True,
-                                      processing_flags=pylsl.proc_clocksync)
+            # no proc_clocksync: InletStream adds the clock offset itself (see update_offset)
+            inlet = pylsl.StreamInlet(found[g], max_buflen=self._buflen, recover=True)
             chunk_max = max(1, min(int(info.nominal_srate() * self.speed * 2), 1 << 20))
             groups.append(InletStream(inlet, info, used[g], self.ring_s, self.speed,
                                       self.fill_gap_s, self.gap_tolerance_s, chunk_max))
@@ -419,7 +422,7 @@ class LslSource:
             for grp in groups:
                 grp.inlet.open_stream(timeout=self.timeout_s)
                 # the first clock-offset estimate takes ~1 s: get it now, not on the first pull
-                offset = grp.inlet.time_correction(timeout=self.timeout_s)
+                offset = grp.set_offset(grp.inlet.time_correction(timeout=self.timeout_s))
                 if grp is groups[0] and self.grid == "recording start":
                     # the sender's t0 on this machine's clock, as the corrected stamps are
                     self.start_time = t0_remote + offset

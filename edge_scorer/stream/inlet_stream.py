@@ -10,6 +10,7 @@ interpolated and flagged, long ones NaN, samples before the common start dropped
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,11 @@ import numpy as np
 from edge_scorer._log import get_logger
 
 log = get_logger("inlet")
+
+#: Seconds between clock-offset refreshes of an inlet (liblsl re-estimates every few seconds).
+OFFSET_REFRESH_S = 1.0
+#: Longest wait for a clock-offset estimate while pulling (liblsl's cached one comes at once).
+OFFSET_TIMEOUT_S = 0.05
 
 _DTYPES = {"float32": np.float32, "double64": np.float64, "int32": np.int32,
            "int16": np.int16, "int8": np.int8, "int64": np.int64}
@@ -77,6 +83,9 @@ class InletStream:
         self.ring = RingBuffer(max(int(buffer_s * self.sfreq), chunk_max), info.channel_count(),
                                channel_dtype(info))
         self.t_next: float | None = None
+        #: Remote -> local clock offset added to every stamp (see :meth:`update_offset`).
+        self.offset = 0.0
+        self._offset_at = -np.inf
         self.last = np.zeros(len(rows))
         self.n_out = 0
         self.n_pulled = 0
@@ -108,7 +117,34 @@ class InletStream:
                 break
         if not parts:
             return np.zeros((0, len(self.rows))), np.zeros(0)
-        return np.concatenate(parts), np.concatenate(stamps)
+        self.update_offset()
+        return np.concatenate(parts), np.concatenate(stamps) + self.offset
+
+    def set_offset(self, offset: float) -> float:
+        """Set the clock offset (the first estimate, taken when the stream opens)."""
+        self.offset, self._offset_at = float(offset), time.monotonic()
+        return self.offset
+
+    def update_offset(self, timeout_s: float = OFFSET_TIMEOUT_S) -> float:
+        """Refresh the clock offset from liblsl's estimate (at most every
+        :data:`OFFSET_REFRESH_S`); keep the last one when none comes within ``timeout_s``.
+
+        This replaces liblsl's ``proc_clocksync`` post-processing, which asks for a new
+        estimate with no time limit from inside ``pull_chunk``: a stream lost while liblsl
+        recovers it then blocks the pull, and with one poller for many beds every bed.
+        ``time_correction`` answers at once with liblsl's latest estimate (its own thread
+        refreshes it); the timeout only bounds the first one, taken when the stream opens.
+        """
+        now = time.monotonic()
+        if self.inlet is None or now - self._offset_at < OFFSET_REFRESH_S:
+            return self.offset
+        self._offset_at = now
+        try:
+            self.offset = float(self.inlet.time_correction(timeout=timeout_s))
+        except Exception as exc:  # pylsl's TimeoutError / LostError: keep the last offset
+            log.debug("%s: no new clock offset (%s); keeping %.6f s", self.info.name(), exc,
+                      self.offset)
+        return self.offset
 
     def place(self, x: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Insert missing samples (see the module notes); return samples and filled mask."""

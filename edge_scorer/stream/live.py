@@ -183,7 +183,7 @@ class LiveScorer:
             caller to score and hand to ``engine.complete`` in order.
         """
         chunk = self.source.pull()
-        if chunk is None:
+        if chunk is None or self._done.is_set():  # abandoned while the pull was blocked
             return None
         self._last_data = chunk.t_in
         engine = self.engine
@@ -208,6 +208,19 @@ class LiveScorer:
             self.fail(exc)
         finally:
             self._finalize()
+
+    def abandon(self) -> None:
+        """Finish the night's files (final labels, hypnogram, statistics) without draining or
+        closing the inlets: for a bed whose pull is blocked inside liblsl (closing them would
+        block too). The inlets are released when the process ends."""
+        try:
+            self._note_inlet_stats()
+            self.engine.close()
+        except BaseException as exc:  # keep the first error
+            self.error = self.error or exc
+            log.error("finalizing the outputs failed: %s", exc)
+        finally:
+            self._done.set()
 
     def _finalize(self) -> None:
         """Close the engine (final labels, files) and the inlets; then signal the end."""
