@@ -118,13 +118,13 @@ def image_input(images: np.ndarray) -> np.ndarray:
 
 def feature_windows(features: np.ndarray, length: int) -> np.ndarray:
     """Every window of ``length`` consecutive features, stride 1 (a short night is
-    edge-padded to one window, as the runtime does)."""
-    n = len(features)
-    if n < length:
-        features = np.concatenate([features, np.repeat(features[-1:], length - n, axis=0)])
-        n = length
-    index = np.arange(n - length + 1)[:, None] + np.arange(length)[None, :]
-    return np.ascontiguousarray(features[index], dtype=np.float32)
+    edge-padded to one window): the windows offline scoring reads, from the one window rule
+    (:func:`edge_scorer.inference.windows.window_index` at
+    :func:`~edge_scorer.inference.windows.offline_ends`)."""
+    from edge_scorer.inference.windows import offline_ends, window_index
+
+    index = window_index(offline_ends(len(features), length), length)
+    return np.ascontiguousarray(np.asarray(features)[index], dtype=np.float32)
 
 
 def sibling_intra(model: Path, intra: str | Path | None = None) -> Path:
@@ -170,20 +170,19 @@ def model_feeds(model: str | Path, images: np.ndarray, *, batch_size: int = 32,
     return [{"features": windows[i:i + batch_size]} for i in range(0, len(windows), batch_size)]
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64) - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def compare_logits(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
     """Agreement of two models' logits ``(..., C)``: argmax agreement, max abs difference of the
-    softmax probabilities and of the logits, number of compared predictions."""
-    reference, other = np.asarray(reference), np.asarray(other)
+    softmax probabilities and of the logits, number of compared predictions (the logits-only
+    comparison the gates of :mod:`export.gate` extend to features and final stages)."""
+    from edge_scorer.inference.windows import softmax
+
+    reference, other = np.asarray(reference, np.float64), np.asarray(other, np.float64)
     if reference.shape != other.shape:
         raise ValueError(f"logits of shape {reference.shape} and {other.shape} cannot be compared")
     agree = reference.argmax(-1) == other.argmax(-1)
     return {"argmax_agreement": float(agree.mean()) if agree.size else 1.0,
-            "max_abs_diff_proba": float(np.abs(_softmax(reference) - _softmax(other)).max()),
-            "max_abs_diff_logits": float(np.abs(reference.astype(np.float64) - other).max()),
+            "max_abs_diff_proba": float(np.abs(softmax(reference) - softmax(other)).max()),
+            "max_abs_diff_logits": float(np.abs(reference - other).max()),
             "n": int(agree.size)}

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_scorer.inference.windows import softmax as _softmax
+
 from .epochs import feature_windows
 
 
@@ -148,12 +150,6 @@ class GateReport:
                          f"{s['max_abs_diff_proba']:.3g} ({s['n_epochs']} epochs of "
                          f"{s['n_nights']} night(s))")
         return "\n".join(lines)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def tensor_stats(name: str, reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
