@@ -12,17 +12,18 @@ from collections.abc import Sequence
 from edge_scorer import plugins
 
 
-def _available() -> list[str]:
+def _available(registered: dict) -> list[str]:
     from edge_scorer.bench import __path__ as pkg_path
 
     own = {m.name for m in pkgutil.iter_modules(pkg_path) if not m.name.startswith("_")}
-    return sorted(own | set(plugins.available(plugins.BENCHES)))
+    return sorted(own | set(registered))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark named by the first argument with the remaining arguments."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    names = _available()
+    registered = plugins.available(plugins.BENCHES)
+    names = _available(registered)
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m edge_scorer.bench NAME [args]\nbenchmarks: " + ", ".join(names))
         return 0 if argv else 2
@@ -30,7 +31,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in names:
         print(f"unknown benchmark {name!r}; available: {', '.join(names)}", file=sys.stderr)
         return 2
-    registered = plugins.available(plugins.BENCHES)
     module = (registered[name].load() if name in registered
               else importlib.import_module(f"{__package__}.{name}"))
     return int(module.main(rest) or 0)
