@@ -351,7 +351,7 @@ class BedPoller:
                 self._busy = None
         return gen == self._gen, got
 
-    def _round(self, gen: int = 0) -> bool:
+    def _round(self, gen: int) -> bool:
         """Pull, stage, score and complete every bed once; True when any bed had samples."""
         staged: list[tuple[Bed, Any]] = []
         active = False

@@ -213,17 +213,11 @@ class LiveScorer:
         """Finish the night's files (final labels, hypnogram, statistics) without draining or
         closing the inlets: for a bed whose pull is blocked inside liblsl (closing them would
         block too). The inlets are released when the process ends."""
-        try:
-            self._note_inlet_stats()
-            self.engine.close()
-        except BaseException as exc:  # keep the first error
-            self.error = self.error or exc
-            log.error("finalizing the outputs failed: %s", exc)
-        finally:
-            self._done.set()
+        self._finalize(disconnect=False)
 
-    def _finalize(self) -> None:
-        """Close the engine (final labels, files) and the inlets; then signal the end."""
+    def _finalize(self, disconnect: bool = True) -> None:
+        """Close the engine (final labels, files) and the inlets (``disconnect``); then signal
+        the end."""
         engine = self.engine
         try:
             self._note_inlet_stats()
@@ -232,7 +226,8 @@ class LiveScorer:
             self.error = self.error or exc
             log.error("finalizing the outputs failed: %s", exc)
         try:
-            self.source.disconnect()
+            if disconnect:
+                self.source.disconnect()
         finally:
             self._done.set()
 
