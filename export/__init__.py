@@ -1,6 +1,6 @@
 """Model export: ONNX (with the metadata the engine checks), int8 ONNX, TensorRT engines.
 
-- :mod:`export.onnx_export`: torch module -> ONNX file -> metadata -> check -> parity report.
+- :mod:`export.onnx_export`: torch module -> ONNX file -> metadata -> check.
 - :mod:`export.checkpoints`: ``edge-scorer export onnx`` (checkpoints -> ONNX + weights + parity).
 - :mod:`export.epochs`: rendered epochs for parity, calibration and held-out checks.
 - :mod:`export.quantize`: ONNX Runtime int8 (dynamic / static), refused below an agreement.
@@ -34,7 +34,6 @@ from .onnx_export import (
     export_inter,
     export_intra,
     model_metadata,
-    parity_report,
     update_metadata,
 )
 from .quantize import DEFAULT_MIN_AGREEMENT, QuantizationRefused, QuantizeReport, quantize_model
@@ -45,5 +44,5 @@ __all__ = ["DEFAULT_MIN_AGREEMENT", "DEFAULT_PROFILES", "OPSET", "THRESHOLDS", "
            "TorchReference", "build_engine", "compare_logits", "compare_models",
            "compare_outputs", "compare_stages", "export_checkpoints", "export_inter",
            "export_intra", "gate_backend", "load_epochs", "load_nights", "model_feeds",
-           "model_metadata", "parity_report", "quantize_model", "read_metadata", "resolve_run",
+           "model_metadata", "quantize_model", "read_metadata", "resolve_run",
            "simulated_epochs", "update_metadata", "verify_engine"]

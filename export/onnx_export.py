@@ -7,9 +7,10 @@ the inter model reads. Inter model: input ``features`` float32 (B, L, D); output
 ``onnx.checker``, and carry metadata (``edge_scorer.*`` keys): render spec name and hash,
 montage rows, class names, window length, preset, training data provenance, version.
 
-Built as small steps: torch module -> ONNX file -> metadata -> check -> parity report (every
-output tensor through :mod:`export.gate`; :class:`TorchReference` puts the torch module behind
-the backend interface so that :mod:`export.checkpoints` also gates the final stages).
+Built as small steps: torch module -> ONNX file -> metadata -> check. The parity gate is
+:func:`export.checkpoints.parity_gate` (every output and the final stages through
+:mod:`export.gate`); :class:`TorchReference` puts the torch module behind the backend interface
+for it.
 """
 
 from __future__ import annotations
@@ -179,38 +180,3 @@ class TorchReference:
                 return {"logits": self.module(x).numpy()}
             feats = self.module.forward_features(x)
             return {"logits": self.module.forward_head(feats).numpy(), "features": feats.numpy()}
-
-
-def parity_report(model, path: str | Path, inputs: np.ndarray, *, output: str = "logits",
-                  batch_size: int = 64) -> dict[str, Any]:
-    """Run torch and ONNX Runtime on the same inputs and compare every output of the ONNX
-    model (:func:`export.gate.compare_outputs`, fp32 limits): an intra model's ``features``
-    as well as its logits.
-
-    Returns
-    -------
-    dict
-        ``max_abs_diff``, ``argmax_agreement``, ``n`` of ``output`` (logits), ``tensors``
-        (every output), ``failures`` and ``passed``.
-    """
-    from edge_scorer.inference.backends import OrtBackend
-
-    from .gate import compare_outputs
-
-    onnx_model = OrtBackend(path)
-    kind = "intra" if "features" in onnx_model.output_names else "inter"
-    ref = TorchReference(model, {**onnx_model.metadata, "kind": kind})
-    want: dict[str, list[np.ndarray]] = {k: [] for k in onnx_model.output_names}
-    got: dict[str, list[np.ndarray]] = {k: [] for k in onnx_model.output_names}
-    for i in range(0, len(inputs), batch_size):
-        feed = {onnx_model.input_names[0]: inputs[i:i + batch_size]}
-        for store, backend in ((want, ref), (got, onnx_model)):
-            out = backend.infer(feed)
-            for k in store:
-                store[k].append(out[k])
-    gate = compare_outputs({k: np.concatenate(v) for k, v in want.items()},
-                           {k: np.concatenate(v) for k, v in got.items()})
-    main = gate.tensors[output]
-    return {"max_abs_diff": main["max_abs_diff"],
-            "argmax_agreement": main.get("argmax_agreement", 1.0), "n": int(main["n"]),
-            "tensors": gate.tensors, "failures": gate.failures, "passed": gate.passed}
