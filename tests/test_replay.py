@@ -313,3 +313,63 @@ def test_falling_behind_is_warned(psg_excerpt: Path, caplog) -> None:
             assert src.n_behind_warnings == 1
         finally:
             src.disconnect()
+
+
+_PAUSED_RECEIVER = """
+import sys, time
+import numpy as np
+import pylsl
+name = sys.argv[1]
+info, slow = (pylsl.resolve_byprop("name", n, 1, 30)[0] for n in (name, name + "-1Hz"))
+inlet, other = (pylsl.StreamInlet(i, max_buflen=36000, recover=True) for i in (info, slow))
+inlet.open_stream(10)
+other.open_stream(10)  # the replay waits for a receiver on each of its streams
+buf = np.empty((200_000, info.channel_count()), np.float32)
+print("open", flush=True)
+n, last = 0, time.monotonic()
+while n < int(sys.argv[2]) and time.monotonic() - last < 5:
+    _, ts = inlet.pull_chunk(timeout=0.2, max_samples=len(buf), dest_obj=buf)
+    n += len(ts)
+    last = time.monotonic() if ts else last
+print(n, flush=True)
+"""
+
+
+def test_a_finished_replay_waits_for_a_paused_receiver(tmp_path: Path) -> None:
+    """The receiver is paused (SIGSTOP) while the replay pushes the whole night, and resumed
+    3 s after the replay finished: the replay keeps its streams up until the receiver has
+    drained them (``--linger``), so it gets every sample. With a fixed 1-s linger the samples
+    still queued in the deleted outlet were lost (the CI fault run scored 154 of 240 epochs)."""
+    import signal
+    import subprocess
+    import sys
+
+    from edge_scorer.simulate import simulate_nights
+
+    (psg, _), = simulate_nights(tmp_path, 1, layout="sleep-edf", seed=3, duration_h=4.0)
+    n = 4 * 3600 * 100
+    name = _uid()
+    receiver = subprocess.Popen([sys.executable, "-c", _PAUSED_RECEIVER, name, str(n)],
+                                stdout=subprocess.PIPE, text=True)
+    replay = subprocess.Popen([sys.executable, "-m", "edge_scorer", "replay", str(psg),
+                               "--speed", "3000", "--name", name, "--wait", "30"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert receiver.stdout.readline().strip() == "open"
+        receiver.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 60
+        while "finished" not in (line := replay.stderr.readline()):
+            assert line and time.monotonic() < deadline, "the replay never finished pushing"
+        time.sleep(3.0)
+        receiver.send_signal(signal.SIGCONT)
+        try:
+            got = int(receiver.communicate(timeout=60)[0].strip())
+        except subprocess.TimeoutExpired:
+            got = -1   # its pulls hung on a lost stream (the samples queued in it gone)
+        assert replay.wait(30) == 0   # it leaves once the receiver has gone
+    finally:
+        for proc in (receiver, replay):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+    assert got == n

@@ -2,8 +2,10 @@
 
 One stream per native-rate group of the spec rows (``NAME`` for the highest rate,
 ``NAME-<rate>Hz`` for the others) and, with ``--hypnogram``, a ``NAME-hypnogram`` marker
-stream. Runs until the end of the file (or forever with ``--loop``); Ctrl-C or SIGTERM stops it
-cleanly (outlets closed, the samples pushed reported; exit code 130 / 143), a second one at once.
+stream. Runs until the end of the file (or forever with ``--loop``), then keeps the streams up
+until its receivers have left (``--linger``: a receiver that fell behind still gets the end).
+Ctrl-C or SIGTERM stops it cleanly (outlets closed, the samples pushed reported; exit code
+130 / 143), a second one at once.
 Each run gets its own source id unless ``--source-id`` gives one (keep it across restarts so
 that receivers reconnect to the restarted replay).
 """
@@ -11,17 +13,25 @@ that receivers reconnect to the restarted replay).
 from __future__ import annotations
 
 import argparse
+import time
+from typing import TYPE_CHECKING
 
 from edge_scorer._log import get_logger
 from edge_scorer.cli import CliError
 from edge_scorer.cli._args import non_negative, positive
 
+if TYPE_CHECKING:
+    from edge_scorer.engine.shutdown import Shutdown
+    from edge_scorer.stream.replay import Replayer
+
 log = get_logger("cli.replay")
 
 HELP = "replay a PSG file (EDF/BDF) as real-time LSL streams, optionally with its hypnogram"
 
-#: Seconds the outlets stay up after the last sample so receivers can drain it.
+#: Seconds the outlets stay up after the last sample at least, so receivers can drain it.
 LINGER_S = 1.0
+#: Default of ``--linger``: the most seconds the outlets wait for their receivers to leave.
+MAX_LINGER_S = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hold the first sample up to S seconds until every stream has a "
                              "receiver; the clock runs from the start, what became due is sent "
                              "at once (default 0: push at once)")
+    parser.add_argument("--linger", type=non_negative("must be zero or a positive number of "
+                                                      "seconds"), default=MAX_LINGER_S,
+                        metavar="S",
+                        help="after the last sample, keep the streams up until every receiver "
+                             f"has left, at most S seconds (default {MAX_LINGER_S:g}), so a "
+                             "receiver that fell behind still gets the end of the night; "
+                             "Ctrl-C ends it")
     parser.add_argument("--source-id", help="base LSL source id (default: unique per run; give "
                                             "the same one to a restarted replay so receivers "
                                             "reconnect)")
@@ -85,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                 if stop.requested:
                     break
             else:
-                stop.wait(LINGER_S)
+                _linger(rep, stop, args.linger)
         finally:
             rep.stop()
     if rep.error is not None:
@@ -96,3 +113,20 @@ def run(args: argparse.Namespace) -> int:
     if stop.requested:
         print(f"stopped by {stop.name} (exit code {stop.exit_code})")
     return stop.exit_code
+
+
+
+def _linger(rep: Replayer, stop: Shutdown, most_s: float) -> None:
+    """Keep the finished replay's outlets up :data:`LINGER_S`, then while a receiver is still
+    connected (one that was paused or slow has samples in flight, which deleting the outlets
+    would drop), ``most_s`` seconds at most; a stop request ends the wait."""
+    deadline = time.monotonic() + most_s
+    if stop.wait(min(LINGER_S, most_s)) or not rep.has_receivers():
+        return
+    log.info("replay finished; keeping the streams up until the receivers leave (at most "
+             "%.0f s more, --linger)", max(0.0, deadline - time.monotonic()))
+    while rep.has_receivers() and not stop.wait(0.2):
+        if time.monotonic() >= deadline:
+            log.warning("receivers still connected after --linger %g s; closing the streams",
+                        most_s)
+            return

@@ -340,6 +340,11 @@ class Replayer:
         self._outlets.clear()
         self._marker_outlet = None
 
+    def has_receivers(self) -> bool:
+        """Whether any outlet (signal or marker) still has a connected receiver."""
+        outlets = [*self._outlets, *([self._marker_outlet] if self._marker_outlet else [])]
+        return any(o.have_consumers() for o in outlets)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the replay to finish; return True when it has (False on timeout)."""
         if self._thread is None:
