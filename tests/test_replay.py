@@ -327,7 +327,7 @@ other.open_stream(10)  # the replay waits for a receiver on each of its streams
 buf = np.empty((200_000, info.channel_count()), np.float32)
 print("open", flush=True)
 n, last = 0, time.monotonic()
-while n < int(sys.argv[2]) and time.monotonic() - last < 5:
+while n < int(sys.argv[2]) and (n == 0 or time.monotonic() - last < 5):  # 5 s idle: done
     _, ts = inlet.pull_chunk(timeout=0.2, max_samples=len(buf), dest_obj=buf)
     n += len(ts)
     last = time.monotonic() if ts else last
