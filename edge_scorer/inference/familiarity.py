@@ -158,9 +158,12 @@ class Familiarity:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"features must be (N, {self.dim}), got shape {x.shape}")
         factor = self.factor.astype(np.float64)
-        z = x @ factor                               # whitened features (N, D)
+        # einsum, not ``@``: a matrix product this small wakes OpenBLAS's worker threads, which
+        # then spin and take the cores from ONNX Runtime's next intra call (measured: intra
+        # 0.94 -> 0.65 s per 8-h night offline); einsum's own loop takes 0.2 ms per 64 epochs.
+        z = np.einsum("nd,de->ne", x, factor)        # whitened features (N, D)
         best = np.full(len(x), np.inf)
-        for zm in self.means.astype(np.float64) @ factor:  # whitened class means
+        for zm in np.einsum("cd,de->ce", self.means.astype(np.float64), factor):  # class means
             best = np.minimum(best, np.sum((z - zm) ** 2, axis=1))
         best[~np.all(np.isfinite(x), axis=1)] = np.nan
         return np.sqrt(best)
