@@ -85,20 +85,23 @@ def test_stream_scores_many_beds_one_refuses_one_drops_out(model, sim_night, tmp
         chans.append_child("channel").append_child_value("label", lb)
     outlet = pylsl.StreamOutlet(info)
     rep_a = Replayer(psg, model.spec, name=full, speed=SPEED, wait_for_consumers_s=30)
-    rep_b = Replayer(psg, model.spec, name=dropped, speed=SPEED, wait_for_consumers_s=30)
+    # B plays slower so it drops out mid-night however late its first epochs are scored
+    rep_b = Replayer(psg, model.spec, name=dropped, speed=SPEED / 4, wait_for_consumers_s=30)
     rep_a.start()
     rep_b.start()
 
-    def drop_out() -> None:  # bed B's device goes away after ~2 s of signal (2 min at 60x)
+    out = tmp_path / "beds"
+
+    def drop_out() -> None:  # bed B's device goes away once B has scored 2 epochs
         deadline = time.perf_counter() + 60
-        while sum(rep_b.n_pushed) == 0 and time.perf_counter() < deadline:
+        log = out / dropped / "epochs.csv"
+        while time.perf_counter() < deadline and not (
+                log.is_file() and log.read_text().count("\n") >= 3):  # header + 2 rows
             time.sleep(0.05)
-        time.sleep(2.0)
         rep_b.stop()
 
     dropper = threading.Thread(target=drop_out, daemon=True)
     dropper.start()
-    out = tmp_path / "beds"
     try:
         code = main(["stream", "--name", full, "--name", dropped, "--name", refusing, "-o",
                      str(out), "--until-idle", "2"])
@@ -110,7 +113,10 @@ def test_stream_scores_many_beds_one_refuses_one_drops_out(model, sim_night, tmp
     rows = {r["bed"]: r for r in json.loads((out / "beds.json").read_text())["beds"]}
     assert rows[refusing]["status"] == "refused"
     assert "EEG Fpz-Cz" in rows[refusing]["error"] or "Fp1" in rows[refusing]["error"]
-    assert rows[full]["status"] == rows[dropped]["status"] == "ended"
+    assert rows[full]["status"] == "ended"
+    # a dropped-out stream ends the bed after --until-idle, or, when liblsl is recovering the
+    # lost stream as it is pulled (often under load), after the watchdog's STUCK_S: "lost"
+    assert rows[dropped]["status"] in ("ended", "lost"), rows[dropped]
     offline = score_file(psg, model, None, progress=False).hypnogram
     assert rows[full]["epochs"] == offline.n_epochs == 12
     assert 0 < rows[dropped]["epochs"] < 12
@@ -231,7 +237,7 @@ def test_a_bed_whose_pull_blocks_is_ended_and_the_others_go_on(model, sim_night,
                 and time.perf_counter() < deadline:
             beds.poll()
             time.sleep(0.1)
-        assert not stuck.is_running and stuck.error is not None
+        assert not stuck.is_running and stuck.error is None and beds.beds[names[1]].lost
         n_ok = ok.engine.n_epochs
         time.sleep(1.0)
         assert ok.engine.n_epochs > n_ok or not ok.is_running  # still scored by a new thread
@@ -242,7 +248,8 @@ def test_a_bed_whose_pull_blocks_is_ended_and_the_others_go_on(model, sim_night,
             rep.stop()
     rows = {r["bed"]: r for r in beds.summary()}
     assert rows[names[0]]["status"] == "ended", rows
-    assert rows[names[1]]["status"] == "failed" and "blocked" in rows[names[1]]["error"]
+    assert rows[names[1]]["status"] == "lost" and "blocked" in rows[names[1]]["error"]
     for name in names:
         out = tmp_path / name
         assert read_hypnogram(out / "hypnogram.csv").n_epochs == rows[name]["epochs"] >= 2
+        assert json.loads((out / "run.json").read_text())["state"] == "finished"

@@ -2,8 +2,9 @@
 
 Each bed writes ``OUT/<bed>/`` (what ``edge-scorer stream --name BED -o OUT/<bed>`` writes) and
 publishes ``<bed>-stages`` (``--outlet none``: no outlets); ``OUT/beds.json`` and the printed
-table give each bed's status (``ended``, ``refused``, ``failed``), epochs and latency. One
-model session serves every bed (:mod:`edge_scorer.stream.beds`). The process ends when every bed has
+table give each bed's status (``ended``, ``lost``: its stream went away while liblsl was
+recovering it, ``refused``, ``failed``), epochs and latency. One model session serves every
+bed (:mod:`edge_scorer.stream.beds`). The process ends when every bed has
 ended (``--until-idle``: a bed that sends nothing for that long is finalized) or at Ctrl-C;
 with ``--all`` it keeps looking for new beds until Ctrl-C. Exit code 1 when a bed refused or
 failed (the others' nights are complete).

@@ -234,8 +234,10 @@ class BatchingModel:
 
 @dataclass
 class Bed:
-    """A bed's state in a :class:`BedSet` (``status``: starting, scoring, ended, refused,
-    failed)."""
+    """A bed's state in a :class:`BedSet` (``status``: starting, scoring, ended, lost,
+    refused, failed). ``lost``: its pull blocked inside liblsl for :data:`STUCK_S`, which is
+    what a stream that went away looks like while liblsl tries to recover it (seen on a
+    dropped-out bed under load); its night is finalized as an ended bed's is."""
 
     config: BedConfig
     status: str = "starting"
@@ -245,6 +247,8 @@ class Bed:
     started: float = field(default_factory=time.perf_counter)
     #: Being finalized (no longer polled).
     ending: bool = False
+    #: Why the watchdog ended it (its stream stopped answering); empty otherwise.
+    lost: str = ""
 
 
 class BedPoller:
@@ -319,14 +323,18 @@ class BedPoller:
             self._gen += 1
             self._busy = None
             log.error("bed %s: its stream stopped answering (a pull blocked for %.0f s inside "
-                      "liblsl): ending it with the epochs scored so far; the other beds go on",
-                      bed.config.label, time.perf_counter() - since)
+                      "liblsl, as on a lost stream it is recovering): ending it with the epochs "
+                      "scored so far; the other beds go on", bed.config.label,
+                      time.perf_counter() - since)
             bed.ending = True
-            bed.live.fail(RuntimeError(f"the LSL inlet blocked for more than {STUCK_S:g} s"))
+            bed.lost = (f"stream lost: a pull blocked inside liblsl for more than {STUCK_S:g} s "
+                        "(the night is finalized with the epochs scored before)")
             ender = threading.Thread(target=bed.live.abandon, daemon=True,
                                      name=f"edge-scorer-bed-abandon-{bed.config.label}")
             ender.start()
             self._abandoned.append(ender)
+            for other in self.bedset.polled():  # they were not polled while it was blocked
+                other.live.restart_idle_clock()
             self._thread = self._new_thread()
             self._thread.start()
 
@@ -529,12 +537,16 @@ class BedSet:
         for bed in list(self.beds.values()):
             if bed.status == "scoring" and not bed.live.is_running:
                 err = bed.live.error
-                bed.status = "failed" if err is not None else "ended"
-                bed.error = f"{type(err).__name__}: {err}" if err is not None else ""
-                log.warning("bed %s %s%s", bed.config.label,
-                            "failed" if err is not None else "ended (no samples: dropped out "
-                            "or finished); its night is finalized",
-                            f": {bed.error}" if err is not None else "")
+                if err is not None:
+                    bed.status, bed.error = "failed", f"{type(err).__name__}: {err}"
+                    log.warning("bed %s failed: %s", bed.config.label, bed.error)
+                elif bed.lost:
+                    bed.status, bed.error = "lost", bed.lost
+                    log.warning("bed %s lost; its night is finalized", bed.config.label)
+                else:
+                    bed.status = "ended"
+                    log.warning("bed %s ended (no samples: dropped out or finished); its "
+                                "night is finalized", bed.config.label)
         if self.discover and time.perf_counter() - self._last_discovery > self.discover_s:
             self._last_discovery = time.perf_counter()
             self._start(discover_beds(self.discover))

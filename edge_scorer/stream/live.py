@@ -172,6 +172,11 @@ class LiveScorer:
         return (self.idle_timeout_s is not None
                 and time.perf_counter() - self._last_data > self.idle_timeout_s)
 
+    def restart_idle_clock(self) -> None:
+        """Count the idle time from now: the time a shared poller spent blocked elsewhere is
+        not this stream's silence."""
+        self._last_data = time.perf_counter()
+
     def step(self) -> list[PendingEpochs] | None:
         """One poll of a scorer started with ``start(thread=False)``: pull what arrived and
         condition and render it (:meth:`~edge_scorer.engine.engine.Engine.stage`).
