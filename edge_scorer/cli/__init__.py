@@ -46,6 +46,23 @@ class CliError(Exception):
     """An error to report to the user as one clear line (exit code 2), without a traceback."""
 
 
+class _Unavailable:
+    """Stands in for a registered command whose module fails to import: the other commands
+    still work, and this one says why it cannot run."""
+
+    def __init__(self, name: str, target: str, exc: BaseException) -> None:
+        self.error = (f"command {name!r} cannot load ({target}: {type(exc).__name__}: {exc}); "
+                      "reinstall the project (pip install -e .) or its extra's dependencies")
+        self.HELP = f"(unavailable: {type(exc).__name__}; run it for details)"
+        log.debug("%s", self.error)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)  # ignored
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise CliError(self.error)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every subcommand."""
     from edge_scorer import __version__
@@ -64,8 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         if modname is None and name not in registered:
             log.debug("command %r is not registered (project not installed?)", name)
             continue
-        mod = (importlib.import_module(modname, __name__) if modname
-               else registered[name].load())
+        if modname:
+            mod = importlib.import_module(modname, __name__)
+        else:
+            try:
+                mod = registered[name].load()
+            except Exception as exc:  # a broken extension must not take the other commands
+                mod = _Unavailable(name, registered[name].value, exc)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
         p.set_defaults(_module=mod)
@@ -75,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edge-scorer`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not isinstance(getattr(args, "_module", None), _Unavailable):
+        parser.parse_args(argv)  # the usual error naming the unrecognized arguments
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
