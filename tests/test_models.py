@@ -37,8 +37,8 @@ def _images(n: int, seed: int = 0, size: int = 224) -> torch.Tensor:
 
 def test_list_models() -> None:
     assert list_models() == sorted([
-        "vit_mini", "vit_tiny", "vit_small_patch16", "vit_base_patch16", "inter_base",
-        "inter_tiny", "inter_mini", "stqs",
+        "vit_mini", "vit_mini_patch32", "vit_tiny", "vit_small_patch16", "vit_base_patch16",
+        "inter_base", "inter_tiny", "inter_mini", "stqs",
     ])
     with pytest.raises(ValueError, match="unknown model"):
         create_model("vit_huge")
@@ -51,7 +51,8 @@ def test_list_models() -> None:
 
 
 @pytest.mark.parametrize(("name", "dim", "depth", "heads"), [
-    ("vit_mini", 128, 4, 4), ("vit_tiny", 192, 4, 3), ("vit_small_patch16", 384, 12, 6),
+    ("vit_mini", 128, 4, 4), ("vit_mini_patch32", 128, 4, 4), ("vit_tiny", 192, 4, 3),
+    ("vit_small_patch16", 384, 12, 6),
 ])
 def test_vit_presets_shapes(name: str, dim: int, depth: int, heads: int) -> None:
     model = create_model(name).eval()
