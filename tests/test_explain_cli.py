@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("torch")
 
 from edge_scorer.cli import main  # noqa: E402
+from edge_scorer.explain.relevance import TorchModels  # noqa: E402
 from edge_scorer.simulate import simulate_nights  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -37,7 +38,8 @@ def test_explain_one_epoch_writes_figures_and_json(night_files, tmp_path, capsys
     assert set(data["relevance"]) == {"chefer", "gradient", "rollout"}
     chefer = data["relevance"]["chefer"]
     assert chefer["target"] == data["scored_stage"] == chefer["stage"]
-    assert len(chefer["grid"]) == 14 and sum(chefer["row_share"].values()) == pytest.approx(1)
+    g = TorchModels.load().intra.grid  # 224 / patch of the shipped model (7 at 32 px)
+    assert len(chefer["grid"]) == g and sum(chefer["row_share"].values()) == pytest.approx(1)
     assert len(chefer["inter"]["epochs"]) == 19
     assert data["hypnogram_stage"] in ("W", "N1", "N2", "N3", "REM")
     assert set(data["occlusion"]["modality_drop"]) == {"EEG", "EOG", "EMG"}

@@ -143,7 +143,8 @@ def test_trace_is_the_models_own_forward_and_leaves_no_trace(models, night):
 def test_intra_maps_have_the_grid_shape_and_are_non_negative(models, night, method):
     res = intra_relevance(models.intra, night.images[10:14], methods=method)
     grid = res.maps[method]
-    assert grid.shape == (4, 14, 14) and grid.dtype == np.float32
+    g = models.intra.grid  # 224 / patch: 7 for the shipped model's 32-px patches
+    assert grid.shape == (4, g, g) and grid.dtype == np.float32
     assert np.isfinite(grid).all() and (grid >= 0).all()
     assert (grid.reshape(4, -1).max(1) > 0).all()
     np.testing.assert_array_equal(res.targets, res.logits.argmax(1))
@@ -186,7 +187,8 @@ def test_explain_epoch_gives_the_scored_stage_and_aggregates(models, night):
     ex = explain_epoch(models, night.images[i], SPEC, features=night.features, index=i)
     # the default target is the final stage, equal to the ONNX engine's sliding-window stage
     assert ex.stage == ex.target == int(night.stages[i])
-    assert ex.grid.shape == (14, 14) and ex.heatmap.shape == (224, 224)
+    g = models.intra.grid  # 224 / patch: 7 for the shipped model's 32-px patches
+    assert ex.grid.shape == (g, g) and ex.heatmap.shape == (224, 224)
     assert ex.heatmap.min() == 0.0 and ex.heatmap.max() == pytest.approx(1.0)
     a = ex.aggregates
     assert a.row_names == SPEC.row_names

@@ -6,7 +6,8 @@
 Simulates fresh nights (seeds the shipped model never saw), scores them with the shipped model
 through ONNX Runtime and samples up to ``--per-stage`` epochs per intra-predicted stage.
 
-- **Intra deletion**: the 14 x 14 image patches are set to background (0) in order of
+- **Intra deletion**: the model's ``grid x grid`` image patches (``grid = 224 / patch``: 7 x 7
+  for the shipped model's 32-px patches) are set to background (0) in order of
   decreasing relevance, 5 % of them per step, and the intra model's probability of the class it
   predicted on the intact image is read after each step (ONNX). The area under that curve
   (AUC, fraction deleted 0..1) is lower when the most relevant patches really carry the

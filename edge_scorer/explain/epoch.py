@@ -166,7 +166,8 @@ class EpochExplanation:
     intra_probabilities : ndarray (C,)
         Softmax of the intra model's logits.
     grid : ndarray (g, g)
-        Patch relevance (14 x 14 for 224-px images and 16-px patches), non-negative.
+        Patch relevance, non-negative; ``g = 224 / patch``: 7 x 7 for the shipped model's
+        32-px patches (14 x 14 with 16-px patches).
     heatmap : ndarray (H, W)
         ``grid`` upsampled bilinearly to the image, scaled to 0..1 (for overlays).
     aggregates : Aggregates

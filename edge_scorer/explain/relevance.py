@@ -140,7 +140,8 @@ def intra_relevance(model, images, target=None, methods: str | Sequence[str] = M
     Returns
     -------
     RelevanceResult
-        ``maps[m]`` has shape ``(B, grid, grid)`` (14 x 14 for 224-px images, 16-px patches).
+        ``maps[m]`` has shape ``(B, grid, grid)``, ``grid = 224 / patch`` (7 x 7 for the
+        shipped model's 32-px patches).
     """
     methods = check_methods(methods)
     x = torch.as_tensor(np.asarray(images)).to(_device(model))
