@@ -115,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
     return stop.exit_code
 
 
-
 def _linger(rep: Replayer, stop: Shutdown, most_s: float) -> None:
     """Keep the finished replay's outlets up :data:`LINGER_S`, then while a receiver is still
     connected (one that was paused or slow has samples in flight, which deleting the outlets
