@@ -78,3 +78,37 @@ def test_ring_buffer_wraps_and_returns_the_latest_samples():
     assert ring.n_written == 16
     with pytest.raises(ValueError, match="capacity"):
         RingBuffer(0, 1)
+
+
+class _OffsetEstimate:
+    """liblsl's clock-offset estimate as ``time_correction`` hands it out (a stand-in for the
+    inlet: only the estimate is needed here)."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def time_correction(self, timeout: float) -> float:
+        return self.value
+
+
+def test_a_new_clock_offset_estimate_is_not_a_gap():
+    """A fast replay (30x: 0.33 ms per sample in LSL time) whose clock-offset estimate moves
+    by 20 ms between two pulls: the stamps jump by 60 samples, but no sample is missing (the
+    expectation moves with the offset). Before, this was logged as a gap and filled."""
+    est = _OffsetEstimate()
+    s = _stream(speed=30.0)
+    s.inlet = est
+    n = 3000
+    x = np.random.default_rng(1).normal(size=(n, 2))
+    remote = 1000.0 + np.arange(n) / 3000.0  # the sender's own stamps, contiguous
+    outs = []
+    for i in range(0, n, 300):
+        if i == 1500:
+            est.value = 0.02
+        s._offset_at = -np.inf  # due for a refresh at every pull
+        s.update_offset()
+        out, filled = s.place(x[i:i + 300], remote[i:i + 300] + s.offset)
+        assert not filled.any()
+        outs.append(out)
+    assert s.n_gaps == 0 and s.offset == 0.02
+    np.testing.assert_array_equal(np.concatenate(outs), x)

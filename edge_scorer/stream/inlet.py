@@ -22,9 +22,9 @@ spec order, ready for :class:`~edge_scorer.dsp.conditioning.Conditioner`.
   preallocated ring buffer (``ring_s`` seconds per stream; the GUI reads the latest signal
   from it). Time stamps are clock-corrected with liblsl's offset estimate
   (:meth:`~edge_scorer.stream.inlet_stream.InletStream.update_offset`; not liblsl's
-  ``proc_clocksync``, whose unbounded wait inside ``pull_chunk`` blocks on a lost stream).
-  liblsl keeps
-  ``buffer_s`` seconds of *wall* time per inlet for a consumer that is busy or paused (its
+  ``proc_clocksync``, whose unbounded wait inside ``pull_chunk`` blocks on a lost stream); a
+  new estimate moves the expected next stamp with it, so it is never read as a gap.
+  liblsl keeps ``buffer_s`` seconds of *wall* time per inlet for a consumer that is busy or paused (its
   buffer is sized in seconds at the nominal rate, so it is scaled by ``speed``; capped at the
   replay's length plus a minute, or :data:`MAX_BUFFER_SIGNAL_S` of signal). When the samples
   a pull finds waited longer than :attr:`LslSource.behind_warn_s` (the engine falls behind),

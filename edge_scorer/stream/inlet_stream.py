@@ -140,10 +140,14 @@ class InletStream:
             return self.offset
         self._offset_at = now
         try:
-            self.offset = float(self.inlet.time_correction(timeout=timeout_s))
+            offset = float(self.inlet.time_correction(timeout=timeout_s))
         except Exception as exc:  # pylsl's TimeoutError / LostError: keep the last offset
             log.debug("%s: no new clock offset (%s); keeping %.6f s", self.info.name(), exc,
                       self.offset)
+            return self.offset
+        if self.t_next is not None:  # the expected stamp moves with the clock mapping, so a
+            self.t_next += offset - self.offset  # new estimate is never read as a gap
+        self.offset = offset
         return self.offset
 
     def place(self, x: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
