@@ -24,11 +24,12 @@ spec order, ready for :class:`~edge_scorer.dsp.conditioning.Conditioner`.
   (:meth:`~edge_scorer.stream.inlet_stream.InletStream.update_offset`; not liblsl's
   ``proc_clocksync``, whose unbounded wait inside ``pull_chunk`` blocks on a lost stream); a
   new estimate moves the expected next stamp with it, so it is never read as a gap.
-  liblsl keeps ``buffer_s`` seconds of *wall* time per inlet for a consumer that is busy or paused (its
-  buffer is sized in seconds at the nominal rate, so it is scaled by ``speed``; capped at the
-  replay's length plus a minute, or :data:`MAX_BUFFER_SIGNAL_S` of signal). When the samples
-  a pull finds waited longer than :attr:`LslSource.behind_warn_s` (the engine falls behind),
-  a warning says so before samples are lost; :attr:`LslSource.max_lag_s` keeps the worst lag.
+  liblsl keeps ``buffer_s`` seconds of *wall* time per inlet for a consumer that is busy or
+  paused (its buffer is sized in seconds at the nominal rate, so it is scaled by ``speed``;
+  capped at the replay's length plus a minute, or :data:`MAX_BUFFER_SIGNAL_S` of signal).
+  When the samples a pull finds waited longer than :attr:`LslSource.behind_warn_s` (the
+  engine falls behind), a warning says so before samples are lost; :attr:`LslSource.max_lag_s`
+  keeps the worst lag.
 * **Time and gaps.** Sample ``n`` of a stream is expected at ``t0 + n * period`` with ``period =
   1 / (nominal_srate * speed)`` (``speed`` from the replay's ``desc``, 1 for a device). The
   expectation is de-jittered by exponential smoothing towards the observed stamps, so device
