@@ -170,8 +170,6 @@ def model_feeds(model: str | Path, images: np.ndarray, *, batch_size: int = 32,
     return [{"features": windows[i:i + batch_size]} for i in range(0, len(windows), batch_size)]
 
 
-
-
 def compare_logits(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
     """Agreement of two models' logits ``(..., C)``: argmax agreement, max abs difference of the
     softmax probabilities and of the logits, number of compared predictions (the logits-only
