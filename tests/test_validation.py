@@ -157,6 +157,15 @@ def test_nsrr_xml_with_entities_is_refused(tmp_path):
         read_hypnogram(path)
 
 
+def test_nsrr_xml_with_an_unknown_encoding_is_refused(tmp_path):
+    """Found by the fuzz test: a damaged declaration raised a bare LookupError."""
+    path = tmp_path / "enc.xml"
+    path.write_text("<?xml version='1.0' encoding='U-F-8'?><PSGAnnotation><ScoredEvents>"
+                    "</ScoredEvents></PSGAnnotation>")
+    with pytest.raises(HypnogramError, match="not a valid NSRR XML file.*U-F-8"):
+        read_hypnogram(path)
+
+
 def test_bad_epoch_length_and_huge_file(tmp_path):
     path = tmp_path / "h.csv"
     path.write_text("stage\nW\nN1\n")

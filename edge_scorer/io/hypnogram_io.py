@@ -270,7 +270,7 @@ def _read_nsrr(path: Path, epoch_s: float) -> Hypnogram:
 
     try:
         root = SafeET.parse(path).getroot()
-    except ET.ParseError as exc:
+    except (ET.ParseError, LookupError) as exc:  # LookupError: an unknown declared encoding
         raise HypnogramError(f"{path}: not a valid NSRR XML file ({exc})") from exc
     except DefusedXmlException as exc:
         raise HypnogramError(f"{path}: refused: the XML declares entities or a DTD "
