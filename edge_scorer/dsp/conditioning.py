@@ -33,9 +33,9 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
-from scipy import signal
 
 from edge_scorer._log import get_logger
+from edge_scorer.dsp import iir
 from edge_scorer.io.spec import CHAIN_SETTINGS, RenderSpec, RowSpec
 
 log = get_logger("conditioning")
@@ -80,15 +80,12 @@ def row_sos(row: RowSpec, sfreq: float, spec_name: str = "") -> np.ndarray | Non
     nyq = sfreq / 2.0
     parts = []
     if row.highpass is not None:
-        parts.append(signal.butter(HIGHPASS_ORDER, row.highpass, "highpass", fs=sfreq,
-                                   output="sos"))
+        parts.append(iir.butter_sos(HIGHPASS_ORDER, row.highpass, "highpass", sfreq))
     if row.lowpass is not None:
-        parts.append(signal.butter(LOWPASS_ORDER, row.lowpass, "lowpass", fs=sfreq,
-                                   output="sos"))
+        parts.append(iir.butter_sos(LOWPASS_ORDER, row.lowpass, "lowpass", sfreq))
     if row.notch is not None:
         if 0 < row.notch < nyq:
-            b, a = signal.iirnotch(row.notch, NOTCH_Q, fs=sfreq)
-            parts.append(signal.tf2sos(b, a))
+            parts.append(iir.notch_sos(row.notch, NOTCH_Q, sfreq))
         else:
             key = (spec_name, row.name, float(row.notch), float(sfreq))
             if key not in _skipped_notches:
@@ -101,7 +98,7 @@ def row_sos(row: RowSpec, sfreq: float, spec_name: str = "") -> np.ndarray | Non
 def antialias_sos(in_sfreq: float, sfreq: float) -> np.ndarray:
     """Anti-alias low-pass (second-order sections) applied at ``in_sfreq`` before downsampling."""
     corner = ANTIALIAS_FRACTION * sfreq / 2.0
-    return signal.butter(ANTIALIAS_ORDER, corner, "lowpass", fs=in_sfreq, output="sos")
+    return iir.butter_sos(ANTIALIAS_ORDER, corner, "lowpass", in_sfreq)
 
 
 class _Sos:
@@ -109,7 +106,7 @@ class _Sos:
 
     def __init__(self, sos: np.ndarray) -> None:
         self.sos = sos
-        self._zi_unit = signal.sosfilt_zi(sos)
+        self._zi_unit = iir.sosfilt_zi(sos)
         self.zi: np.ndarray | None = None
 
     def reset(self) -> None:
@@ -120,7 +117,7 @@ class _Sos:
             return x
         if self.zi is None:
             self.zi = self._zi_unit * x[0]
-        y, self.zi = signal.sosfilt(self.sos, x, zi=self.zi)
+        y, self.zi = iir.sosfilt(self.sos, x, self.zi)
         return y
 
 

@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
 
 from edge_scorer.dsp.render import render_epochs
 from edge_scorer.inference.windows import softmax
@@ -108,6 +107,8 @@ def bandstop_sos(band: tuple[float, float], sfreq: float) -> np.ndarray | None:
     if lo >= nyq * 0.95:
         return None
     hi = min(hi, nyq * 0.95)
+    from scipy import signal  # lazy: importing scipy.signal costs ~0.6 s
+
     return signal.butter(BANDSTOP_ORDER, [lo, hi], "bandstop", fs=sfreq, output="sos")
 
 
@@ -124,6 +125,8 @@ def remove_band(x: np.ndarray, band: tuple[float, float], sfreq: float,
         Real signal before and after ``x`` (same leading shape), used as filter context;
         where absent, ``sosfiltfilt``'s odd extension pads.
     """
+    from scipy import signal  # lazy: importing scipy.signal costs ~0.6 s
+
     sos = bandstop_sos(band, sfreq)
     if sos is None:
         return np.array(x, dtype=np.float64)
