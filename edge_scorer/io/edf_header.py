@@ -14,8 +14,7 @@ of the pipeline could not trust, with an error that names the field and the sign
   records of an EDF+ hypnogram too), a longer one has trailing bytes (``extra_bytes``).
 
 Labels and units are decoded as UTF-8 when they are valid UTF-8 (some devices write it,
-although EDF asks for ASCII) and as latin-1 otherwise; :attr:`EdfHeader.mne_labels` keeps the
-latin-1 reading MNE uses, to pick the channels from MNE by position.
+although EDF asks for ASCII) and as latin-1 otherwise.
 """
 
 from __future__ import annotations
@@ -52,7 +51,6 @@ class EdfHeader:
     physical_max: tuple[float, ...] = ()
     digital_min: tuple[int, ...] = ()
     digital_max: tuple[int, ...] = ()
-    mne_labels: tuple[str, ...] = ()
     file_bytes: int = 0
     n_records_declared: int = 0
     plus: bool = False
@@ -148,7 +146,7 @@ def read_edf_header(path: str | Path, *, check_size: bool = True) -> EdfHeader:
         samples_per_record=tuple(sig.spr), header_bytes=fx.header_bytes,
         bytes_per_sample=fx.bytes_per_sample, physical_min=tuple(sig.pmin),
         physical_max=tuple(sig.pmax), digital_min=tuple(sig.dmin),
-        digital_max=tuple(sig.dmax), mne_labels=sig.mne_labels, file_bytes=size,
+        digital_max=tuple(sig.dmax), file_bytes=size,
         n_records_declared=fx.n_declared, plus=fx.plus)
     if n_records == 0:
         raise PsgReadError(f"{name}: the file holds no data record (header says "
@@ -178,7 +176,6 @@ class _SignalFields(NamedTuple):
     """The per-signal header fields, parsed (one entry per signal)."""
 
     labels: tuple[str, ...]
-    mne_labels: tuple[str, ...]
     units: tuple[str, ...]
     pmin: list[float]
     pmax: list[float]
@@ -227,9 +224,7 @@ def _read_signal_fields(raw: bytes, ns: int, name: str) -> _SignalFields:
 
     # Per-signal fields, each ns wide: label 16, transducer 80, unit 8, phys min/max 8+8,
     # dig min/max 8+8, prefilter 80, samples per record 8, reserved 32.
-    label_bytes = fields(0, 16)
-    labels = tuple(_text(b) for b in label_bytes)
-    mne_labels = tuple(b.strip().decode("latin-1") for b in label_bytes)
+    labels = tuple(_text(b) for b in fields(0, 16))
     units = tuple(_text(b) for b in fields(96, 8))
     cols = {what: fields(off, 8) for what, off in
             (("physical minimum", 104), ("physical maximum", 112), ("digital minimum", 120),
@@ -243,7 +238,7 @@ def _read_signal_fields(raw: bytes, ns: int, name: str) -> _SignalFields:
     dmin = [int(v) for v in per_signal("digital minimum", True)]
     dmax = [int(v) for v in per_signal("digital maximum", True)]
     spr = [int(v) for v in per_signal("samples per record", True)]
-    return _SignalFields(labels, mne_labels, units, pmin, pmax, dmin, dmax, spr)
+    return _SignalFields(labels, units, pmin, pmax, dmin, dmax, spr)
 
 
 def _check_signals(name: str, sig: _SignalFields, dig_limit: int) -> None:

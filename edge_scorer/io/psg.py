@@ -1,4 +1,7 @@
-"""Read PSG files (EDF, EDF+, BDF) through MNE into the rows of a spec, with validation.
+"""Read PSG files (EDF, EDF+, BDF) into the rows of a spec, with validation.
+
+Only the signals the spec's rows need are read, each at the rate it was recorded
+(:mod:`edge_scorer.io.edf_reader`, no MNE).
 
 Every problem gets a clear message that names it and the fix: a missing or corrupt file, a
 corrupt header field or a truncated file (:mod:`edge_scorer.io.edf_header`), no channel for a row
@@ -12,21 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_scorer._log import get_logger
 from edge_scorer.io.edf_header import EdfHeader, PsgReadError, read_edf_header
+from edge_scorer.io.edf_reader import read_signals, start_time
 from edge_scorer.io.montage import map_channels
 from edge_scorer.io.spec import RenderSpec, RowSpec, load_spec
 from edge_scorer.stages import Stage
 from edge_scorer.stats.hypnogram import Hypnogram
-
-if TYPE_CHECKING:
-    import mne
 
 log = get_logger("psg")
 
@@ -44,18 +44,17 @@ _FACTOR_CAUSE = {1e-6: "microvolts labelled as volts", 1e-3: "microvolts labelle
 
 @dataclass
 class PsgRecording:
-    """The spec rows of one PSG recording, in the rows' physical units.
+    """The spec rows of one PSG recording, in the rows' physical units, at their own rates.
 
     Attributes
     ----------
-    data : ndarray, shape (n_rows, n_samples)
-        Signals in spec row order and row units (e.g. uV), at ``sfreq``.
-    sfreq : float
-        Sampling rate of ``data`` (MNE brings lower-rate channels up to the file's highest rate).
+    rows : tuple of ndarray
+        Signals in spec row order and row units (e.g. uV), each at the rate it was recorded
+        (``native_sfreqs``), all covering the same ``duration_s``.
     row_names, source_labels : tuple of str
         Spec rows, and the file channel used for each.
     native_sfreqs : tuple of float
-        Rate at which each source channel was recorded.
+        Rate of each row (Hz).
     start_time : datetime or None
         Recording start from the header.
     path : Path or None
@@ -64,31 +63,49 @@ class PsgRecording:
         Problems found and handled (unit corrected, flat channel, ...).
     """
 
-    data: np.ndarray
-    sfreq: float
+    rows: tuple[np.ndarray, ...]
     row_names: tuple[str, ...]
     source_labels: tuple[str, ...]
-    native_sfreqs: tuple[float, ...] = ()
+    native_sfreqs: tuple[float, ...]
     start_time: datetime | None = None
     path: Path | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def sfreq(self) -> float:
+        """The highest row rate (Hz): the rate of :attr:`data`."""
+        return max(self.native_sfreqs)
+
+    @property
     def duration_s(self) -> float:
         """Length of the recording in seconds."""
-        return self.data.shape[1] / self.sfreq
+        return self.rows[0].size / self.native_sfreqs[0]
 
     @property
     def n_samples(self) -> int:
-        return self.data.shape[1]
+        """Samples per row at :attr:`sfreq`."""
+        return int(round(self.duration_s * self.sfreq))
+
+    @property
+    def data(self) -> np.ndarray:
+        """Every row at :attr:`sfreq` (n_rows, n_samples), for inspection and plots.
+
+        A slower row is brought up by holding each sample for its period (integer rate
+        ratios) or by linear interpolation; the pipeline itself never uses this: it
+        conditions :meth:`native_rows`, as a live stream arrives.
+        """
+        n = self.n_samples
+        out = np.empty((len(self.rows), n))
+        for k, (x, fs) in enumerate(zip(self.rows, self.native_sfreqs)):
+            ratio = self.sfreq / fs
+            if abs(ratio - round(ratio)) < 1e-9:
+                out[k] = np.repeat(x, int(round(ratio)))[:n]
+            else:
+                out[k] = np.interp(np.arange(n) / self.sfreq, np.arange(x.size) / fs, x)
+        return out
 
     def native_rows(self) -> tuple[list[np.ndarray], list[float]]:
         """Each row at the rate it was recorded (as a live device would stream it).
-
-        MNE brings lower-rate channels up to the file's highest rate with FFT interpolation;
-        where the rate ratio is an integer this takes the samples back at the original
-        instants, so a 1-Hz EMG envelope is conditioned exactly as a 1-Hz live stream is.
-        Rows with a non-integer ratio stay at ``sfreq``.
 
         Returns
         -------
@@ -97,16 +114,7 @@ class PsgRecording:
         sfreqs : list of float
             The rate of each returned row.
         """
-        rows, rates = [], []
-        for x, native in zip(self.data, self.native_sfreqs or [self.sfreq] * len(self.data)):
-            ratio = self.sfreq / native if native > 0 else 0.0
-            if ratio > 1 and abs(ratio - round(ratio)) < 1e-9:
-                rows.append(x[:: int(round(ratio))])
-                rates.append(float(native))
-            else:
-                rows.append(x)
-                rates.append(self.sfreq)
-        return rows, rates
+        return list(self.rows), [float(fs) for fs in self.native_sfreqs]
 
 
 def _warn(messages: list[str], text: str) -> None:
@@ -151,12 +159,13 @@ def unit_factor(amp: float, row_type: str) -> float | None:
 
 def _to_row_unit(x: np.ndarray, row: RowSpec, orig_unit: str, label: str,
                  messages: list[str]) -> np.ndarray:
-    """Convert MNE's data (SI volts for voltage channels) to the row unit, checking amplitude."""
+    """Convert samples in the file's unit to the row unit, checking the amplitude."""
     unit = orig_unit.strip().casefold().replace("micro", "u")
     is_volt = unit in _VOLT_SCALE
     if row.unit.casefold() == "uv":
         if is_volt:
-            x = x * 1e6  # MNE scaled to volts
+            if _VOLT_SCALE[unit] != 1e-6:
+                x = x * (_VOLT_SCALE[unit] / 1e-6)
         elif unit not in ("", "n/a"):
             raise PsgReadError(
                 f"channel {label!r} for row {row.name!r} has unit {orig_unit!r}, "
@@ -180,9 +189,6 @@ def _to_row_unit(x: np.ndarray, row: RowSpec, orig_unit: str, label: str,
                     f"{_FACTOR_CAUSE[factor]} (unit '{orig_unit}'). Multiplied by {factor:g}; "
                     "fix the physical dimension in the file to silence this."))
                 x = x * factor
-    elif is_volt:
-        # A non-uV row fed by a voltage channel: give back the file's own numbers.
-        x = x / _VOLT_SCALE[unit]
     return x
 
 
@@ -226,26 +232,19 @@ def read_psg(
     if header.extra_bytes:
         _warn(messages, f"{path.name}: {header.extra_bytes} bytes after the last of the "
                         f"{header.n_records} data records the header declares; ignored")
-    picked, mne_name, units, native = _pick_channels(path, spec, header, channel_overrides)
-    raw = _read_mne(path, header, sorted({mne_name[lb] for lb in picked}))
-    orig_units = getattr(raw, "_orig_units", {}) or {}
-    rows = []
-    for row, lb in zip(spec.rows, picked):
-        x = raw.get_data(picks=[raw.ch_names.index(mne_name[lb])])[0].astype(np.float64)
-        rows.append(_row_samples(path, x, row, lb, units[lb] or orig_units.get(mne_name[lb], ""),
-                                 messages))
-    data = np.vstack(rows) if rows else np.zeros((0, 0))
+    index = _pick_channels(path, spec, header, channel_overrides)
+    picked = [header.labels[i] for i in index]
+    rows = [_row_samples(path, x, row, header.labels[i], header.units[i], messages)
+            for row, i, x in zip(spec.rows, index, read_signals(path, header, index))]
     if all(np.ptp(r) == 0 for r in rows):
         raise PsgReadError(
             f"{path.name}: no usable channel: every row of spec {spec.name!r} is flat "
             f"({', '.join(picked)}). Check the recording or map other channels with --channel."
         )
-    meas = raw.info.get("meas_date")
-    start = meas.astimezone(UTC).replace(tzinfo=None) if meas else None
     return PsgRecording(
-        data=data, sfreq=float(raw.info["sfreq"]), row_names=spec.row_names,
-        source_labels=tuple(picked), native_sfreqs=tuple(native[lb] for lb in picked),
-        start_time=start, path=path, warnings=messages,
+        rows=tuple(rows), row_names=spec.row_names, source_labels=tuple(picked),
+        native_sfreqs=tuple(float(header.sfreqs[i]) for i in index),
+        start_time=start_time(path), path=path, warnings=messages,
     )
 
 
@@ -254,47 +253,22 @@ def _pick_channels(
     spec: RenderSpec,
     header: EdfHeader,
     channel_overrides: Mapping[str, str] | None,
-) -> tuple[list[str], dict[str, str], dict[str, str], dict[str, float]]:
-    """The file channel of each spec row, checked against the row's minimum rate.
-
-    Returns
-    -------
-    picked : list of str
-        The file label of each row.
-    mne_name, units, native : dict
-        By file label: MNE's (latin-1) name, the header unit, the native rate.
-    """
-    # Pick only the rows' channels so other high-rate channels do not set the rate.
+) -> list[int]:
+    """The file signal of each spec row (its position in the header), checked against the
+    row's minimum rate."""
     signals = [i for i in range(len(header.labels)) if not header.is_annotation(i)]
     labels = [header.labels[i] for i in signals]
-    idx = map_channels(labels, spec, channel_overrides, source=path.name)
-    picked = [labels[i] for i in idx]
-    # MNE decodes labels as latin-1: pick by position, whatever the labels' encoding
-    mne_name = {header.labels[i]: header.mne_labels[i] for i in signals}
-    units = {header.labels[i]: header.units[i] for i in signals}
-    native = {lb: fs for lb, fs in zip(header.labels, header.sfreqs)}
-    for row, lb in zip(spec.rows, picked):
-        if native[lb] < row.min_sfreq:
+    index = [signals[k] for k in map_channels(labels, spec, channel_overrides,
+                                               source=path.name)]
+    for row, i in zip(spec.rows, index):
+        if header.sfreqs[i] < row.min_sfreq:
             raise PsgReadError(
-                f"{path.name}: channel {lb!r} for row {row.name!r} is recorded at "
-                f"{native[lb]:g} Hz; the {row.type} row needs at least {row.min_sfreq:g} Hz. "
-                "Map a channel recorded at a higher rate with --channel, or use another spec."
+                f"{path.name}: channel {header.labels[i]!r} for row {row.name!r} is recorded "
+                f"at {header.sfreqs[i]:g} Hz; the {row.type} row needs at least "
+                f"{row.min_sfreq:g} Hz. Map a channel recorded at a higher rate with "
+                "--channel, or use another spec."
             )
-    return picked, mne_name, units, native
-
-
-def _read_mne(path: Path, header: EdfHeader, include: list[str]) -> mne.io.BaseRaw:
-    """Read the ``include`` channels through MNE; any MNE failure is a :class:`PsgReadError`."""
-    import mne
-
-    reader = mne.io.read_raw_bdf if header.bytes_per_sample == 3 else mne.io.read_raw_edf
-    try:
-        return reader(path, include=include, preload=True, verbose="error")
-    except Exception as exc:  # MNE raises many types for broken files
-        raise PsgReadError(
-            f"{path.name}: MNE cannot read the file ({type(exc).__name__}: {exc}); it is "
-            "corrupt or not EDF/BDF. Check that it opens in EDFbrowser, or re-export it."
-        ) from exc
+    return index
 
 
 def _row_samples(

@@ -3,7 +3,7 @@
 A replay publishes the spec's rows (:mod:`edge_scorer.stream.replay`); with ``--all-channels`` every
 other signal of the file goes out too, as an amplifier would send them (respiration,
 temperature, event channels, extra EEG leads), at their native rates and in the file's physical
-units (MNE's volts turned back into the unit the header names). The engine ignores them (it
+units (:func:`~edge_scorer.io.edf_reader.read_signals`). The engine ignores them (it
 maps only the rows it needs); other LSL clients (LabRecorder, MNE-LSL, a viewer) see the whole
 recording.
 """
@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
-from edge_scorer.io.edf_header import PsgReadError, read_edf_header
+from edge_scorer.io.edf_header import read_edf_header
+from edge_scorer.io.edf_reader import read_signals
 
 log = get_logger("replay_channels")
 
-#: MNE's scale of voltage units (its data are volts); other units are kept as they are.
-_VOLT_SCALE = {"v": 1.0, "mv": 1e-3, "uv": 1e-6, "µv": 1e-6, "μv": 1e-6, "nv": 1e-9}
 #: XDF channel type by label prefix (others: MISC).
 _TYPES = (("EEG", "EEG"), ("EOG", "EOG"), ("EMG", "EMG"), ("ECG", "ECG"), ("EKG", "ECG"),
           ("RESP", "RESP"), ("TEMP", "TEMP"), ("SPO2", "SPO2"), ("SAO2", "SPO2"),
@@ -69,37 +68,18 @@ def other_channels(path: str | Path, used: Sequence[str]) -> list[FileChannel]:
     PsgReadError
         The file cannot be read.
     """
-    import mne
-
     path = Path(path)
     header = read_edf_header(path)
     skip = {u.strip().casefold() for u in used}
     picks = [i for i in range(len(header.labels)) if not header.is_annotation(i)
              and header.labels[i].strip().casefold() not in skip]
-    if not picks:
-        return []
-    reader = mne.io.read_raw_bdf if header.bytes_per_sample == 3 else mne.io.read_raw_edf
-    names = [header.mne_labels[i] for i in picks]
-    try:
-        raw = reader(path, include=names, preload=True, verbose="error")
-    except Exception as exc:  # MNE raises many types for broken files
-        raise PsgReadError(f"{path.name}: MNE cannot read the other channels ({exc})") from exc
-    out = []
-    sfreq = float(raw.info["sfreq"])
-    for i, name in zip(picks, names):
-        x = raw.get_data(picks=[raw.ch_names.index(name)])[0]
-        unit = header.units[i].strip()
-        x = x / _VOLT_SCALE.get(unit.casefold().replace("micro", "u"), 1.0)
-        native = float(header.sfreqs[i])
-        ratio = sfreq / native if native > 0 else 0.0
-        if ratio > 1 and abs(ratio - round(ratio)) < 1e-9:
-            x = x[:: int(round(ratio))]
-        else:
-            native = sfreq
-        out.append(FileChannel(header.labels[i], unit, channel_type(header.labels[i]), native,
-                               np.asarray(x, dtype=np.float32)))
-    log.info("%s: %d more channel(s): %s", path.name, len(out),
-             ", ".join(f"{c.label} ({c.sfreq:g} Hz)" for c in out))
+    out = [FileChannel(header.labels[i], header.units[i].strip(),
+                       channel_type(header.labels[i]), float(header.sfreqs[i]),
+                       np.asarray(x, dtype=np.float32))
+           for i, x in zip(picks, read_signals(path, header, picks))]
+    if out:
+        log.info("%s: %d more channel(s): %s", path.name, len(out),
+                 ", ".join(f"{c.label} ({c.sfreq:g} Hz)" for c in out))
     return out
 
 
