@@ -63,8 +63,12 @@ class _Unavailable:
         raise CliError(self.error)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every subcommand."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Build the top-level parser with every subcommand, or with ``only`` that one.
+
+    Building one imports one command's module: ``edge-scorer score`` does not import the
+    modules (and the training and export code) behind the other commands.
+    """
     from edge_scorer import __version__
 
     parser = argparse.ArgumentParser(
@@ -76,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     registered = plugins.available(plugins.COMMANDS)
     names = list(COMMANDS) + sorted(set(registered) - set(COMMANDS))
-    for name in names:
+    for name in [only] if only in names else names:
         modname = COMMANDS.get(name)
         if modname is None and name not in registered:
             log.debug("command %r is not registered (project not installed?)", name)
@@ -96,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edge-scorer`` console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # the first word that is not an option names the command (only -v, -h and --version,
+    # which take no value, can come before it)
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args, extra = parser.parse_known_args(argv)
     if extra and not isinstance(getattr(args, "_module", None), _Unavailable):
         parser.parse_args(argv)  # the usual error naming the unrecognized arguments
