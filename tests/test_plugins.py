@@ -36,3 +36,20 @@ def test_a_broken_command_does_not_break_the_others(monkeypatch, tmp_path, capsy
     err = capsys.readouterr().err
     assert "'broken' cannot load" in err and "no_such_module_x1" in err
     assert "ModuleNotFoundError" in err and "pip install -e ." in err
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    """``edge-scorer score`` imported every command's module (training's and export's too) to
+    build the parser; now only the one being run, while --help still lists them all."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from edge_scorer.cli import build_parser; {}; print(sorted({{m.split('.')"
+            "[0] for m in sys.modules}} & {{'training', 'export', 'gui'}}))")
+    for call, expected in (("build_parser('score')", "[]"),
+                           ("build_parser(None)", "['export', 'gui', 'training']")):
+        out = subprocess.run([sys.executable, "-c", code.format(call)], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert out == expected, call
+    helps = build_parser(None).format_help()
+    assert all(name in helps for name in ("score", "train", "export", "review"))
