@@ -122,6 +122,33 @@ def test_replay_excerpt_equals_native_rows(psg_excerpt: Path, shared_data: Path)
     assert mts[0] == pytest.approx(got[name][1][0], abs=1e-6)
 
 
+def test_halt_stops_pushing_and_keeps_the_outlets(psg_excerpt: Path) -> None:
+    """``halt`` ends the pushing at once but leaves the streams up (a receiver drains what was
+    pushed); ``stop`` then deletes them. ``bench beds`` halts every replay before stopping
+    any: deleting 300 outlets one by one took 27 s, and the replays still pushing meanwhile
+    pushed late."""
+    name = _uid()
+    rep = Replayer(psg_excerpt, name=name, speed=2.0, loop=True)
+    rep.start()
+    inlet = _inlet(name)
+    time.sleep(0.5)
+    rep.halt()
+    pushed = list(rep.n_pushed)
+    time.sleep(0.3)
+    assert not rep.is_running and rep.n_pushed == pushed and pushed[0] > 0
+    assert rep.has_receivers()  # the outlets are still there
+    got = 0
+    for _ in range(20):
+        data, _ = inlet.pull_chunk(timeout=0.1, max_samples=100_000)
+        got += len(data)
+    assert got == pushed[0]  # every pushed sample arrives
+    rep.stop()
+    assert not rep.has_receivers()
+    with pytest.raises(LostError):
+        for _ in range(50):
+            inlet.pull_chunk(timeout=0.1)
+
+
 def test_stop_midway_ends_quickly(psg_excerpt: Path) -> None:
     name = _uid()
     rep = Replayer(psg_excerpt, name=name, speed=2.0, loop=True)

@@ -10,8 +10,10 @@ scores all N (one model session, cross-bed batching). The replays' signal starts
 ``--connect-s`` after their outlets appear (the stream process connects every bed first) and,
 unless ``--aligned``, bed ``i`` starts ``i / N x 30`` s after bed 0, as beds started at
 different times would (``--aligned``: every bed's epochs end in the same second, the worst
-case). After ``--seconds`` of signal the replays
-stop; the stream process finalizes every bed and exits. Reported per N, from the beds'
+case). After ``--seconds`` of signal every replay stops pushing at once, then the outlets are
+deleted (liblsl takes about 0.1 s per outlet: 27 s for 150 beds; replays still pushing
+meanwhile pushed late, which the scorer saw as a stall); the stream process finalizes every bed
+and exits. Reported per N, from the beds'
 ``epochs.csv``/``run.json``/``beds.json``: p50 / p99 provisional latency over every epoch of
 every bed (from the pull of the chunk that completes an epoch to its label), the largest inlet
 lag of any bed (from the start: connecting N beds is part of it), the drain (seconds the
@@ -87,12 +89,20 @@ def _helper(args: argparse.Namespace) -> int:
     while any(sum(r.n_pushed) == 0 for r in reps) and time.perf_counter() < deadline:
         time.sleep(0.1)
     time.sleep(args.seconds)  # after the last bed's first samples
-    sent = []
+    # every replay stops pushing first, then the outlets go: stopping them one by one let the
+    # replays not yet stopped push late while liblsl deleted the others' outlets (at 150 beds
+    # their samples reached the scorer up to 13 s late, read as a stall of the scorer)
+    t_stop, stopped_at = time.perf_counter(), time.time()
+    for r in reps:
+        r.halt()
+    sent = [int(min(n / g.sfreq for n, g in zip(r.n_pushed, r.groups, strict=True)) // 30.0)
+            for r in reps]
+    t_halted = time.perf_counter()
     for r in reps:
         r.stop()
-        sent.append(int(min(n / g.sfreq for n, g in zip(r.n_pushed, r.groups, strict=True))
-                        // 30.0))
-    print(json.dumps({"sent_epochs": sent, "stopped_at": time.time()}), flush=True)
+    print(json.dumps({"sent_epochs": sent, "stopped_at": stopped_at,
+                      "halt_s": t_halted - t_stop, "delete_s": time.perf_counter() - t_halted}),
+          flush=True)
     time.sleep(args.idle + 6)  # outlets stay while the receivers drain
     return 0
 
@@ -175,7 +185,8 @@ def run_n(n: int, psgs: Sequence[Path], seconds: float, folder: Path,
            "helper_cores": helper_cpu / wall, "load_start": load0,
            "load_end": os.getloadavg()[0],
            "mean_batch": summary["epochs_scored"] / max(1, summary["inference_calls"]),
-           "refused": sum(b["status"] != "ended" for b in summary["beds"])}
+           "refused": sum(b["status"] != "ended" for b in summary["beds"]),
+           "helper_halt_s": sent_info.get("halt_s"), "helper_delete_s": sent_info.get("delete_s")}
     res["real_time"] = bool(res["missing_epochs"] == 0 and res["refused"] == 0
                             and res["drain_s"] < DRAIN_OK_S and p99 < 100.0)
     return res

@@ -330,13 +330,22 @@ class Replayer:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop pushing, join the thread and delete the outlets (idempotent)."""
+    def halt(self, timeout: float = 5.0) -> None:
+        """Stop pushing and join the thread; the outlets stay (idempotent).
+
+        To end many replays in one process at the same signal time, halt them all before
+        stopping any: deleting an outlet takes liblsl a while, and replays still pushing
+        meanwhile would push late.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("replay thread did not stop within %g s", timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop pushing, join the thread and delete the outlets (idempotent)."""
+        self.halt(timeout)
         self._outlets.clear()
         self._marker_outlet = None
 
