@@ -103,7 +103,6 @@ def _helper(args: argparse.Namespace) -> int:
     print(json.dumps({"sent_epochs": sent, "stopped_at": stopped_at,
                       "halt_s": t_halted - t_stop, "delete_s": time.perf_counter() - t_halted}),
           flush=True)
-    time.sleep(args.idle + 6)  # outlets stay while the receivers drain
     return 0
 
 
@@ -146,7 +145,7 @@ def run_n(n: int, psgs: Sequence[Path], seconds: float, folder: Path,
     idle = connect_s + (IDLE_S if aligned else IDLE_STAGGERED_S)
     helper = subprocess.Popen(
         [*nice, sys.executable, "-m", "edge_scorer.bench.beds", "--helper", "--seconds",
-         str(seconds), "--idle", str(idle), "--connect-s", str(connect_s),
+         str(seconds), "--connect-s", str(connect_s),
          *([] if aligned else ["--stagger"]), "--psg",
          *map(str, psgs), "--names", *names],
         stdout=subprocess.PIPE, text=True)
@@ -206,7 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--helper", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--psg", nargs="*", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--names", nargs="*", default=[], help=argparse.SUPPRESS)
-    parser.add_argument("--idle", type=float, default=IDLE_S, help=argparse.SUPPRESS)
     parser.add_argument("--connect-s", type=float, default=None,
                         help="the replays' signal starts this long after their outlets appear, "
                              "so that the stream process has connected every bed first (LSL "
