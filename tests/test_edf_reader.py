@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_scorer.io.edf_header import read_edf_header
-from edge_scorer.io.edf_reader import read_signals, start_time
+from edge_scorer.io.edf_header import parse_start_time, read_edf_header
+from edge_scorer.io.edf_reader import read_signals
 from edge_scorer.io.psg import read_psg
 
 EXCERPT = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sleep-edf"
@@ -87,7 +87,7 @@ def test_the_same_samples_and_start_as_mne(tmp_path):
             compared += 1
         assert compared >= 1
         meas = raw.info["meas_date"].replace(tzinfo=None)
-        assert start_time(path) == meas
+        assert header.start_time == meas
 
 
 def test_start_time_years_and_bad_fields():
@@ -97,7 +97,7 @@ def test_start_time_years_and_bad_fields():
         head = bytearray(base)
         head[88:168] = _field(rec, 80)
         head[168:176], head[176:184] = _field(date, 8), _field(time, 8)
-        return start_time("unused", bytes(head))
+        return parse_start_time(bytes(head))
 
     assert at("01.02.84", "03.04.05") == datetime(2084, 2, 1, 3, 4, 5)
     assert at("01.02.85", "03.04.05") == datetime(1985, 2, 1, 3, 4, 5)

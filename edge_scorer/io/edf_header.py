@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -54,6 +55,7 @@ class EdfHeader:
     file_bytes: int = 0
     n_records_declared: int = 0
     plus: bool = False
+    start_time: datetime | None = None
 
     @property
     def sfreqs(self) -> tuple[float, ...]:
@@ -103,6 +105,35 @@ def _number(raw: bytes, what: str, name: str, *, integer: bool = False) -> float
     return value
 
 
+def parse_start_time(head: bytes) -> datetime | None:
+    """Recording start from the first 184 bytes of a header, as a naive UTC ``datetime``
+    (``None`` if unreadable).
+
+    The EDF+ recording field's ``Startdate dd-MMM-yyyy`` (4-digit year) wins over the
+    ``dd.mm.yy`` start date (years 85-99 are 1985-1999, 00-84 are 2000-2084); the time is the
+    ``hh.mm.ss`` start time (midnight if unreadable), as MNE reads it.
+    """
+    rec_info = head[88:168].decode("latin-1").rstrip().split(" ")
+    date = None
+    if len(rec_info) == 5:
+        try:
+            date = datetime.strptime(rec_info[1], "%d-%b-%Y")
+        except ValueError:
+            date = None
+    if date is None:
+        try:
+            day, month, year = (int(x) for x in head[168:176].decode("latin-1").split("."))
+            date = datetime(year + 2000 if year < 85 else year + 1900, month, day)
+        except ValueError:
+            return None
+    try:
+        hour, minute, second = (int(x) for x in head[176:184].decode("latin-1").split("."))
+        return date.replace(hour=hour, minute=minute, second=second, tzinfo=UTC).replace(
+            tzinfo=None)
+    except ValueError:
+        return date
+
+
 def read_edf_header(path: str | Path, *, check_size: bool = True) -> EdfHeader:
     """Parse and check an EDF/EDF+/BDF header (see the module docstring).
 
@@ -147,7 +178,7 @@ def read_edf_header(path: str | Path, *, check_size: bool = True) -> EdfHeader:
         bytes_per_sample=fx.bytes_per_sample, physical_min=tuple(sig.pmin),
         physical_max=tuple(sig.pmax), digital_min=tuple(sig.dmin),
         digital_max=tuple(sig.dmax), file_bytes=size,
-        n_records_declared=fx.n_declared, plus=fx.plus)
+        n_records_declared=fx.n_declared, plus=fx.plus, start_time=fx.start_time)
     if n_records == 0:
         raise PsgReadError(f"{name}: the file holds no data record (header says "
                            f"{fx.n_declared}, {body} bytes after the header){_FIX}")
@@ -170,6 +201,7 @@ class _FixedHeader(NamedTuple):
     record_s: float
     ns: int
     plus: bool
+    start_time: datetime | None
 
 
 class _SignalFields(NamedTuple):
@@ -212,7 +244,7 @@ def _read_fixed(fh: BinaryIO, name: str, size: int) -> _FixedHeader:
                            f"{header_bytes} bytes){_FIX}")
     plus = fixed[192:197] in (b"EDF+C", b"EDF+D", b"BDF+C", b"BDF+D")
     return _FixedHeader(bytes_per_sample, dig_limit, header_bytes, n_declared, record_s, ns,
-                        plus)
+                        plus, parse_start_time(fixed))
 
 
 def _read_signal_fields(raw: bytes, ns: int, name: str) -> _SignalFields:
@@ -262,4 +294,5 @@ def _check_signals(name: str, sig: _SignalFields, dig_limit: int) -> None:
                 "editor) or re-export")
 
 
-__all__ = ["ANNOTATION_LABELS", "MAX_SIGNALS", "EdfHeader", "PsgReadError", "read_edf_header"]
+__all__ = ["ANNOTATION_LABELS", "MAX_SIGNALS", "EdfHeader", "PsgReadError", "parse_start_time",
+           "read_edf_header"]

@@ -17,7 +17,6 @@ refused here. EDF+D (discontinuous) records are read back to back, as if continu
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -88,37 +87,4 @@ def read_signals(path: str | Path, header: EdfHeader, indices: Sequence[int]) ->
         del records  # close the map (the file stays free to move or delete)
 
 
-def start_time(path: str | Path, header_bytes: bytes | None = None) -> datetime | None:
-    """Recording start from the header, as a naive UTC ``datetime`` (``None`` if unreadable).
-
-    The EDF+ recording field's ``Startdate dd-MMM-yyyy`` (4-digit year) wins over the
-    ``dd.mm.yy`` start date (years 85-99 are 1985-1999, 00-84 are 2000-2084); the time is
-    the ``hh.mm.ss`` start time (midnight if unreadable), as MNE reads it.
-    """
-    if header_bytes is None:
-        with open(path, "rb") as fh:
-            header_bytes = fh.read(184)
-    rec_info = header_bytes[88:168].decode("latin-1").rstrip().split(" ")
-    date = None
-    if len(rec_info) == 5:
-        try:
-            date = datetime.strptime(rec_info[1], "%d-%b-%Y")
-        except ValueError:
-            date = None
-    if date is None:
-        try:
-            day, month, year = (int(x) for x in header_bytes[168:176].decode("latin-1")
-                                .split("."))
-            date = datetime(year + 2000 if year < 85 else year + 1900, month, day)
-        except ValueError:
-            return None
-    try:
-        hour, minute, second = (int(x) for x in header_bytes[176:184].decode("latin-1")
-                                .split("."))
-        return date.replace(hour=hour, minute=minute, second=second, tzinfo=UTC).replace(
-            tzinfo=None)
-    except ValueError:
-        return date
-
-
-__all__ = ["read_signals", "start_time"]
+__all__ = ["read_signals"]

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_scorer._log import get_logger
+from edge_scorer.io.edf_header import parse_start_time
 from edge_scorer.io.hypnogram_writers import (  # the writers are re-exported here
     _FORMATS,
     _TOL_S,
@@ -141,18 +142,12 @@ def _events_to_stages(
 
 
 def _edf_start_time(path: Path) -> datetime | None:
-    """Recording start from the EDF header (EDF+ 'Startdate' gives the 4-digit year)."""
+    """Recording start from the EDF header (:func:`~edge_scorer.io.edf_header.parse_start_time`,
+    the rule PSG files are read with)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(256)
-        day, month, yy = (int(v) for v in head[168:176].decode("ascii").split("."))
-        hour, minute, second = (int(v) for v in head[176:184].decode("ascii").split("."))
-        year = 1900 + yy if yy >= 85 else 2000 + yy
-        rec = head[88:168].decode("ascii", "replace").split()
-        if len(rec) >= 2 and rec[0] == "Startdate" and rec[1] != "X":
-            year = int(rec[1].split("-")[2])
-        return datetime(year, month, day, hour, minute, second)
-    except (OSError, ValueError, IndexError):
+            return parse_start_time(f.read(256))
+    except OSError:
         return None
 
 

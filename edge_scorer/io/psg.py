@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_scorer._log import get_logger
 from edge_scorer.io.edf_header import EdfHeader, PsgReadError, read_edf_header
-from edge_scorer.io.edf_reader import read_signals, start_time
+from edge_scorer.io.edf_reader import read_signals
 from edge_scorer.io.montage import map_channels
 from edge_scorer.io.spec import RenderSpec, RowSpec, load_spec
 from edge_scorer.stages import Stage
@@ -244,7 +244,7 @@ def read_psg(
     return PsgRecording(
         rows=tuple(rows), row_names=spec.row_names, source_labels=tuple(picked),
         native_sfreqs=tuple(float(header.sfreqs[i]) for i in index),
-        start_time=start_time(path), path=path, warnings=messages,
+        start_time=header.start_time, path=path, warnings=messages,
     )
 
 
