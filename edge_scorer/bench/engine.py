@@ -128,7 +128,7 @@ def offline_vs_yasa(model, psg: Path, repeats: int = 3, intra: Path | None = Non
             ours_cold.append(_wall([*score, "-o", str(Path(tmp) / f"run{k}")]))
             if has_yasa:
                 yasa_cold.append(_wall([sys.executable, "-c", _YASA_FRESH, str(psg)]))
-    score_file(psg, model, None, progress=False)  # warm-up (MNE import, ONNX Runtime arena)
+    score_file(psg, model, None, progress=False)  # warm-up (ONNX Runtime arena, first batches)
     if has_yasa:
         _yasa_night(psg)
     ours, theirs = [], []
